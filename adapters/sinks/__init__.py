@@ -1,0 +1,1 @@
+"""Incident sinks: each delivers incidents from the outbox to one product."""

@@ -1,0 +1,1 @@
+"""Camera sources: each yields Frames to the pipeline."""

@@ -1,0 +1,236 @@
+"""The aiohttp Application owns the program: each long-lived resource is a cleanup context, started in
+dependency order (store, inference, sinks + outbox, cameras) and closed in reverse."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiohttp import web
+
+from adapters.sinks.webhook import WebhookSink
+from adapters.sources.opencv_source import OpenCVSource
+from plugin.config import Config, WebhookSinkConfig
+from plugin.errors import InferenceUnavailable, StoreSightError
+from plugin.explain import Explainer
+from plugin.incidents import IncidentManager
+from plugin.inference import TritonInferenceClient
+from plugin.metrics import Metrics
+from plugin.outbox import OutboxWorker
+from plugin.pipeline import CameraPipeline
+from plugin.rules import build_rule
+from plugin.sinks import IncidentSink
+from plugin.store import AsyncStore
+from plugin.triton_server import DEFAULT_MODEL_REPOSITORY, EmbeddedTriton
+
+log = logging.getLogger(__name__)
+
+RESTART_START_S = 2.0
+RESTART_MAX_S = 60.0
+
+
+@dataclass
+class Runtime:
+    """Everything the contexts build, reachable from handlers and the CLI."""
+
+    config: Config
+    once: bool = False
+    metrics: Metrics = field(default_factory=Metrics)
+    store: AsyncStore | None = None
+    triton: EmbeddedTriton | None = None
+    client: TritonInferenceClient | None = None
+    sinks: dict[str, IncidentSink] = field(default_factory=dict)
+    outbox: OutboxWorker | None = None
+    incidents: IncidentManager | None = None
+    pipelines: dict[str, CameraPipeline] = field(default_factory=dict)
+    tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    token: str = ""
+    fatal: StoreSightError | None = None
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def storage(self) -> Path:
+        """The data directory."""
+        return self.config.storage.path
+
+
+RUNTIME = web.AppKey("runtime", Runtime)
+
+
+def api_token(config: Config) -> str:
+    """The API token: config, then $STORESIGHT_API_TOKEN, then one generated once and kept in the data dir."""
+    if config.web.token:
+        return config.web.token
+    env = os.environ.get("STORESIGHT_API_TOKEN")
+    if env:
+        return env
+    path = config.storage.path / "api_token"
+    if path.is_file():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(24)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    log.info("generated an API token in %s", path)
+    return token
+
+
+async def store_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The SQLite store."""
+    rt = app[RUNTIME]
+    rt.storage.mkdir(parents=True, exist_ok=True)
+    rt.token = api_token(rt.config)
+    rt.store = AsyncStore(rt.storage / "storesight.db")
+    yield
+    await rt.store.close()
+
+
+async def inference_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The embedded Triton (when no URL is configured) and the shared inference client."""
+    rt = app[RUNTIME]
+    tc = rt.config.triton
+    url = tc.url
+    if url is None:
+        rt.triton = EmbeddedTriton(
+            model_repository=(tc.model_repository or DEFAULT_MODEL_REPOSITORY).resolve(),
+            cache_dir=rt.storage.resolve() / "triton",
+        )
+        rt.triton.start()
+        try:
+            await asyncio.to_thread(rt.triton.wait_ready, tc.model, tc.ready_timeout_s)
+        except BaseException:
+            rt.triton.stop()
+            raise
+        url = rt.triton.grpc_url
+    rt.client = TritonInferenceClient(url, tc.model, tc.request_timeout_s)
+    yield
+    await rt.client.close()  # before the server: Triton's shutdown waits on open connections
+    if rt.triton is not None:
+        await asyncio.to_thread(rt.triton.stop)
+
+
+def build_sink(config: WebhookSinkConfig) -> IncidentSink:
+    """The adapter for one sink config."""
+    return WebhookSink(config)
+
+
+async def sinks_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Sinks, the incident manager and the outbox worker."""
+    rt = app[RUNTIME]
+    assert rt.store is not None
+    rt.sinks = {s.id: build_sink(s) for s in rt.config.sinks}
+    rt.outbox = OutboxWorker(rt.store, rt.sinks, rt.metrics)
+    rt.incidents = IncidentManager(
+        rt.store, rt.storage / "evidence", Explainer(rt.config.site.timezone), list(rt.sinks),
+        on_saved=lambda _incident: rt.outbox.notify() if rt.outbox else None,
+    )  # fmt: skip
+    task = asyncio.create_task(rt.outbox.run(), name="outbox")
+    yield
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    # SIGTERM drains: give in-flight and due deliveries a last chance before closing the sinks
+    if rt.sinks:
+        await rt.outbox.drain(timeout_s=5.0)
+    for sink in rt.sinks.values():
+        await sink.close()
+
+
+async def _wait_for_triton(rt: Runtime, pipeline: CameraPipeline) -> None:
+    assert rt.client is not None
+    if rt.once:
+        await rt.client.wait_ready(rt.config.triton.ready_timeout_s)
+        return
+    delay = 1.0
+    while not await rt.client.ready():
+        pipeline.status.state = "waiting-for-triton"
+        rt.metrics.triton_up.set(0)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 30.0)
+    rt.metrics.triton_up.set(1)
+
+
+async def _supervise(rt: Runtime, camera_id: str) -> None:
+    """Run one camera's pipeline; restart it with backoff when it fails (live), stop at the end (files)."""
+    backoff = RESTART_START_S
+    while True:
+        pipeline = rt.pipelines[camera_id]
+        try:
+            await _wait_for_triton(rt, pipeline)
+            await pipeline.run()
+            return
+        except asyncio.CancelledError:
+            raise
+        except StoreSightError as exc:
+            pipeline.status.state, pipeline.status.last_error = "failed", str(exc)
+            log.error("%s: %s", camera_id, exc)
+            if rt.once or pipeline.source.is_file:
+                rt.fatal = rt.fatal or exc
+                return
+        except Exception as exc:  # a bug must not take the other cameras down: report it, restart
+            pipeline.status.state, pipeline.status.last_error = "failed", f"{type(exc).__name__}: {exc}"
+            log.exception("%s: pipeline crashed", camera_id)
+            if rt.once:
+                rt.fatal = rt.fatal or StoreSightError(f"{camera_id}: pipeline crashed: {exc}")
+                return
+        await pipeline.close()
+        pipeline.status.state = "restarting"
+        await asyncio.sleep(backoff)
+        backoff = min(backoff * 2, RESTART_MAX_S)
+        rt.pipelines[camera_id] = _new_pipeline(rt, camera_id)
+        rt.pipelines[camera_id].status.last_error = pipeline.status.last_error
+
+
+def _new_pipeline(rt: Runtime, camera_id: str) -> CameraPipeline:
+    assert rt.client is not None and rt.incidents is not None
+    cam = rt.config.camera(camera_id)
+    source = OpenCVSource(cam.id, cam.source, cam.fps, realtime=cam.realtime, start_time=cam.start_time)
+    rules = [build_rule(r) for r in rt.config.rules if r.camera == cam.id]
+    names = rt.client.info.class_names if rt.client.info else tuple(rt.config.detector.classes)
+    return CameraPipeline(cam, source, rt.client, rt.config.detector, names, rules, rt.incidents, rt.metrics)
+
+
+async def cameras_ctx(app: web.Application) -> AsyncIterator[None]:
+    """One supervised task per enabled camera; `done` is set when all have stopped (files in --once)."""
+    rt = app[RUNTIME]
+    assert rt.client is not None
+    if rt.once or rt.triton is not None:
+        # class names come from the model; a one-shot run must fail early and clearly if Triton is missing
+        try:
+            await rt.client.wait_ready(rt.config.triton.ready_timeout_s)
+        except InferenceUnavailable:
+            if rt.once:
+                raise
+    for cam in rt.config.cameras:
+        if cam.enabled:
+            rt.pipelines[cam.id] = _new_pipeline(rt, cam.id)
+            rt.tasks[cam.id] = asyncio.create_task(_supervise(rt, cam.id), name=f"camera-{cam.id}")
+
+    async def watch() -> None:
+        await asyncio.gather(*rt.tasks.values(), return_exceptions=True)
+        rt.done.set()
+
+    watcher = asyncio.create_task(watch(), name="cameras-done")
+    yield
+    for task in rt.tasks.values():
+        task.cancel()
+    await asyncio.gather(*rt.tasks.values(), return_exceptions=True)
+    watcher.cancel()
+    for p in rt.pipelines.values():
+        await p.close()
+
+
+def build_app(config: Config, once: bool = False) -> web.Application:
+    """The application with every context registered (routes come from plugin.web)."""
+    from plugin.web import setup_routes
+
+    app = web.Application()
+    app[RUNTIME] = Runtime(config=config, once=once)
+    app.cleanup_ctx.extend([store_ctx, inference_ctx, sinks_ctx, cameras_ctx])
+    setup_routes(app)
+    return app

@@ -1,0 +1,269 @@
+"""The `storesight` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from plugin.config import Config, load_config
+from plugin.errors import SourceError, StoreSightError
+
+log = logging.getLogger("storesight")
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("aiohttp.access",):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    """Validate a config file."""
+    config = load_config(args.file)
+    print(f"{args.file}: OK ({len(config.cameras)} camera(s), {len(config.rules)} rule(s), {len(config.sinks)} sink(s))")
+    return 0
+
+
+def cmd_models_fetch(args: argparse.Namespace) -> int:
+    """Put the model files in place."""
+    from plugin.assets import default_models_dir, fetch_models
+
+    source = Path(args.from_dir) if args.from_dir else default_models_dir()
+    for path in fetch_models(source, args.url, args.accept_sha256):
+        print(f"ok {path}")
+    return 0
+
+
+def cmd_media_fetch(args: argparse.Namespace) -> int:
+    """Put the demo clip in place."""
+    from plugin.assets import fetch_demo_media
+
+    env = os.environ.get("STORESIGHT_MEDIA_DIR")
+    source = Path(args.from_dir) if args.from_dir else (Path(env) if env else None)
+    print(fetch_demo_media(source, Path(args.dest)))
+    return 0
+
+
+async def _detect(config: Config, images: Sequence[str]) -> list[dict[str, Any]]:
+    import cv2
+
+    from plugin.inference import TritonInferenceClient
+    from plugin.triton_server import DEFAULT_MODEL_REPOSITORY, EmbeddedTriton
+
+    loaded = []
+    for name in images:
+        img = cv2.imread(name, cv2.IMREAD_COLOR)
+        if img is None:
+            raise SourceError(f"{name}: not a readable image")
+        loaded.append((name, img))
+    tc = config.triton
+    server = None
+    url = tc.url
+    if url is None:
+        server = EmbeddedTriton(
+            model_repository=(tc.model_repository or DEFAULT_MODEL_REPOSITORY).resolve(),
+            cache_dir=config.storage.path.resolve() / "triton",
+        )
+        server.start()
+        try:
+            await asyncio.to_thread(server.wait_ready, tc.model, tc.ready_timeout_s)
+        except BaseException:
+            server.stop()
+            raise
+        url = server.grpc_url
+    client = TritonInferenceClient(url, tc.model, tc.request_timeout_s)
+    try:
+        info = await client.wait_ready(tc.ready_timeout_s)
+        results = await client.detect([img for _, img in loaded])
+    finally:
+        await client.close()
+        if server is not None:
+            await asyncio.to_thread(server.stop)
+    out = []
+    for (name, _), dets in zip(loaded, results, strict=True):
+        rows = [
+            {
+                "box": [round(float(v), 1) for v in dets.xyxy[i]],
+                "class": info.class_names[int(dets.class_ids[i])],
+                "score": round(float(dets.scores[i]), 3),
+            }
+            for i in range(len(dets))
+        ]
+        out.append({"image": name, "detections": rows})
+    return out
+
+
+def cmd_detect(args: argparse.Namespace) -> int:
+    """Run the configured detector on images."""
+    config = load_config(args.config) if args.config else Config()
+    if args.triton_url:
+        config = config.model_copy(update={"triton": config.triton.model_copy(update={"url": args.triton_url})})
+    results = asyncio.run(_detect(config, args.images))
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        for r in results:
+            print(f"{r['image']}: {len(r['detections'])} detection(s)")
+            for d in r["detections"]:
+                x1, y1, x2, y2 = d["box"]
+                print(f"  {d['class']:<14} {d['score']:.2f}  [{x1:.0f}, {y1:.0f}, {x2:.0f}, {y2:.0f}]")
+    return 0
+
+
+def _progress_line(rt: Any, started: float) -> str:
+    parts = []
+    for cid, p in rt.pipelines.items():
+        st = p.source.status
+        pos = p.status.media_processed_s
+        dur = st.duration_s
+        speed = pos / max(time.monotonic() - started, 1e-6)
+        where = f"{pos:6.1f}/{dur:.1f} s" if dur else f"{pos:6.1f} s"
+        parts.append(f"{cid}: {where} {speed:5.1f}x {p.status.incidents} incident(s)")
+    return " | ".join(parts)
+
+
+async def _run(config: Config, once: bool) -> int:
+    from aiohttp import web
+
+    from plugin.app import RUNTIME, build_app
+
+    app = build_app(config, once=once)
+    rt = app[RUNTIME]
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await runner.setup()  # runs every cleanup context's startup: store, Triton, sinks, cameras
+    started = time.monotonic()
+    try:
+        if once:
+            tty = sys.stderr.isatty()
+            while not rt.done.is_set() and not stop.is_set():
+                if tty:
+                    print("\r" + _progress_line(rt, started), end="", file=sys.stderr, flush=True)
+                done_wait = asyncio.create_task(rt.done.wait())
+                stop_wait = asyncio.create_task(stop.wait())
+                await asyncio.wait({done_wait, stop_wait}, timeout=0.5, return_when=asyncio.FIRST_COMPLETED)
+                done_wait.cancel()
+                stop_wait.cancel()
+            if tty:
+                print("\r" + _progress_line(rt, started), file=sys.stderr)
+            if rt.outbox is not None and rt.sinks:
+                drained = await rt.outbox.drain(timeout_s=30.0)
+                if not drained:
+                    log.warning("some deliveries are still pending; they go out on the next run")
+            total = sum(p.status.incidents for p in rt.pipelines.values())
+            print(f"analysed {len(rt.pipelines)} source(s) in {time.monotonic() - started:.1f} s: "
+                  f"{total} incident(s)", file=sys.stderr)  # fmt: skip
+        else:
+            site = web.TCPSite(runner, config.web.host, config.web.port)
+            await site.start()
+            log.info("console at http://%s:%d/ (API token in %s)", config.web.host, config.web.port,
+                     "config" if config.web.token else config.storage.path / "api_token")  # fmt: skip
+            await stop.wait()
+    finally:
+        await runner.cleanup()
+    if rt.fatal is not None:
+        raise rt.fatal
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run the bridge."""
+    config = load_config(args.config)
+    if args.listen:
+        host, _, port = args.listen.rpartition(":")
+        web_cfg = config.web.model_copy(update={"host": host or "127.0.0.1", "port": int(port)})
+        config = config.model_copy(update={"web": web_cfg})
+    return asyncio.run(_run(config, once=args.once))
+
+
+def cmd_incidents(args: argparse.Namespace) -> int:
+    """Print stored incidents."""
+    from plugin.store import Store
+
+    config = load_config(args.config)
+    db = config.storage.path / "storesight.db"
+    rows = Store(db).incidents(limit=args.limit) if db.exists() else []
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for r in rows:
+            print(f"{r['start']}  {r['camera']:<10} {r['rule_id']:<20} {r['state']:<5} {r['explanation']}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """All subcommands."""
+    p = argparse.ArgumentParser(prog="storesight", description="AI retail security bridge for your VMS")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="analyse cameras, raise incidents, serve the console")
+    run.add_argument("-c", "--config", required=True)
+    run.add_argument("--once", action="store_true", help="process file sources to their end, then exit")
+    run.add_argument("--listen", help="HOST:PORT for the console (overrides web.host/web.port)")
+    run.set_defaults(func=cmd_run)
+
+    det = sub.add_parser("detect", help="run the configured detector on images")
+    det.add_argument("images", nargs="+")
+    det.add_argument("-c", "--config")
+    det.add_argument("--triton-url", help="grpc://host:port or http://host:port (default: embedded)")
+    det.add_argument("--json", action="store_true")
+    det.set_defaults(func=cmd_detect)
+
+    inc = sub.add_parser("incidents", help="list stored incidents")
+    inc.add_argument("-c", "--config", required=True)
+    inc.add_argument("--json", action="store_true")
+    inc.add_argument("--limit", type=int, default=1000)
+    inc.set_defaults(func=cmd_incidents)
+
+    chk = sub.add_parser("check-config", help="validate a config file")
+    chk.add_argument("file")
+    chk.set_defaults(func=cmd_check_config)
+
+    models = sub.add_parser("models", help="model files").add_subparsers(dest="models_command", required=True)
+    mf = models.add_parser("fetch", help="put the ONNX files in place (local dir or download), sha256-checked")
+    mf.add_argument("--from", dest="from_dir", help="directory holding the files (default: $STORESIGHT_MODELS_DIR)")
+    mf.add_argument("--url", help="download URL instead of the upstream release")
+    mf.add_argument("--accept-sha256", help="also accept this hash (another export you trust)")
+    mf.set_defaults(func=cmd_models_fetch)
+
+    media = sub.add_parser("media", help="demo media").add_subparsers(dest="media_command", required=True)
+    md = media.add_parser("fetch", help="put the demo clip in place, sha256-checked")
+    md.add_argument("--from", dest="from_dir", help="directory holding it (default: $STORESIGHT_MEDIA_DIR)")
+    md.add_argument("--dest", default="storesight-data/media")
+    md.set_defaults(func=cmd_media_fetch)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: expected errors print one clear message and exit non-zero, without a traceback."""
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.verbose)
+    try:
+        code: int = args.func(args)
+        return code
+    except StoreSightError as exc:
+        print(f"storesight: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,27 @@
+"""Errors StoreSight expects and reports without a traceback; each carries the exit code the CLI uses."""
+
+from __future__ import annotations
+
+
+class StoreSightError(Exception):
+    """An expected failure with a message meant for the user."""
+
+    exit_code = 1
+
+
+class ConfigError(StoreSightError):
+    """The configuration file is unreadable or invalid."""
+
+    exit_code = 2
+
+
+class ModelError(StoreSightError):
+    """A model file is missing, unreadable or fails its checksum."""
+
+
+class InferenceUnavailable(StoreSightError):
+    """Triton cannot be reached or the model is not ready (retry later)."""
+
+
+class SourceError(StoreSightError):
+    """A camera source cannot be opened or read."""

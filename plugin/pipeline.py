@@ -1,0 +1,124 @@
+"""One camera's pipeline: frames -> detector -> tracker -> rules -> incidents."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+
+from plugin.config import CameraConfig, DetectorConfig
+from plugin.errors import InferenceUnavailable
+from plugin.incidents import IncidentManager
+from plugin.inference import InferenceClient
+from plugin.metrics import Metrics
+from plugin.rules import Observation, Rule, RuleHit
+from plugin.sources import CameraSource
+from plugin.tracking import Tracker
+from plugin.types import Detections, Frame
+from plugin.zones import PolygonZone
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PipelineStatus:
+    """What /readyz, the console and progress show for one camera."""
+
+    state: str = "starting"  # starting | waiting-for-triton | running | finished | failed | restarting
+    last_error: str | None = None
+    frames: int = 0
+    incidents: int = 0
+    started_monotonic: float = 0.0
+    media_processed_s: float = 0.0
+
+
+class CameraPipeline:
+    """Runs until the source ends (files) or is cancelled (live)."""
+
+    def __init__(
+        self,
+        camera: CameraConfig,
+        source: CameraSource,
+        client: InferenceClient,
+        detector: DetectorConfig,
+        class_names: Sequence[str],
+        rules: Sequence[Rule],
+        incidents: IncidentManager,
+        metrics: Metrics,
+    ) -> None:
+        self.camera = camera
+        self.source = source
+        self.client = client
+        self.detector = detector
+        self.rules = list(rules)
+        self.incidents = incidents
+        self.metrics = metrics
+        self.zones = {z.id: PolygonZone(z) for z in camera.zones}
+        unknown = [c for c in detector.classes if c not in class_names]
+        if unknown:
+            raise InferenceUnavailable(f"detector.classes: the model has no class {unknown} (it has {class_names[:5]}...)")
+        self.class_ids = np.asarray([list(class_names).index(c) for c in detector.classes], np.int32)
+        self.tracker = Tracker()
+        self.status = PipelineStatus()
+        self.last_frame: Frame | None = None
+
+    def _filter(self, dets: Detections) -> Detections:
+        keep = np.isin(dets.class_ids, self.class_ids) & (dets.scores >= self.detector.min_score)
+        return dets[keep]
+
+    async def run(self) -> None:
+        """Process frames until the source ends."""
+        cam = self.camera.id
+        self.status.state = "running"
+        self.status.started_monotonic = time.monotonic()
+        try:
+            async for frame in self.source.frames():
+                await self.process(frame)
+        finally:
+            self.metrics.camera_up.labels(camera=cam).set(0)
+        if self.last_frame is not None:
+            await self._apply(self.last_frame, [h for r in self.rules for h in r.finish(self.last_frame.captured_at)])
+        self.status.state = "finished"
+
+    async def process(self, frame: Frame) -> None:
+        """One frame through detector, tracker and rules."""
+        cam = self.camera.id
+        t0 = time.perf_counter()
+        dets = (await self.client.detect([frame.image]))[0]
+        self.metrics.detect_seconds.labels(camera=cam).observe(time.perf_counter() - t0)
+        tracked = self.tracker.update(self._filter(dets), frame.captured_at.timestamp())
+        inside = {zid: z.contains(tracked, frame.width, frame.height) for zid, z in self.zones.items()}
+        obs = Observation(camera=cam, t=frame.captured_at, detections=tracked, inside=inside)
+        hits = [h for rule in self.rules for h in rule.update(obs)]
+        self.last_frame = frame
+        self.status.frames += 1
+        if frame.pts_s is not None:
+            self.status.media_processed_s = frame.pts_s
+        self.metrics.frames.labels(camera=cam).inc()
+        self.metrics.camera_up.labels(camera=cam).set(1)
+        self.metrics.people.labels(camera=cam).set(len(tracked))
+        self.metrics.frames_dropped.labels(camera=cam).set(self.source.status.frames_dropped)
+        if hits:
+            await self._apply(frame, hits)
+
+    async def _apply(self, frame: Frame, hits: list[RuleHit]) -> None:
+        for hit in hits:
+            zone = self.zones.get(hit.zone) if hit.zone else None
+            incident = await self.incidents.handle(hit, frame if hit.state == "start" else None, zone)
+            if incident is not None and incident.state == "start":
+                self.status.incidents += 1
+                self.metrics.incidents.labels(camera=hit.camera, rule=hit.rule_id).inc()
+
+    def media_time(self) -> datetime | None:
+        """Capture time of the last processed frame."""
+        return None if self.last_frame is None else self.last_frame.captured_at
+
+    async def close(self) -> None:
+        """Close the source."""
+        await self.source.close()
+        await asyncio.sleep(0)

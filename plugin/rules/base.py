@@ -1,0 +1,150 @@
+"""What rules see (Observation) and say (RuleHit), and the shared per-track zone presence logic."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, ClassVar, Literal, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from plugin.config import RuleBase
+from plugin.types import Detections
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One analysed frame of one camera, as the rules see it."""
+
+    camera: str
+    t: datetime
+    detections: Detections  # confirmed tracks only, track_ids set
+    inside: Mapping[str, npt.NDArray[np.bool_]]  # zone id -> mask over detections
+
+
+@dataclass(frozen=True)
+class RuleHit:
+    """A rule's incident opening or closing; the incident manager turns it into an Incident."""
+
+    rule_id: str
+    type: str
+    key: str  # stable per incident within the rule (e.g. the track id)
+    state: Literal["start", "end"]
+    camera: str
+    zone: str | None
+    track_ids: tuple[int, ...]
+    started_at: datetime
+    at: datetime
+    severity: str
+    facts: Mapping[str, Any] = field(default_factory=dict)  # values for the explanation template
+    box: tuple[float, float, float, float] | None = None  # for the snapshot
+
+
+class Rule(Protocol):
+    """Pure and synchronous: fed observations in time order, returns what opened or closed."""
+
+    type_key: ClassVar[str]
+    config: RuleBase
+
+    def update(self, obs: Observation) -> list[RuleHit]:
+        """Advance to `obs.t`."""
+        ...
+
+    def finish(self, t: datetime) -> list[RuleHit]:
+        """Close every open incident (end of a file, shutdown)."""
+        ...
+
+
+@dataclass
+class Presence:
+    """One track's time in a zone."""
+
+    entered: datetime
+    last_inside: datetime
+    box: tuple[float, float, float, float]
+    fired: bool = False
+
+
+class ZonePresenceRule:
+    """Base for rules about people in a zone: entry debounce, exit grace, cooldown, schedule."""
+
+    type_key: ClassVar[str] = ""
+
+    def __init__(self, config: Any) -> None:
+        self.config = config
+        self.zone: str = config.zone
+        self._present: dict[int, Presence] = {}
+        self._cooldown_until: dict[int, datetime] = {}
+
+    def threshold_s(self) -> float:
+        """Seconds inside before the incident opens."""
+        raise NotImplementedError
+
+    def facts(self, track_id: int, p: Presence, at: datetime) -> dict[str, Any]:
+        """Values for this rule's explanation template."""
+        return {
+            "track_id": track_id,
+            "dwell_s": (p.last_inside - p.entered).total_seconds(),
+            "threshold_s": self.threshold_s(),
+        }
+
+    def _armed(self, t: datetime) -> bool:
+        schedule = self.config.schedule
+        return schedule is None or bool(schedule.is_active(t))
+
+    def _hit(self, state: Literal["start", "end"], track_id: int, p: Presence, at: datetime) -> RuleHit:
+        return RuleHit(
+            rule_id=self.config.id,
+            type=self.type_key,
+            key=str(track_id),
+            state=state,
+            camera=self.config.camera,
+            zone=self.zone,
+            track_ids=(track_id,),
+            started_at=p.entered,
+            at=at,
+            severity=self.config.severity,
+            facts=self.facts(track_id, p, at),
+            box=p.box,
+        )
+
+    def update(self, obs: Observation) -> list[RuleHit]:
+        """Track entries and exits; open when the threshold is crossed, close after the exit grace."""
+        hits: list[RuleHit] = []
+        dets = obs.detections
+        mask = obs.inside.get(self.zone, np.zeros(len(dets), bool))
+        ids = dets.track_ids if dets.track_ids is not None else np.zeros(0, np.int32)
+        for i in np.flatnonzero(mask):
+            tid = int(ids[i])
+            box = tuple(float(v) for v in dets.xyxy[i])
+            p = self._present.get(tid)
+            if p is None:
+                if obs.t < self._cooldown_until.get(tid, obs.t):
+                    continue
+                p = self._present[tid] = Presence(entered=obs.t, last_inside=obs.t, box=box)  # type: ignore[arg-type]
+            p.last_inside = obs.t
+            p.box = box  # type: ignore[assignment]
+            if not p.fired and (obs.t - p.entered).total_seconds() >= self.threshold_s() and self._armed(obs.t):
+                p.fired = True
+                hits.append(self._hit("start", tid, p, obs.t))
+        grace = timedelta(seconds=self.config.exit_grace_s)
+        for tid, p in list(self._present.items()):
+            if obs.t - p.last_inside > grace:
+                hits.extend(self._leave(tid, p))
+        return hits
+
+    def _leave(self, tid: int, p: Presence) -> list[RuleHit]:
+        del self._present[tid]
+        if not p.fired:
+            return []
+        self._cooldown_until[tid] = p.last_inside + timedelta(seconds=self.config.cooldown_s)
+        return [self._hit("end", tid, p, p.last_inside)]
+
+    def finish(self, t: datetime) -> list[RuleHit]:
+        """Close all open incidents at their last sighting."""
+        hits: list[RuleHit] = []
+        for tid, p in list(self._present.items()):
+            hits.extend(self._leave(tid, p))
+        return hits

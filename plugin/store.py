@@ -1,0 +1,233 @@
+"""SQLite (WAL) incident store and outbox. Nothing is acknowledged before it is committed here.
+
+All calls run on one dedicated thread (SQLite connections are single-threaded and writes are serial anyway),
+so the event loop never blocks on disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from plugin.types import Incident
+
+T = TypeVar("T")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS incidents (
+    id TEXT PRIMARY KEY,
+    rule_id TEXT NOT NULL,
+    type TEXT NOT NULL,
+    camera TEXT NOT NULL,
+    zone TEXT,
+    severity TEXT NOT NULL,
+    state TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    start TEXT NOT NULL,
+    "end" TEXT,
+    track_ids TEXT NOT NULL,
+    explanation TEXT NOT NULL,
+    snapshot TEXT,
+    details TEXT NOT NULL,
+    updated TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS incidents_start ON incidents(start);
+CREATE TABLE IF NOT EXISTS outbox (
+    delivery_key TEXT NOT NULL,
+    sink_id TEXT NOT NULL,
+    incident_id TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    created TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt REAL NOT NULL DEFAULT 0,
+    delivered TEXT,
+    failed TEXT,
+    last_error TEXT,
+    receipt TEXT,
+    PRIMARY KEY (delivery_key, sink_id)
+);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox(delivered, failed, next_attempt);
+"""
+
+
+def _iso(t: datetime | None) -> str | None:
+    return None if t is None else t.astimezone(UTC).isoformat()
+
+
+def incident_to_json(incident: Incident) -> dict[str, Any]:
+    """The public JSON shape of an incident (API, CLI, webhook payload)."""
+    return {
+        "id": incident.id,
+        "rule_id": incident.rule_id,
+        "type": incident.type,
+        "camera": incident.camera,
+        "zone": incident.zone,
+        "severity": incident.severity,
+        "state": incident.state,
+        "seq": incident.seq,
+        "track_ids": list(incident.track_ids),
+        "start": _iso(incident.start),
+        "end": _iso(incident.end),
+        "explanation": incident.explanation,
+        "snapshot": incident.snapshot,
+        "details": dict(incident.details),
+    }
+
+
+def _row_to_json(row: sqlite3.Row) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "rule_id": row["rule_id"],
+        "type": row["type"],
+        "camera": row["camera"],
+        "zone": row["zone"],
+        "severity": row["severity"],
+        "state": row["state"],
+        "seq": row["seq"],
+        "track_ids": json.loads(row["track_ids"]),
+        "start": row["start"],
+        "end": row["end"],
+        "explanation": row["explanation"],
+        "snapshot": row["snapshot"],
+        "details": json.loads(row["details"]),
+    }
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One pending outbox row."""
+
+    delivery_key: str
+    sink_id: str
+    incident_id: str
+    payload: dict[str, Any]
+    attempts: int
+
+
+class Store:
+    """Synchronous SQLite access; use `AsyncStore` from the event loop."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.db.row_factory = sqlite3.Row
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes
+        self.db.execute("PRAGMA busy_timeout=5000")
+        self.db.executescript(SCHEMA)
+
+    def save(self, incident: Incident, sink_ids: Sequence[str]) -> None:
+        """Upsert the incident and enqueue one delivery per sink, in one transaction (idempotent by key)."""
+        doc = incident_to_json(incident)
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            self.db.execute(
+                """INSERT INTO incidents (id, rule_id, type, camera, zone, severity, state, seq, start, "end",
+                       track_ids, explanation, snapshot, details, updated)
+                   VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
+                   ON CONFLICT(id) DO UPDATE SET state=excluded.state, seq=excluded.seq, "end"=excluded."end",
+                       track_ids=excluded.track_ids, explanation=excluded.explanation,
+                       snapshot=COALESCE(excluded.snapshot, incidents.snapshot), details=excluded.details,
+                       updated=excluded.updated""",
+                (
+                    incident.id, incident.rule_id, incident.type, incident.camera, incident.zone,
+                    incident.severity, incident.state, incident.seq, doc["start"], doc["end"],
+                    json.dumps(doc["track_ids"]), incident.explanation, incident.snapshot,
+                    json.dumps(doc["details"]), datetime.now(UTC).isoformat(),
+                ),
+            )  # fmt: skip
+            now = datetime.now(UTC).isoformat()
+            for sink_id in sink_ids:
+                self.db.execute(
+                    "INSERT OR IGNORE INTO outbox (delivery_key, sink_id, incident_id, payload, created)"
+                    " VALUES (?,?,?,?,?)",
+                    (incident.delivery_key, sink_id, incident.id, json.dumps(doc), now),
+                )
+
+    def incidents(self, limit: int = 1000, camera: str | None = None) -> list[dict[str, Any]]:
+        """Stored incidents, newest first."""
+        sql = "SELECT * FROM incidents"
+        args: list[Any] = []
+        if camera:
+            sql += " WHERE camera = ?"
+            args.append(camera)
+        sql += " ORDER BY start DESC LIMIT ?"
+        args.append(limit)
+        return [_row_to_json(r) for r in self.db.execute(sql, args)]
+
+    def incident(self, incident_id: str) -> dict[str, Any] | None:
+        """One incident by id."""
+        row = self.db.execute("SELECT * FROM incidents WHERE id = ?", (incident_id,)).fetchone()
+        return None if row is None else _row_to_json(row)
+
+    def due(self, now: float, limit: int = 50) -> list[Delivery]:
+        """Deliveries whose next attempt is due, oldest first."""
+        rows = self.db.execute(
+            """SELECT delivery_key, sink_id, incident_id, payload, attempts FROM outbox
+               WHERE delivered IS NULL AND failed IS NULL AND next_attempt <= ?
+               ORDER BY created, rowid LIMIT ?""",
+            (now, limit),
+        )
+        return [Delivery(r[0], r[1], r[2], json.loads(r[3]), r[4]) for r in rows]
+
+    def mark_delivered(self, d: Delivery, receipt: str) -> None:
+        """Record success."""
+        with self.db:
+            self.db.execute(
+                "UPDATE outbox SET delivered=?, receipt=?, attempts=attempts+1, last_error=NULL"
+                " WHERE delivery_key=? AND sink_id=?",
+                (datetime.now(UTC).isoformat(), receipt, d.delivery_key, d.sink_id),
+            )
+
+    def mark_retry(self, d: Delivery, error: str, next_attempt: float) -> None:
+        """Record a failure to retry later."""
+        with self.db:
+            self.db.execute(
+                "UPDATE outbox SET attempts=attempts+1, last_error=?, next_attempt=? WHERE delivery_key=? AND sink_id=?",
+                (error, next_attempt, d.delivery_key, d.sink_id),
+            )
+
+    def mark_failed(self, d: Delivery, error: str) -> None:
+        """Record a permanent rejection (kept for inspection, never retried)."""
+        with self.db:
+            self.db.execute(
+                "UPDATE outbox SET attempts=attempts+1, failed=?, last_error=? WHERE delivery_key=? AND sink_id=?",
+                (datetime.now(UTC).isoformat(), error, d.delivery_key, d.sink_id),
+            )
+
+    def outbox_counts(self) -> dict[str, int]:
+        """pending / delivered / failed row counts."""
+        row = self.db.execute(
+            """SELECT SUM(delivered IS NULL AND failed IS NULL), SUM(delivered IS NOT NULL), SUM(failed IS NOT NULL)
+               FROM outbox"""
+        ).fetchone()
+        return {"pending": row[0] or 0, "delivered": row[1] or 0, "failed": row[2] or 0}
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.db.close()
+
+
+class AsyncStore:
+    """The store, called from the event loop; every call runs on the store's own thread."""
+
+    def __init__(self, path: Path) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
+        self.sync = self._executor.submit(Store, path).result()
+
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn(*args)` on the store thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def close(self) -> None:
+        """Close the connection and stop the thread."""
+        await self.call(self.sync.close)
+        self._executor.shutdown(wait=True)
