@@ -12,10 +12,11 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from plugin.config import Config, load_config
 from plugin.errors import SourceError, StoreSightError
+from plugin.types import ImageArray
 
 log = logging.getLogger("storesight")
 
@@ -33,7 +34,9 @@ def _setup_logging(verbose: bool) -> None:
 def cmd_check_config(args: argparse.Namespace) -> int:
     """Validate a config file."""
     config = load_config(args.file)
-    print(f"{args.file}: OK ({len(config.cameras)} camera(s), {len(config.rules)} rule(s), {len(config.sinks)} sink(s))")
+    print(
+        f"{args.file}: OK ({len(config.cameras)} camera(s), {len(config.rules)} rule(s), {len(config.sinks)} sink(s))"
+    )
     return 0
 
 
@@ -68,7 +71,7 @@ async def _detect(config: Config, images: Sequence[str]) -> list[dict[str, Any]]
         img = cv2.imread(name, cv2.IMREAD_COLOR)
         if img is None:
             raise SourceError(f"{name}: not a readable image")
-        loaded.append((name, img))
+        loaded.append((name, cast(ImageArray, img)))
     tc = config.triton
     server = None
     url = tc.url

@@ -140,7 +140,7 @@ class ScheduleConfig(Strict):
             start_s, end_s = item.split("-")
             start, end = _parse_hhmm(start_s), _parse_hhmm(end_s)
             if start <= end:
-                if start <= local < end or end == time(0, 0) and local >= start:
+                if start <= local < end or (end == time(0, 0) and local >= start):
                     return True
             elif local >= start or local < end:
                 return True

@@ -119,7 +119,7 @@ class TritonInferenceClient:
             if self.info is None:
                 self.info = await self._load_info(client)
             return True
-        except (InferenceServerException, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, InferenceServerException, OSError) as exc:
             log.debug("triton %s not ready: %s", self.url, exc)
             return False
         except Exception as exc:  # aiohttp/grpc raise their own connection errors; all mean "not ready"
@@ -136,8 +136,7 @@ class TritonInferenceClient:
                 return self.info
             if loop.time() >= deadline:
                 raise InferenceUnavailable(
-                    f"Triton at {self.url} is unreachable or model {self.model!r} is not ready "
-                    f"after {timeout_s:.0f} s"
+                    f"Triton at {self.url} is unreachable or model {self.model!r} is not ready after {timeout_s:.0f} s"
                 )
             await asyncio.sleep(0.5)
 
@@ -186,7 +185,7 @@ class TritonInferenceClient:
             result = await asyncio.wait_for(
                 client.infer(self.model, [inp], outputs=outputs), timeout=self.request_timeout_s
             )
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise InferenceUnavailable(f"Triton at {self.url}: no answer in {self.request_timeout_s:.0f} s") from None
         except InferenceServerException as exc:
             raise InferenceUnavailable(f"Triton at {self.url}: {exc.message()}") from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Mapping
@@ -38,10 +39,8 @@ class OutboxWorker:
             delivered = await self.deliver_due()
             if not delivered:
                 self._wake.clear()
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), IDLE_POLL_S)
-                except asyncio.TimeoutError:
-                    pass
 
     async def deliver_due(self) -> int:
         """One pass over due deliveries; returns how many were attempted."""

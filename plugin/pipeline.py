@@ -61,7 +61,9 @@ class CameraPipeline:
         self.zones = {z.id: PolygonZone(z) for z in camera.zones}
         unknown = [c for c in detector.classes if c not in class_names]
         if unknown:
-            raise InferenceUnavailable(f"detector.classes: the model has no class {unknown} (it has {class_names[:5]}...)")
+            raise InferenceUnavailable(
+                f"detector.classes: the model has no class {unknown} (it has {class_names[:5]}...)"
+            )
         self.class_ids = np.asarray([list(class_names).index(c) for c in detector.classes], np.int32)
         self.tracker = Tracker()
         self.status = PipelineStatus()

@@ -191,7 +191,8 @@ class Store:
         """Record a failure to retry later."""
         with self.db:
             self.db.execute(
-                "UPDATE outbox SET attempts=attempts+1, last_error=?, next_attempt=? WHERE delivery_key=? AND sink_id=?",
+                "UPDATE outbox SET attempts=attempts+1, last_error=?, next_attempt=?"
+                " WHERE delivery_key=? AND sink_id=?",
                 (error, next_attempt, d.delivery_key, d.sink_id),
             )
 

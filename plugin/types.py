@@ -113,7 +113,8 @@ class Detections:
     def anchors_bottom_center(self) -> FloatArray:
         """Feet points (bottom-centre of each box), shape (N, 2)."""
         x = (self.xyxy[:, 0] + self.xyxy[:, 2]) / 2.0
-        return np.stack([x, self.xyxy[:, 3]], axis=1).astype(np.float32)
+        points: FloatArray = np.stack([x, self.xyxy[:, 3]], axis=1).astype(np.float32)
+        return points
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,14 +21,15 @@ class PolygonZone:
 
     def polygon_px(self, width: int, height: int) -> npt.NDArray[np.int32]:
         """The polygon in pixel coordinates of a width x height frame."""
-        return np.round(self._normalised * [width - 1, height - 1]).astype(np.int32)
+        px: npt.NDArray[np.int32] = np.round(self._normalised * [width - 1, height - 1]).astype(np.int32)
+        return px
 
     def _mask(self, width: int, height: int) -> npt.NDArray[np.bool_]:
         key = (width, height)
         mask = self._masks.get(key)
         if mask is None:
             canvas = np.zeros((height, width), np.uint8)
-            cv2.fillPoly(canvas, [self.polygon_px(width, height)], 1)
+            cv2.fillPoly(canvas, [self.polygon_px(width, height)], (1,))
             mask = canvas.astype(bool)
             self._masks[key] = mask
         return mask

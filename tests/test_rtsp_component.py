@@ -7,7 +7,8 @@ import os
 import cv2
 import pytest
 
-from tests.components.rtsp import REPO_ROOT, rtsp_available, start_rtsp_server
+# pytest puts tests/ on sys.path (there is no tests/__init__.py), under both `pytest` and `python -m pytest`.
+from components.rtsp import REPO_ROOT, rtsp_available, start_rtsp_server
 
 CLIP = REPO_ROOT.parent / "shared" / "media" / "one-by-one-person-detection.mp4"
 FRAMES = 20
@@ -28,6 +29,7 @@ def require_rtsp() -> None:
     pytest.skip(reason)
 
 
+@pytest.mark.rtsp
 def test_opencv_reads_clip_frames_over_rtsp() -> None:
     """OpenCV (CAP_FFMPEG) reads 20 frames of 768x432 from the served clip, and the server stops cleanly."""
     require_rtsp()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -47,7 +46,7 @@ class WebhookSink:
                 if resp.status in (408, 425, 429) or resp.status >= 500:
                     raise SinkNotReady(f"{where}: HTTP {resp.status} {text}")
                 raise SinkRejected(f"{where}: HTTP {resp.status} {text}")
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise SinkNotReady(f"{where}: {type(exc).__name__}: {exc}") from None
 
     async def close(self) -> None:

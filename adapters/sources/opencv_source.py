@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import cast
 from urllib.parse import unquote, urlparse
 
 import cv2
@@ -22,7 +23,7 @@ import cv2
 from plugin.errors import SourceError
 from plugin.redact import redact_url
 from plugin.sources import SourceStatus
-from plugin.types import Frame
+from plugin.types import Frame, ImageArray
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +219,7 @@ class OpenCVSource:
                 seq=index,
                 captured_at=start + timedelta(seconds=pts),
                 monotonic=time.monotonic(),
-                image=image,
+                image=cast(ImageArray, image),
                 pts_s=pts,
             )
             if not self._put(frame):
@@ -260,7 +261,7 @@ class OpenCVSource:
                     if not ok or image is None:
                         continue
                     seq += 1
-                    frame = Frame(self.camera_id, seq, datetime.now(UTC), now, image)
+                    frame = Frame(self.camera_id, seq, datetime.now(UTC), now, cast(ImageArray, image))
                     if not self._put(frame):
                         return
             finally:

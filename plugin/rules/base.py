@@ -46,7 +46,11 @@ class Rule(Protocol):
     """Pure and synchronous: fed observations in time order, returns what opened or closed."""
 
     type_key: ClassVar[str]
-    config: RuleBase
+
+    @property
+    def rule_config(self) -> RuleBase:
+        """The validated config this rule runs with."""
+        ...
 
     def update(self, obs: Observation) -> list[RuleHit]:
         """Advance to `obs.t`."""
@@ -77,6 +81,12 @@ class ZonePresenceRule:
         self.zone: str = config.zone
         self._present: dict[int, Presence] = {}
         self._cooldown_until: dict[int, datetime] = {}
+
+    @property
+    def rule_config(self) -> RuleBase:
+        """The validated config this rule runs with."""
+        config: RuleBase = self.config
+        return config
 
     def threshold_s(self) -> float:
         """Seconds inside before the incident opens."""

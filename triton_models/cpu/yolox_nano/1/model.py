@@ -1,7 +1,8 @@
 """Triton python-backend model: YOLOX-nano on onnxruntime behind StoreSight's detector tensor contract.
 
 Input `images_u8` uint8 [B,S,S,3] (BGR, letterboxed top-left, pad 114). Outputs, in input pixels:
-`boxes` f32 [B,K,4] (x1,y1,x2,y2), `scores` f32 [B,K], `classes` i32 [B,K], `count` i32 [B,1] (valid rows; Triton needs a non-empty batched shape).
+`boxes` f32 [B,K,4] (x1,y1,x2,y2), `scores` f32 [B,K], `classes` i32 [B,K], `count` i32 [B,1] (valid rows;
+Triton needs a non-empty shape on a batched output).
 Only numpy and onnxruntime are needed in the interpreter that runs the stub.
 """
 

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Sets up everything StoreSight needs on Debian 12 / Python 3.11: system packages (with --test: the real
+# components the tests run), a virtual environment in .venv with the project installed, and the model files.
+# Safe to run again: each step skips what is already there.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+want_test=0
+[ "${1:-}" = "--test" ] && want_test=1
+
+sudo_() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+apt_pkgs=(python3-venv)
+if [ "$want_test" = 1 ]; then
+  # GStreamer's RTSP server (a real RTSP camera for tests) and ffmpeg
+  apt_pkgs+=(gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp python3-gi gstreamer1.0-plugins-base
+             gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav
+             gstreamer1.0-tools ffmpeg)
+fi
+missing=()
+for p in "${apt_pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "setup: installing system packages: ${missing[*]}"
+  sudo_ apt-get update -qq
+  sudo_ env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+PY=${PYTHON:-python3.11}
+command -v "$PY" >/dev/null || PY=python3
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating .venv with $($PY --version)"
+  "$PY" -m venv .venv
+fi
+extras="embedded"
+[ "$want_test" = 1 ] && extras="embedded,dev"
+stamp=".venv/.storesight-installed-$extras"
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  echo "setup: installing Python packages ($extras)"
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -e ".[$extras]"
+  touch "$stamp"
+fi
+
+# Models: $STORESIGHT_MODELS_DIR, else the workplace's shared copy next to the checkout, else the upstream release.
+if [ -z "${STORESIGHT_MODELS_DIR:-}" ] && [ -d ../shared/models ]; then
+  export STORESIGHT_MODELS_DIR="$(cd ../shared/models && pwd)"
+fi
+.venv/bin/storesight models fetch
