@@ -54,7 +54,7 @@ async def test_rtsp_camera_raises_loitering_and_serves_it(triton: EmbeddedTriton
                 inc = incidents[0]
                 assert inc["rule_id"] == "table-dwell" and inc["type"] == "loitering"
                 assert isinstance(inc["track_ids"], list) and len(inc["track_ids"]) == 1
-                assert Path(str(inc["snapshot"])).is_file()
+                assert await asyncio.to_thread(Path(str(inc["snapshot"])).is_file)
 
                 async with http.get(f"{base}/api/incidents") as resp:
                     assert resp.status == 401

@@ -10,6 +10,7 @@ import pytest
 # pytest puts tests/ on sys.path (there is no tests/__init__.py), under both `pytest` and `python -m pytest`.
 from components.rtsp import rtsp_available, start_rtsp_server
 from conftest import require
+
 FRAMES = 20
 # FFmpeg's stream analysis holds the first frame back ~3 s at this clip's 10 fps; the margins cover a busy CI machine.
 OPEN_TIMEOUT_MS = 20_000
