@@ -15,7 +15,8 @@ if [ "$want_test" = 1 ]; then
   # GStreamer's RTSP server (a real RTSP camera for tests) and ffmpeg
   apt_pkgs+=(gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp python3-gi gstreamer1.0-plugins-base
              gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav
-             gstreamer1.0-tools ffmpeg)
+             gstreamer1.0-tools ffmpeg
+             chromium)  # a real browser for the console page
 fi
 missing=()
 for p in "${apt_pkgs[@]}"; do
