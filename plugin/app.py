@@ -16,7 +16,7 @@ from aiohttp import web
 from adapters.sinks.webhook import WebhookSink
 from adapters.sources.opencv_source import OpenCVSource
 from plugin.config import Config, WebhookSinkConfig
-from plugin.errors import InferenceUnavailable, StoreSightError
+from plugin.errors import ConfigError, StoreSightError
 from plugin.explain import Explainer
 from plugin.incidents import IncidentManager
 from plugin.inference import TritonInferenceClient
@@ -142,17 +142,21 @@ async def sinks_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _wait_for_triton(rt: Runtime, pipeline: CameraPipeline) -> None:
+    """Bounded wait for one-shot runs; live runs wait as long as it takes, showing why in readiness."""
     assert rt.client is not None
     if rt.once:
-        await rt.client.wait_ready(rt.config.triton.ready_timeout_s)
-        return
-    delay = 1.0
-    while not await rt.client.ready():
-        pipeline.status.state = "waiting-for-triton"
-        rt.metrics.triton_up.set(0)
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, 30.0)
+        info = await rt.client.wait_ready(rt.config.triton.ready_timeout_s)
+    else:
+        delay = 1.0
+        while not await rt.client.ready():
+            pipeline.status.state = "waiting-for-triton"
+            rt.metrics.triton_up.set(0)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+        assert rt.client.info is not None
+        info = rt.client.info
     rt.metrics.triton_up.set(1)
+    pipeline.resolve_classes(info.class_names)
 
 
 async def _supervise(rt: Runtime, camera_id: str) -> None:
@@ -169,7 +173,7 @@ async def _supervise(rt: Runtime, camera_id: str) -> None:
         except StoreSightError as exc:
             pipeline.status.state, pipeline.status.last_error = "failed", str(exc)
             log.error("%s: %s", camera_id, exc)
-            if rt.once or pipeline.source.is_file:
+            if rt.once or pipeline.source.is_file or isinstance(exc, ConfigError):
                 rt.fatal = rt.fatal or exc
                 return
         except Exception as exc:  # a bug must not take the other cameras down: report it, restart
@@ -191,21 +195,16 @@ def _new_pipeline(rt: Runtime, camera_id: str) -> CameraPipeline:
     cam = rt.config.camera(camera_id)
     source = OpenCVSource(cam.id, cam.source, cam.fps, realtime=cam.realtime, start_time=cam.start_time)
     rules = [build_rule(r) for r in rt.config.rules if r.camera == cam.id]
-    names = rt.client.info.class_names if rt.client.info else tuple(rt.config.detector.classes)
-    return CameraPipeline(cam, source, rt.client, rt.config.detector, names, rules, rt.incidents, rt.metrics)
+    return CameraPipeline(cam, source, rt.client, rt.config.detector, rules, rt.incidents, rt.metrics)
 
 
 async def cameras_ctx(app: web.Application) -> AsyncIterator[None]:
     """One supervised task per enabled camera; `done` is set when all have stopped (files in --once)."""
     rt = app[RUNTIME]
     assert rt.client is not None
-    if rt.once or rt.triton is not None:
-        # class names come from the model; a one-shot run must fail early and clearly if Triton is missing
-        try:
-            await rt.client.wait_ready(rt.config.triton.ready_timeout_s)
-        except InferenceUnavailable:
-            if rt.once:
-                raise
+    if rt.once:
+        # a one-shot run fails early and clearly when Triton is missing, before any camera starts
+        await rt.client.wait_ready(rt.config.triton.ready_timeout_s)
     for cam in rt.config.cameras:
         if cam.enabled:
             rt.pipelines[cam.id] = _new_pipeline(rt, cam.id)

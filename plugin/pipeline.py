@@ -10,9 +10,10 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
+import numpy.typing as npt
 
 from plugin.config import CameraConfig, DetectorConfig
-from plugin.errors import InferenceUnavailable
+from plugin.errors import ConfigError
 from plugin.incidents import IncidentManager
 from plugin.inference import InferenceClient
 from plugin.metrics import Metrics
@@ -46,7 +47,6 @@ class CameraPipeline:
         source: CameraSource,
         client: InferenceClient,
         detector: DetectorConfig,
-        class_names: Sequence[str],
         rules: Sequence[Rule],
         incidents: IncidentManager,
         metrics: Metrics,
@@ -59,17 +59,21 @@ class CameraPipeline:
         self.incidents = incidents
         self.metrics = metrics
         self.zones = {z.id: PolygonZone(z) for z in camera.zones}
-        unknown = [c for c in detector.classes if c not in class_names]
-        if unknown:
-            raise InferenceUnavailable(
-                f"detector.classes: the model has no class {unknown} (it has {class_names[:5]}...)"
-            )
-        self.class_ids = np.asarray([list(class_names).index(c) for c in detector.classes], np.int32)
+        self.class_ids: npt.NDArray[np.int32] | None = None
         self.tracker = Tracker()
         self.status = PipelineStatus()
         self.last_frame: Frame | None = None
 
+    def resolve_classes(self, class_names: Sequence[str]) -> None:
+        """Map the configured class names to the model's class ids (read from Triton at start)."""
+        unknown = [c for c in self.detector.classes if c not in class_names]
+        if unknown:
+            known = ", ".join(class_names[:8])
+            raise ConfigError(f"detector.classes: the model has no class {unknown} (it has {known}, ...)")
+        self.class_ids = np.asarray([list(class_names).index(c) for c in self.detector.classes], np.int32)
+
     def _filter(self, dets: Detections) -> Detections:
+        assert self.class_ids is not None, "resolve_classes() first"
         keep = np.isin(dets.class_ids, self.class_ids) & (dets.scores >= self.detector.min_score)
         return dets[keep]
 

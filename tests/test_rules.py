@@ -106,6 +106,21 @@ def test_intrusion_respects_its_schedule() -> None:
     late = T0.replace(hour=23)
     hits = rule.update(obs(0, [1], start=late)) + rule.update(obs(1, [1], start=late))
     assert [h.state for h in hits] == ["start"]
+    assert hits[0].facts["schedule"] == "22:00-06:00 Europe/London"
+
+
+def test_explanations_render_for_every_rule_type() -> None:
+    from plugin.explain import Explainer
+
+    explainer = Explainer("Europe/London")
+    base = {"camera": "cam1", "zone": "z", "start": T0, "end": T0 + timedelta(seconds=23), "ended": True}
+    text = explainer.render("loitering", base | {"track_id": 12, "dwell_s": 23.2, "threshold_s": 8.0})
+    assert text == "Person #12 stayed 23 s in zone z (threshold 8 s) on cam1, 14:00:00-14:00:23"
+    facts = base | {"track_id": 4, "dwell_s": 23.0, "threshold_s": 0.5, "schedule": "22:00-06:00 Europe/London"}
+    text = explainer.render("zone_intrusion", facts)
+    assert text == "Person #4 was in zone z while armed (22:00-06:00 Europe/London) on cam1, 14:00:00-14:00:23 (23 s)"
+    with pytest.raises(Exception, match="track_id"):
+        explainer.render("loitering", base)  # StrictUndefined: a missing fact is an error, never a blank
 
 
 def test_finish_closes_open_incidents() -> None:

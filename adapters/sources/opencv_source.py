@@ -189,6 +189,9 @@ class OpenCVSource:
         start = self.start_time or datetime.fromtimestamp(self.path.stat().st_mtime, UTC)
         self.status.connected = True
         interval = 1.0 / self.fps
+        # Timestamps jitter by a few ms in some containers: a quarter of a source frame is slack enough to keep
+        # the sampling grid (a 10 fps file analysed at 5 fps keeps exactly every second frame).
+        slack = 0.25 / native_fps if native_fps > 0 else 0.005
         next_due = 0.0
         index = -1
         wall0 = time.monotonic()
@@ -202,10 +205,11 @@ class OpenCVSource:
             # Some containers report no timestamps; fall back to the nominal rate.
             pts = pts_ms / 1000.0 if pts_ms > 0 or index == 0 else index / (native_fps or self.fps)
             self.status.position_s = pts
-            # Half an interval of slack so a 10 fps file sampled at 5 fps keeps every second frame.
-            if pts + interval / 2 < next_due:
+            if pts + slack < next_due:
                 continue
-            next_due = max(next_due + interval, pts)
+            next_due += interval
+            if next_due <= pts:  # a gap in the file: restart the sampling grid at this frame
+                next_due = pts + interval
             ok, image = cap.retrieve()
             if not ok or image is None:
                 continue

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from datetime import datetime
+from typing import Any, ClassVar
 
 from plugin.config import ZoneIntrusionRuleConfig
-from plugin.rules.base import ZonePresenceRule
+from plugin.rules.base import Presence, ZonePresenceRule
 
 RULE_KEY = "zone_intrusion"
 
@@ -19,3 +20,11 @@ class ZoneIntrusionRule(ZonePresenceRule):
     def threshold_s(self) -> float:
         """The debounce time."""
         return self.config.min_presence_s
+
+    def facts(self, track_id: int, p: Presence, at: datetime) -> dict[str, Any]:
+        """Adds the armed hours, so the operator sees why presence alone was an incident."""
+        facts = super().facts(track_id, p, at)
+        schedule = self.config.schedule
+        if schedule is not None:
+            facts["schedule"] = f"{', '.join(schedule.active)} {schedule.timezone}"
+        return facts
