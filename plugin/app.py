@@ -10,13 +10,16 @@ import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import assert_never
 
 from aiohttp import web
 
+from adapters.onvif import OnvifSource
+from adapters.sinks.mqtt import MqttSink
 from adapters.sinks.webhook import WebhookSink
 from adapters.sources.opencv_source import OpenCVSource
-from plugin.config import Config, WebhookSinkConfig
-from plugin.errors import ConfigError, StoreSightError
+from plugin.config import Config, MqttSinkConfig, SinkConfig, WebhookSinkConfig
+from plugin.errors import CameraAuthError, ConfigError, StoreSightError
 from plugin.explain import Explainer
 from plugin.incidents import IncidentManager
 from plugin.inference import TritonInferenceClient
@@ -25,6 +28,7 @@ from plugin.outbox import OutboxWorker
 from plugin.pipeline import CameraPipeline
 from plugin.rules import build_rule
 from plugin.sinks import IncidentSink
+from plugin.sources import CameraSource
 from plugin.store import AsyncStore
 from plugin.triton_server import DEFAULT_MODEL_REPOSITORY, EmbeddedTriton
 
@@ -115,9 +119,14 @@ async def inference_ctx(app: web.Application) -> AsyncIterator[None]:
         await asyncio.to_thread(rt.triton.stop)
 
 
-def build_sink(config: WebhookSinkConfig) -> IncidentSink:
-    """The adapter for one sink config."""
-    return WebhookSink(config)
+def build_sink(config: SinkConfig) -> IncidentSink:
+    """The adapter for one sink config (dispatch on its `kind`)."""
+    match config:
+        case WebhookSinkConfig():
+            return WebhookSink(config)
+        case MqttSinkConfig():
+            return MqttSink(config)
+    assert_never(config)
 
 
 async def sinks_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -125,7 +134,7 @@ async def sinks_ctx(app: web.Application) -> AsyncIterator[None]:
     rt = app[RUNTIME]
     assert rt.store is not None
     rt.sinks = {s.id: build_sink(s) for s in rt.config.sinks}
-    rt.outbox = OutboxWorker(rt.store, rt.sinks, rt.metrics)
+    rt.outbox = OutboxWorker(rt.store, rt.sinks, rt.metrics, rt.config.outbox)
     rt.incidents = IncidentManager(
         rt.store, rt.storage / "evidence", Explainer(rt.config.site.timezone), list(rt.sinks),
         on_saved=lambda _incident: rt.outbox.notify() if rt.outbox else None,
@@ -136,7 +145,7 @@ async def sinks_ctx(app: web.Application) -> AsyncIterator[None]:
     await asyncio.gather(task, return_exceptions=True)
     # SIGTERM drains: give in-flight and due deliveries a last chance before closing the sinks
     if rt.sinks:
-        await rt.outbox.drain(timeout_s=5.0)
+        await rt.outbox.flush(timeout_s=5.0)
     for sink in rt.sinks.values():
         await sink.close()
 
@@ -173,7 +182,8 @@ async def _supervise(rt: Runtime, camera_id: str) -> None:
         except StoreSightError as exc:
             pipeline.status.state, pipeline.status.last_error = "failed", str(exc)
             log.error("%s: %s", camera_id, exc)
-            if rt.once or pipeline.source.is_file or isinstance(exc, ConfigError):
+            # rejected camera credentials are not retried either: cameras lock accounts after a few failures
+            if rt.once or pipeline.source.is_file or isinstance(exc, ConfigError | CameraAuthError):
                 rt.fatal = rt.fatal or exc
                 return
         except Exception as exc:  # a bug must not take the other cameras down: report it, restart
@@ -193,7 +203,13 @@ async def _supervise(rt: Runtime, camera_id: str) -> None:
 def _new_pipeline(rt: Runtime, camera_id: str) -> CameraPipeline:
     assert rt.client is not None and rt.incidents is not None
     cam = rt.config.camera(camera_id)
-    source = OpenCVSource(cam.id, cam.source, cam.fps, realtime=cam.realtime, start_time=cam.start_time)
+    source: CameraSource
+    if cam.onvif is not None:
+        # asks the camera for its analysis stream URI each time the pipeline starts, then reads it with OpenCV
+        source = OnvifSource(cam.id, cam.onvif, cam.fps)
+    else:
+        assert cam.source is not None  # the config requires exactly one of source and onvif
+        source = OpenCVSource(cam.id, cam.source, cam.fps, realtime=cam.realtime, start_time=cam.start_time)
     rules = [build_rule(r) for r in rt.config.rules if r.camera == cam.id]
     return CameraPipeline(cam, source, rt.client, rt.config.detector, rules, rt.incidents, rt.metrics)
 

@@ -12,11 +12,14 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from plugin.config import Config, load_config
 from plugin.errors import SourceError, StoreSightError
 from plugin.types import ImageArray
+
+if TYPE_CHECKING:
+    from adapters.onvif import OnvifCamera, OnvifProfile
 
 log = logging.getLogger("storesight")
 
@@ -26,9 +29,70 @@ def _setup_logging(verbose: bool) -> None:
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
+        force=True,  # onvif-zeep-async calls basicConfig when imported; ours wins whatever was imported first
     )
-    for noisy in ("aiohttp.access",):
+    # onvif/zeep debug logs carry whole SOAP envelopes, WS-Security digests included: never wanted, even with -v
+    for noisy in ("aiohttp.access", "onvif", "zeep"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _onvif_report(found: OnvifCamera, analysis: OnvifProfile | None, evidence: OnvifProfile | None) -> dict[str, Any]:
+    from plugin.redact import redact_url
+
+    def uri(u: str | None) -> str | None:
+        return None if u is None else redact_url(u)  # devices rarely embed credentials, but some do
+
+    return {
+        "host": found.host,
+        "port": found.port,
+        "manufacturer": found.manufacturer,
+        "model": found.model,
+        "firmware": found.firmware,
+        "serial": found.serial,
+        "clock_offset_s": found.clock_offset_s,
+        "probe_s": round(found.probe_s, 3),
+        "analysis_profile": analysis.token if analysis else None,
+        "evidence_profile": evidence.token if evidence else None,
+        "profiles": [
+            {
+                "token": p.token,
+                "name": p.name,
+                "encoding": p.encoding,
+                "width": p.width,
+                "height": p.height,
+                "fps": p.fps,
+                "stream_uri": uri(p.stream_uri),
+                "snapshot_uri": uri(p.snapshot_uri),
+            }
+            for p in found.profiles
+        ],
+    }
+
+
+def cmd_onvif_probe(args: argparse.Namespace) -> int:
+    """Ask an ONVIF camera what it is and which streams it has."""
+    from adapters.onvif import pick_analysis_profile, pick_evidence_profile, probe
+
+    password = args.password or os.environ.get("STORESIGHT_ONVIF_PASSWORD") or None
+    found = asyncio.run(probe(args.host, args.port, args.username, password, args.timeout))
+    report = _onvif_report(found, pick_analysis_profile(found.profiles), pick_evidence_profile(found.profiles))
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    offset = report["clock_offset_s"]
+    print(f"{found.host}:{found.port}: {found.manufacturer} {found.model}, firmware {found.firmware}, "
+          f"serial {found.serial} (probed in {found.probe_s:.2f} s"
+          f"{'' if offset is None else f', camera clock {offset:+.0f} s from ours'})")  # fmt: skip
+    for p in report["profiles"]:
+        role = [r for r in ("analysis", "evidence") if report[f"{r}_profile"] == p["token"]]
+        size = f"{p['width']}x{p['height']}" if p["width"] else "no video"
+        fps = f" @ {p['fps']:g} fps" if p["fps"] else ""
+        print(f"  {p['token']:<16} {p['name']:<16} {p['encoding'] or '-':<6} {size}{fps}"
+              f"{'  [' + ', '.join(role) + ']' if role else ''}")  # fmt: skip
+        print(f"    stream:   {p['stream_uri'] or '-'}")
+        if p["snapshot_uri"]:
+            print(f"    snapshot: {p['snapshot_uri']}")
+    return 0
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -155,6 +219,10 @@ async def _run(config: Config, once: bool) -> int:
     try:
         if once:
             tty = sys.stderr.isatty()
+            if tty:
+                # log lines first erase the progress line they would otherwise run into
+                for handler in logging.getLogger().handlers:
+                    handler.setFormatter(logging.Formatter("\r\x1b[K%(asctime)s %(levelname)s %(name)s: %(message)s"))
             while not rt.done.is_set() and not stop.is_set():
                 if tty:
                     print("\r" + _progress_line(rt, started), end="", file=sys.stderr, flush=True)
@@ -166,7 +234,7 @@ async def _run(config: Config, once: bool) -> int:
             if tty:
                 print("\r" + _progress_line(rt, started), file=sys.stderr)
             if rt.outbox is not None and rt.sinks:
-                drained = await rt.outbox.drain(timeout_s=30.0)
+                drained = await rt.outbox.wait_drained(timeout_s=30.0)
                 if not drained:
                     log.warning("some deliveries are still pending; they go out on the next run")
             total = sum(p.status.incidents for p in rt.pipelines.values())
@@ -210,6 +278,32 @@ def cmd_incidents(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_outbox(args: argparse.Namespace) -> int:
+    """Inspect deliveries, or requeue dead letters."""
+    from plugin.store import Store
+
+    config = load_config(args.config)
+    db = config.storage.path / "storesight.db"
+    if not db.exists():
+        raise StoreSightError(f"no database yet at {db}")
+    store = Store(db)
+    try:
+        if args.outbox_command == "retry":
+            n = store.retry_dead(args.sink, args.key)
+            print(f"requeued {n} dead-lettered deliver{'y' if n == 1 else 'ies'}; a running bridge sends them now")
+            return 0
+        rows = store.deliveries(args.state, args.limit)
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for r in rows:
+            print(f"{r['created']}  {r['sink']:<12} {r['state']:<9} {r['attempts']:>3}  {r['delivery_key']}  "
+                  f"{r['last_error'] or ''}")  # fmt: skip
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """All subcommands."""
     p = argparse.ArgumentParser(prog="storesight", description="AI retail security bridge for your VMS")
@@ -234,6 +328,29 @@ def build_parser() -> argparse.ArgumentParser:
     inc.add_argument("--json", action="store_true")
     inc.add_argument("--limit", type=int, default=1000)
     inc.set_defaults(func=cmd_incidents)
+
+    ob = sub.add_parser("outbox", help="deliveries to sinks").add_subparsers(dest="outbox_command", required=True)
+    ol = ob.add_parser("list", help="list deliveries")
+    ol.add_argument("-c", "--config", required=True)
+    ol.add_argument("--state", choices=["pending", "delivered", "dead"])
+    ol.add_argument("--limit", type=int, default=200)
+    ol.add_argument("--json", action="store_true")
+    ol.set_defaults(func=cmd_outbox)
+    orr = ob.add_parser("retry", help="requeue dead-lettered deliveries (all, or by --sink / --key)")
+    orr.add_argument("-c", "--config", required=True)
+    orr.add_argument("--sink")
+    orr.add_argument("--key", help="one delivery key")
+    orr.set_defaults(func=cmd_outbox)
+
+    onvif = sub.add_parser("onvif", help="ONVIF cameras").add_subparsers(dest="onvif_command", required=True)
+    op = onvif.add_parser("probe", help="show a camera's identity, profiles and stream URIs (no password shown)")
+    op.add_argument("--host", required=True, help="camera address or host name")
+    op.add_argument("--port", type=int, default=80, help="ONVIF HTTP port (default 80)")
+    op.add_argument("--username")
+    op.add_argument("--password", help="or $STORESIGHT_ONVIF_PASSWORD, which keeps it out of the process list")
+    op.add_argument("--timeout", type=float, default=10.0, help="seconds for the whole probe (default 10)")
+    op.add_argument("--json", action="store_true")
+    op.set_defaults(func=cmd_onvif_probe)
 
     chk = sub.add_parser("check-config", help="validate a config file")
     chk.add_argument("file")

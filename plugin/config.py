@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from plugin.errors import ConfigError
 
@@ -29,6 +29,16 @@ class StorageConfig(Strict):
     """Where incidents, the outbox and evidence live."""
 
     path: Path = Field(default=Path("./storesight-data"), description="directory for the SQLite file and evidence")
+
+
+class OutboxConfig(Strict):
+    """How deliveries to sinks are retried."""
+
+    max_attempts: int = Field(default=50, ge=1, description="then dead-letter; ~3 h with the default backoff")
+    backoff_start_s: float = Field(default=1.0, gt=0)
+    backoff_max_s: float = Field(default=300.0, gt=0, description="a VMS down for hours hears again within this")
+    auth_retry_s: float = Field(default=600.0, gt=0, description="rejected credentials are retried this slowly")
+    timeout_s: float = Field(default=60.0, gt=0, description="one delivery attempt, connect included")
 
 
 class SiteConfig(Strict):
@@ -89,11 +99,40 @@ class ZoneConfig(Strict):
     )
 
 
+class OnvifConfig(Strict):
+    """An ONVIF camera: the bridge asks it for its stream URIs instead of being given one."""
+
+    host: str = Field(min_length=1, description="camera address or host name, without http:// or a path")
+    port: int = Field(default=80, ge=1, le=65535, description="HTTP port of the ONVIF device service")
+    username: str | None = Field(default=None, min_length=1)
+    password: SecretStr | None = Field(default=None, description="never logged; use ${VAR} to keep it out of the file")
+    profile: str | None = Field(
+        default=None,
+        min_length=1,
+        description="token of the profile to analyse; default: the smallest stream at least 320 pixels wide",
+    )
+    timeout_s: float = Field(default=10.0, gt=0, description="for the whole probe; a slow link or busy NVR needs more")
+
+    @field_validator("host")
+    @classmethod
+    def _bare_host(cls, v: str) -> str:
+        if "/" in v or any(c.isspace() for c in v):
+            raise ValueError(f"{v!r} is not a host: give the address alone (port goes in port)")
+        return v
+
+    @model_validator(mode="after")
+    def _password_needs_username(self) -> OnvifConfig:
+        if self.password is not None and self.username is None:
+            raise _PathError("password", "set without username")
+        return self
+
+
 class CameraConfig(Strict):
-    """One camera: a source URL or file, its zones and how often to analyse it."""
+    """One camera: a source URL or file, or an ONVIF device; its zones and how often to analyse it."""
 
     id: str = Field(pattern=_ID)
-    source: str = Field(min_length=1, description="rtsp://..., a file path or file:// URL")
+    source: str | None = Field(default=None, min_length=1, description="rtsp://..., a file path or file:// URL")
+    onvif: OnvifConfig | None = Field(default=None, description="instead of source: ask the camera for its stream")
     name: str | None = None
     enabled: bool = True
     fps: float = Field(default=5.0, gt=0, le=60, description="analysed frames per second; more costs detector time")
@@ -112,6 +151,20 @@ class CameraConfig(Strict):
     def _unique_zones(self) -> CameraConfig:
         _require_unique((z.id for z in self.zones), "zones")
         return self
+
+    @model_validator(mode="after")
+    def _one_source(self) -> CameraConfig:
+        if self.source is None and self.onvif is None:
+            raise _PathError("source", "required: a URL or file, or an onvif section instead")
+        if self.source is not None and self.onvif is not None:
+            raise _PathError("source", "give source or onvif, not both")
+        return self
+
+    def describe_source(self) -> str:
+        """The source URL or the ONVIF device's address (a URL may hold credentials: redact before showing)."""
+        if self.onvif is not None:
+            return f"onvif://{self.onvif.host}:{self.onvif.port}"
+        return self.source or ""
 
 
 class ScheduleConfig(Strict):
@@ -201,10 +254,54 @@ class WebhookSinkConfig(Strict):
     url: str = Field(pattern=r"^https?://")
     headers: dict[str, str] = Field(default_factory=dict)
     timeout_s: float = Field(default=10.0, gt=0)
+    secret: str | None = Field(
+        default=None, min_length=16, description="HMAC-SHA256 key: the receiver checks X-StoreSight-Signature"
+    )
+    verify_tls: bool = Field(default=True, description="turn off only for a lab; prefer ca_bundle")
+    ca_bundle: Path | None = Field(default=None, description="PEM file of CAs to trust (a VMS's self-signed CA)")
 
 
-SinkConfig = Annotated[WebhookSinkConfig, Field(discriminator="kind")]
-SINK_KINDS = ("webhook",)
+class MqttSinkConfig(Strict):
+    """MQTT: each incident state change to `{topic_prefix}/incidents/{camera}/{rule_id}` and the camera's latest
+    incident, retained, to `{topic_prefix}/cameras/{camera}/state` (MQTT v5)."""
+
+    kind: Literal["mqtt"]
+    id: str = Field(pattern=_ID)
+    host: str = Field(default="127.0.0.1", min_length=1, description="broker host name or address")
+    port: int = Field(default=1883, ge=1, le=65535, description="1883 plain; brokers usually take TLS on 8883")
+    username: str | None = Field(default=None, min_length=1)
+    password: SecretStr | None = Field(default=None, description="never logged; use ${VAR} to keep it out of the file")
+    topic_prefix: str = Field(default="storesight", description="first topic level(s), e.g. retail/store-042")
+    qos: Literal[1, 2] = Field(
+        default=1, description="1: at least once (receivers dedupe by delivery_key); 2 costs two more round trips"
+    )
+    client_id: str | None = Field(
+        default=None, min_length=1, max_length=128, description="default: random, so two bridges never collide"
+    )
+    tls: bool = Field(default=False, description="TLS with the system's CA certificates")
+    keepalive_s: int = Field(
+        default=60, ge=5, le=65535, description="ping interval; shorter notices a dead link sooner"
+    )
+    timeout_s: float = Field(default=10.0, gt=0, description="wait for CONNACK / PUBACK before retrying later")
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _prefix(cls, v: str) -> str:
+        if not v or v.startswith(("/", "$")) or v.endswith("/") or "//" in v:
+            raise ValueError("must be topic levels like storesight or retail/store-042 (no leading $ or /)")
+        if any(c in v for c in "+#\x00") or any(c.isspace() for c in v):
+            raise ValueError("must not contain MQTT wildcards (+ #), spaces or NUL")
+        return v
+
+    @model_validator(mode="after")
+    def _password_needs_username(self) -> MqttSinkConfig:
+        if self.password is not None and self.username is None:
+            raise ValueError("password is set without username (MQTT sends a password only with a user name)")
+        return self
+
+
+SinkConfig = Annotated[WebhookSinkConfig | MqttSinkConfig, Field(discriminator="kind")]
+SINK_KINDS = ("webhook", "mqtt")
 
 
 class Config(Strict):
@@ -218,6 +315,7 @@ class Config(Strict):
     cameras: list[CameraConfig] = Field(default_factory=list)
     rules: list[RuleConfig] = Field(default_factory=list)
     sinks: list[SinkConfig] = Field(default_factory=list)
+    outbox: OutboxConfig = Field(default_factory=OutboxConfig)
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:
@@ -241,7 +339,7 @@ def _require_unique(ids: Iterable[str], what: str) -> None:
 
 
 class _PathError(ValueError):
-    """A cross-object error that knows its own path."""
+    """A cross-object error that knows its own path, relative to the model whose validator raised it."""
 
     def __init__(self, path: str, message: str) -> None:
         super().__init__(f"{path}: {message}")
@@ -328,7 +426,9 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
     for err in exc.errors():
         inner = (err.get("ctx") or {}).get("error")
         if isinstance(inner, _PathError):
-            lines.append(f"{source}: {inner}")
+            # pydantic's loc says where the model that raised it sits (empty for the root)
+            where = f"{_format_loc(err['loc'])}." if err["loc"] else ""
+            lines.append(f"{source}: {where}{inner}")
             continue
         lines.append(f"{source}: {_format_loc(err['loc'])}: {_message(err)}")
     return "\n".join(lines)

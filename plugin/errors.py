@@ -25,3 +25,7 @@ class InferenceUnavailable(StoreSightError):
 
 class SourceError(StoreSightError):
     """A camera source cannot be opened or read."""
+
+
+class CameraAuthError(SourceError):
+    """The camera rejected the configured credentials: not retried (cameras lock accounts), shown in readiness."""

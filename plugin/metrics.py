@@ -27,5 +27,7 @@ class Metrics:
         self.incidents = Counter("storesight_incidents", "Incidents opened", ["camera", "rule"], registry=r)
         self.deliveries = Counter("storesight_deliveries", "Delivery attempts by outcome", ["sink", "outcome"],
                                   registry=r)  # fmt: skip
-        self.outbox_pending = Gauge("storesight_outbox_pending", "Deliveries waiting in the outbox", registry=r)
+        self.outbox_pending = Gauge("storesight_outbox_pending", "Deliveries waiting", ["sink"], registry=r)
+        self.outbox_dead = Gauge("storesight_outbox_dead", "Dead-lettered deliveries (retry by hand)", ["sink"],
+                                 registry=r)  # fmt: skip
         self.triton_up = Gauge("storesight_triton_ready", "1 when Triton and the model are ready", registry=r)

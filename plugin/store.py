@@ -48,12 +48,13 @@ CREATE TABLE IF NOT EXISTS outbox (
     attempts INTEGER NOT NULL DEFAULT 0,
     next_attempt REAL NOT NULL DEFAULT 0,
     delivered TEXT,
-    failed TEXT,
+    dead TEXT,  -- dead-letter: set after a rejection or too many failures; cleared by a manual retry
     last_error TEXT,
     receipt TEXT,
     PRIMARY KEY (delivery_key, sink_id)
 );
-CREATE INDEX IF NOT EXISTS outbox_due ON outbox(delivered, failed, next_attempt);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox(sink_id, delivered, dead, next_attempt);
+CREATE INDEX IF NOT EXISTS outbox_incident ON outbox(incident_id);
 """
 
 
@@ -78,6 +79,22 @@ def incident_to_json(incident: Incident) -> dict[str, Any]:
         "explanation": incident.explanation,
         "snapshot": incident.snapshot,
         "details": dict(incident.details),
+    }
+
+
+def _delivery_json(row: sqlite3.Row) -> dict[str, Any]:
+    state = "delivered" if row["delivered"] else "dead" if row["dead"] else "pending"
+    return {
+        "delivery_key": row["delivery_key"],
+        "sink": row["sink_id"],
+        "incident_id": row["incident_id"],
+        "state": state,
+        "attempts": row["attempts"],
+        "created": row["created"],
+        "delivered": row["delivered"],
+        "dead": row["dead"],
+        "last_error": row["last_error"],
+        "receipt": row["receipt"],
     }
 
 
@@ -161,22 +178,65 @@ class Store:
             args.append(camera)
         sql += " ORDER BY start DESC LIMIT ?"
         args.append(limit)
-        return [_row_to_json(r) for r in self.db.execute(sql, args)]
+        docs = [_row_to_json(r) for r in self.db.execute(sql, args)]
+        self._attach_deliveries(docs)
+        return docs
 
     def incident(self, incident_id: str) -> dict[str, Any] | None:
         """One incident by id."""
         row = self.db.execute("SELECT * FROM incidents WHERE id = ?", (incident_id,)).fetchone()
-        return None if row is None else _row_to_json(row)
+        if row is None:
+            return None
+        doc = _row_to_json(row)
+        self._attach_deliveries([doc])
+        return doc
 
-    def due(self, now: float, limit: int = 50) -> list[Delivery]:
-        """Deliveries whose next attempt is due, oldest first."""
+    def _attach_deliveries(self, docs: list[dict[str, Any]]) -> None:
+        """Each incident's delivery state per sink and state change, so the API shows what reached the VMS."""
+        by_id = {d["id"]: d for d in docs}
+        for d in docs:
+            d["deliveries"] = []
+        if not by_id:
+            return
+        marks = ",".join("?" * len(by_id))
         rows = self.db.execute(
-            """SELECT delivery_key, sink_id, incident_id, payload, attempts FROM outbox
-               WHERE delivered IS NULL AND failed IS NULL AND next_attempt <= ?
-               ORDER BY created, rowid LIMIT ?""",
-            (now, limit),
+            f"""SELECT delivery_key, sink_id, incident_id, created, attempts, next_attempt, delivered, dead,
+                       last_error, receipt FROM outbox WHERE incident_id IN ({marks}) ORDER BY created, rowid""",
+            list(by_id),
         )
-        return [Delivery(r[0], r[1], r[2], json.loads(r[3]), r[4]) for r in rows]
+        for r in rows:
+            entry = _delivery_json(r)
+            del entry["incident_id"]
+            by_id[r["incident_id"]]["deliveries"].append(entry)
+
+    def due(self, sink_id: str, now: float, limit: int = 50) -> list[Delivery]:
+        """One sink's due deliveries in stored order, stopping at the first one still backing off.
+
+        Head-of-line order: an incident's end never overtakes its start while the start is being retried.
+        """
+        rows = self.db.execute(
+            """SELECT delivery_key, sink_id, incident_id, payload, attempts, next_attempt FROM outbox
+               WHERE sink_id = ? AND delivered IS NULL AND dead IS NULL
+               ORDER BY created, rowid LIMIT ?""",
+            (sink_id, limit),
+        )
+        out = []
+        for r in rows:
+            if r[5] > now:
+                break
+            out.append(Delivery(r[0], r[1], r[2], json.loads(r[3]), r[4]))
+        return out
+
+    def next_due(self, sink_id: str) -> float | None:
+        """When this sink's oldest pending delivery is due (epoch seconds), None when nothing is pending."""
+        row = self.db.execute(
+            """SELECT next_attempt FROM outbox WHERE sink_id = ? AND delivered IS NULL AND dead IS NULL
+               ORDER BY created, rowid LIMIT 1""",
+            (sink_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        return None if row[0] is None else float(row[0])
 
     def mark_delivered(self, d: Delivery, receipt: str) -> None:
         """Record success."""
@@ -196,21 +256,49 @@ class Store:
                 (error, next_attempt, d.delivery_key, d.sink_id),
             )
 
-    def mark_failed(self, d: Delivery, error: str) -> None:
-        """Record a permanent rejection (kept for inspection, never retried)."""
+    def mark_dead(self, d: Delivery, error: str) -> None:
+        """Move to the dead-letter state: kept for inspection and a manual retry, never retried by itself."""
         with self.db:
             self.db.execute(
-                "UPDATE outbox SET attempts=attempts+1, failed=?, last_error=? WHERE delivery_key=? AND sink_id=?",
+                "UPDATE outbox SET attempts=attempts+1, dead=?, last_error=? WHERE delivery_key=? AND sink_id=?",
                 (datetime.now(UTC).isoformat(), error, d.delivery_key, d.sink_id),
             )
 
-    def outbox_counts(self) -> dict[str, int]:
-        """pending / delivered / failed row counts."""
-        row = self.db.execute(
-            """SELECT SUM(delivered IS NULL AND failed IS NULL), SUM(delivered IS NOT NULL), SUM(failed IS NOT NULL)
-               FROM outbox"""
-        ).fetchone()
-        return {"pending": row[0] or 0, "delivered": row[1] or 0, "failed": row[2] or 0}
+    def retry_dead(self, sink_id: str | None = None, delivery_key: str | None = None) -> int:
+        """Put dead letters back in the queue (all, one sink's, or one delivery); returns how many."""
+        sql = "UPDATE outbox SET dead=NULL, attempts=0, next_attempt=0 WHERE dead IS NOT NULL"
+        args: list[Any] = []
+        if sink_id:
+            sql += " AND sink_id=?"
+            args.append(sink_id)
+        if delivery_key:
+            sql += " AND delivery_key=?"
+            args.append(delivery_key)
+        with self.db:
+            return self.db.execute(sql, args).rowcount
+
+    def deliveries(self, state: str | None = None, limit: int = 500) -> list[dict[str, Any]]:
+        """Outbox rows without payload: state is pending, delivered or dead."""
+        where = {
+            None: "1=1",
+            "pending": "delivered IS NULL AND dead IS NULL",
+            "delivered": "delivered IS NOT NULL",
+            "dead": "dead IS NOT NULL",
+        }[state]
+        rows = self.db.execute(
+            f"""SELECT delivery_key, sink_id, incident_id, created, attempts, next_attempt, delivered, dead,
+                       last_error, receipt FROM outbox WHERE {where} ORDER BY created DESC, rowid DESC LIMIT ?""",
+            (limit,),
+        )
+        return [_delivery_json(r) for r in rows]
+
+    def outbox_counts(self) -> dict[str, dict[str, int]]:
+        """Per sink: pending / delivered / dead row counts."""
+        rows = self.db.execute(
+            """SELECT sink_id, SUM(delivered IS NULL AND dead IS NULL), SUM(delivered IS NOT NULL),
+                      SUM(dead IS NOT NULL) FROM outbox GROUP BY sink_id"""
+        )
+        return {r[0]: {"pending": r[1] or 0, "delivered": r[2] or 0, "dead": r[3] or 0} for r in rows}
 
     def close(self) -> None:
         """Close the connection."""

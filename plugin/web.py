@@ -42,7 +42,7 @@ async def readyz(request: web.Request) -> web.Response:
         cameras[cam_id] = {
             "ready": ok,
             "state": p.status.state,
-            "source": redact_url(p.camera.source),
+            "source": redact_url(p.camera.describe_source()),
             "connected": src.connected,
             "frames_analysed": p.status.frames,
             "frames_dropped": src.frames_dropped,
@@ -51,8 +51,15 @@ async def readyz(request: web.Request) -> web.Response:
         }
         if p.source.is_file and p.status.state in ("running", "starting"):
             cameras[cam_id]["ready"] = True  # a file being analysed is healthy
+    counts = await rt.store.call(rt.store.sync.outbox_counts) if rt.store is not None else {}
     sinks = {
-        sid: {"ready": s.health.ok, "auth_failed": s.health.auth_failed, "error": s.health.last_error}
+        sid: {
+            "ready": s.health.ok,
+            "auth_failed": s.health.auth_failed,
+            "error": None if s.health.last_error is None else redact_url(s.health.last_error),
+            "pending": counts.get(sid, {}).get("pending", 0),
+            "dead_letters": counts.get(sid, {}).get("dead", 0),
+        }
         for sid, s in rt.sinks.items()
     }
     ready = triton_ok and all(c["ready"] for c in cameras.values()) and all(s["ready"] for s in sinks.values())
@@ -68,9 +75,8 @@ async def readyz(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus text exposition."""
     rt = _rt(request)
-    if rt.store is not None:
-        counts = await rt.store.call(rt.store.sync.outbox_counts)
-        rt.metrics.outbox_pending.set(counts["pending"])
+    if rt.outbox is not None:
+        await rt.outbox.refresh_metrics()
     body = generate_latest(rt.metrics.registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
@@ -121,6 +127,32 @@ async def api_incident(request: web.Request) -> web.Response:
     return web.json_response(_public(row, request))
 
 
+async def api_outbox(request: web.Request) -> web.Response:
+    """Deliveries, optionally by state (?state=pending|delivered|dead)."""
+    rt = _rt(request)
+    assert rt.store is not None
+    state = request.query.get("state")
+    if state not in (None, "pending", "delivered", "dead"):
+        raise web.HTTPBadRequest(text="state must be pending, delivered or dead")
+    return web.json_response(await rt.store.call(rt.store.sync.deliveries, state))
+
+
+async def api_outbox_retry(request: web.Request) -> web.Response:
+    """Requeue dead letters: body {"sink": ..., "delivery_key": ...}, both optional (all when empty)."""
+    rt = _rt(request)
+    assert rt.store is not None
+    try:
+        body = await request.json() if request.can_read_body else {}
+    except ValueError:
+        raise web.HTTPBadRequest(text="body must be JSON") from None
+    if not isinstance(body, dict) or set(body) - {"sink", "delivery_key"}:
+        raise web.HTTPBadRequest(text='body may only have "sink" and "delivery_key"')
+    n = await rt.store.call(rt.store.sync.retry_dead, body.get("sink"), body.get("delivery_key"))
+    if rt.outbox is not None:
+        rt.outbox.notify()
+    return web.json_response({"requeued": n})
+
+
 async def snapshot(request: web.Request) -> web.StreamResponse:
     """The evidence JPEG of an incident (looked up by id: no file path ever comes from the request)."""
     rt = _rt(request)
@@ -161,4 +193,6 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/api/incidents", api_incidents)
     app.router.add_get("/api/incidents/{id}", api_incident)
+    app.router.add_get("/api/outbox", api_outbox)
+    app.router.add_post("/api/outbox/retry", api_outbox_retry)
     app.router.add_get("/snapshots/{id}.jpg", snapshot)

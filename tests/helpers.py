@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -29,24 +30,37 @@ def write_config(path: Path, doc: dict[str, Any]) -> Path:
 class WebhookReceiver:
     """A real HTTP server on 127.0.0.1 recording POSTs; it can fail the first N requests with a status."""
 
-    def __init__(self, fail_first: int = 0, fail_status: int = 503) -> None:
+    def __init__(
+        self, fail_first: int = 0, fail_status: int = 503, delay_s: float = 0.0, port: int = 0, status: int = 200
+    ) -> None:
         self.requests: list[dict[str, Any]] = []
         self.fail_first = fail_first
         self.fail_status = fail_status
+        self.delay_s = delay_s
+        self.status = status  # answer for requests past fail_first; change it while running
         self.lock = threading.Lock()
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                if outer.delay_s:
+                    time.sleep(outer.delay_s)
                 with outer.lock:
                     if outer.fail_first > 0:
                         outer.fail_first -= 1
                         status = outer.fail_status
                     else:
-                        status = 200
+                        status = outer.status
+                    if status == 200:
                         outer.requests.append(
-                            {"key": self.headers.get("Idempotency-Key"), "body": json.loads(body or b"{}")}
+                            {
+                                "key": self.headers.get("Idempotency-Key"),
+                                "signature": self.headers.get("X-StoreSight-Signature"),
+                                "raw": body,
+                                "body": json.loads(body or b"{}"),
+                                "at": time.monotonic(),
+                            }
                         )
                 self.send_response(status)
                 self.send_header("Content-Length", "2")
@@ -56,13 +70,18 @@ class WebhookReceiver:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     @property
     def url(self) -> str:
         """Where to POST."""
         return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+
+    def keys(self) -> list[str]:
+        """Idempotency keys of the accepted requests, in arrival order (duplicates kept)."""
+        with self.lock:
+            return [str(r["key"]) for r in self.requests]
 
     def __enter__(self) -> WebhookReceiver:
         self.thread.start()

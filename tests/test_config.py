@@ -86,6 +86,11 @@ def _set(path: list[Any], value: Any) -> Any:
         (_set(["storage", "pathh"], "x"), "storage.pathh: unknown key"),
         (_set(["cameras", 0, "zones", 1, "id"], "table"), "zones: duplicate id 'table'"),
         (_set(["sinks"], [{"kind": "webhook", "id": "w", "url": "ftp://x"}]), "sinks[0].url: does not match"),
+        (_set(["cameras", 0, "source"], None), "cameras[0].source: required: a URL or file, or an onvif section"),
+        (_set(["cameras", 0, "onvif"], {"host": "10.0.0.5"}), "cameras[0].source: give source or onvif, not both"),
+        (_set(["cameras", 0, "onvif"], {"host": "http://10.0.0.5/onvif"}), "cameras[0].onvif.host: 'http://10.0"),
+        (_set(["cameras", 0, "onvif"], {"host": "h", "port": 0}), "cameras[0].onvif.port: must be >= 1 (got 0)"),
+        (_set(["cameras", 0, "onvif"], {"host": "h", "password": "x"}), "cameras[0].onvif.password: set without"),
     ],
 )
 def test_bad_values_are_named_by_path(mutate: Any, expected: str | None) -> None:

@@ -93,3 +93,42 @@ async def test_page_renders_in_chromium(triton: EmbeddedTriton, tmp_path: Path) 
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
     finally:
         await runner.cleanup()
+
+
+async def test_outbox_api_lists_and_requeues_dead_letters(triton: EmbeddedTriton, tmp_path: Path) -> None:
+    import aiohttp
+
+    from plugin.store import Delivery
+
+    storage = tmp_path / "data"
+    incident = _seed(storage)
+    store = Store(storage / "storesight.db")
+    store.save(incident, ["vms"])
+    [due] = store.due("vms", 1e12)
+    store.mark_dead(Delivery(due.delivery_key, "vms", due.incident_id, {}, 0), "rejected: HTTP 422")
+    store.close()
+    port = free_port()
+    token = "api-token-0123456789"
+    doc = {"storage": {"path": str(storage)}, "triton": {"url": triton.grpc_url}, "web": {"port": port, "token": token}}
+    runner = web.AppRunner(build_app(parse_config(doc)))
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    base, auth = f"http://127.0.0.1:{port}", {"Authorization": f"Bearer {token}"}
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{base}/api/outbox?state=dead", headers=auth) as resp:
+                [row] = await resp.json()
+                assert row["delivery_key"] == due.delivery_key and row["state"] == "dead"
+            async with http.get(f"{base}/api/incidents/{incident.id}", headers=auth) as resp:
+                doc_ = await resp.json()
+                assert doc_["deliveries"][0]["state"] == "dead"
+            async with http.post(f"{base}/api/outbox/retry", json={"sink": "vms"}) as resp:
+                assert resp.status == 401
+            async with http.post(f"{base}/api/outbox/retry", json={"bogus": 1}, headers=auth) as resp:
+                assert resp.status == 400
+            async with http.post(f"{base}/api/outbox/retry", json={"sink": "vms"}, headers=auth) as resp:
+                assert (await resp.json()) == {"requeued": 1}
+            async with http.get(f"{base}/api/outbox?state=pending", headers=auth) as resp:
+                assert [r["delivery_key"] for r in await resp.json()] == [due.delivery_key]
+    finally:
+        await runner.cleanup()

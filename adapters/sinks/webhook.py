@@ -1,8 +1,16 @@
-"""Webhook sink: HTTP POST of the incident JSON, with the delivery key as Idempotency-Key header."""
+"""Webhook sink: HTTP POST of the incident JSON, with the delivery key as Idempotency-Key header.
+
+With a `secret`, each request is signed: `X-StoreSight-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of
+"<t>.<body>">`. Signing the timestamp with the body lets a receiver reject replays outside a tolerance window.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
+import ssl
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -13,6 +21,27 @@ from plugin.redact import redact_url
 from plugin.sinks import Receipt, SinkAuthError, SinkHealth, SinkNotReady, SinkRejected
 
 SINK_KEY = "webhook"
+SIGNATURE_HEADER = "X-StoreSight-Signature"
+
+
+def sign(secret: str, body: bytes, timestamp: int) -> str:
+    """The signature header value for a body sent at `timestamp`."""
+    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={mac}"
+
+
+def verify(secret: str, body: bytes, header: str, tolerance_s: float = 300.0, now: float | None = None) -> bool:
+    """Receiver side: True when `header` signs `body` with `secret` within the time tolerance."""
+    try:
+        parts = dict(p.split("=", 1) for p in header.split(","))
+        timestamp = int(parts["t"])
+        given = parts["v1"]
+    except (KeyError, ValueError):
+        return False
+    if abs((time.time() if now is None else now) - timestamp) > tolerance_s:
+        return False
+    expected = sign(secret, body, timestamp).split("v1=", 1)[1]
+    return hmac.compare_digest(expected, given)
 
 
 class WebhookSink:
@@ -26,15 +55,27 @@ class WebhookSink:
         self.health = SinkHealth()
         self._session: aiohttp.ClientSession | None = None
 
+    def _ssl(self) -> ssl.SSLContext | bool:
+        if not self.config.verify_tls:
+            return False
+        if self.config.ca_bundle is not None:
+            return ssl.create_default_context(cafile=str(self.config.ca_bundle))
+        return True
+
     def _session_(self) -> aiohttp.ClientSession:
         if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.config.timeout_s))
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.config.timeout_s),
+                connector=aiohttp.TCPConnector(ssl=self._ssl()),
+            )
         return self._session
 
     async def publish(self, delivery_key: str, incident: Mapping[str, Any]) -> Receipt:
         """One POST; status codes map to delivered / auth / retry / rejected."""
-        body = json.dumps({"delivery_key": delivery_key, "incident": dict(incident)})
+        body = json.dumps({"delivery_key": delivery_key, "incident": dict(incident)}).encode()
         headers = {"Content-Type": "application/json", "Idempotency-Key": delivery_key, **self.config.headers}
+        if self.config.secret:
+            headers[SIGNATURE_HEADER] = sign(self.config.secret, body, int(time.time()))
         where = redact_url(self.config.url)
         try:
             async with self._session_().post(self.config.url, data=body, headers=headers) as resp:

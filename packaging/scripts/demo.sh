@@ -11,4 +11,5 @@ if [ -z "${STORESIGHT_MEDIA_DIR:-}" ] && [ -d ../shared/media ]; then
 fi
 .venv/bin/storesight media fetch --dest storesight-data/media
 export STORESIGHT_DEMO_CLIP="$PWD/storesight-data/media/one-by-one-person-detection.mp4"
+rm -rf storesight-data/demo  # each demo run starts with an empty incident list
 exec .venv/bin/storesight run -c packaging/demo/store-demo.yaml --listen "${STORESIGHT_LISTEN:-127.0.0.1:8080}"

@@ -16,6 +16,7 @@ if [ "$want_test" = 1 ]; then
   apt_pkgs+=(gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp python3-gi gstreamer1.0-plugins-base
              gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav
              gstreamer1.0-tools ffmpeg
+             mosquitto  # a real MQTT broker; the tests start their own on a free port (the service is not needed)
              chromium)  # a real browser for the console page
 fi
 missing=()
@@ -42,6 +43,12 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -e ".[$extras]"
   touch "$stamp"
+fi
+if [ "$want_test" = 1 ] && ! .venv/bin/python -m pip show -q ipycam >/dev/null 2>&1; then
+  # ipycam, a real ONVIF device for the tests, requires the GUI opencv-python, which would shadow the headless
+  # build: install it alone (its other need, numpy, is already here), so it cannot be a `dev` extra
+  echo "setup: installing ipycam (ONVIF test device) without its dependencies"
+  .venv/bin/python -m pip install -q --no-deps "ipycam==1.3.0"
 fi
 
 # Models: $STORESIGHT_MODELS_DIR, else the workplace's shared copy next to the checkout, else the upstream release.
