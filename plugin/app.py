@@ -27,7 +27,7 @@ from plugin.metrics import Metrics
 from plugin.outbox import OutboxWorker
 from plugin.pipeline import CameraPipeline
 from plugin.rules import build_rule
-from plugin.sinks import IncidentSink
+from plugin.sinks import IncidentSink, SinkRefs
 from plugin.sources import CameraSource
 from plugin.store import AsyncStore
 from plugin.triton_server import DEFAULT_MODEL_REPOSITORY, EmbeddedTriton
@@ -119,8 +119,8 @@ async def inference_ctx(app: web.Application) -> AsyncIterator[None]:
         await asyncio.to_thread(rt.triton.stop)
 
 
-def build_sink(config: SinkConfig) -> IncidentSink:
-    """The adapter for one sink config (dispatch on its `kind`)."""
+def build_sink(config: SinkConfig, refs: SinkRefs) -> IncidentSink:
+    """The adapter for one sink config (dispatch on its `kind`); `refs` keeps what a VMS sink created."""
     match config:
         case WebhookSinkConfig():
             return WebhookSink(config)
@@ -133,7 +133,7 @@ async def sinks_ctx(app: web.Application) -> AsyncIterator[None]:
     """Sinks, the incident manager and the outbox worker."""
     rt = app[RUNTIME]
     assert rt.store is not None
-    rt.sinks = {s.id: build_sink(s) for s in rt.config.sinks}
+    rt.sinks = {s.id: build_sink(s, rt.store) for s in rt.config.sinks}
     rt.outbox = OutboxWorker(rt.store, rt.sinks, rt.metrics, rt.config.outbox)
     rt.incidents = IncidentManager(
         rt.store, rt.storage / "evidence", Explainer(rt.config.site.timezone), list(rt.sinks),

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from plugin.config import Config, load_config
 from plugin.errors import SourceError, StoreSightError
+from plugin.redact import redact_url
 from plugin.types import ImageArray
 
 if TYPE_CHECKING:
@@ -304,6 +305,44 @@ def cmd_outbox(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _vms_test(config: Config, only: str | None) -> int:
+    from plugin.app import build_sink
+    from plugin.sinks import SelfTestingSink, SinkAuthError, SinkNotReady, SinkRejected
+    from plugin.store import AsyncStore
+
+    chosen = [s for s in config.sinks if only is None or s.id == only]
+    if not chosen:
+        known = ", ".join(s.id for s in config.sinks) or "none"
+        raise StoreSightError(f"no sink {only!r} in the config (sinks: {known})" if only else "the config has no sinks")
+    store = AsyncStore(config.storage.path / "storesight.db")
+    failures = 0
+    try:
+        for sink_config in chosen:
+            sink = build_sink(sink_config, store)
+            try:
+                if not isinstance(sink, SelfTestingSink):
+                    print(f"{sink.id} ({sink_config.kind}): no self-test for this kind")
+                    continue
+                detail = await sink.self_test()
+                print(f"{sink.id} ({sink_config.kind}): OK: {detail}")
+            except SinkAuthError as exc:
+                failures += 1
+                print(f"{sink.id} ({sink_config.kind}): FAILED (credentials): {redact_url(str(exc))}")
+            except (SinkNotReady, SinkRejected, StoreSightError) as exc:
+                failures += 1
+                print(f"{sink.id} ({sink_config.kind}): FAILED: {redact_url(str(exc))}")
+            finally:
+                await sink.close()
+    finally:
+        await store.close()
+    return 1 if failures else 0
+
+
+def cmd_vms_test(args: argparse.Namespace) -> int:
+    """Log in to each sink and write a labelled test entry."""
+    return asyncio.run(_vms_test(load_config(args.config), args.sink))
+
+
 def build_parser() -> argparse.ArgumentParser:
     """All subcommands."""
     p = argparse.ArgumentParser(prog="storesight", description="AI retail security bridge for your VMS")
@@ -351,6 +390,12 @@ def build_parser() -> argparse.ArgumentParser:
     op.add_argument("--timeout", type=float, default=10.0, help="seconds for the whole probe (default 10)")
     op.add_argument("--json", action="store_true")
     op.set_defaults(func=cmd_onvif_probe)
+
+    vms = sub.add_parser("vms", help="VMS and other sinks").add_subparsers(dest="vms_command", required=True)
+    vt = vms.add_parser("test", help="log in to each sink and write a clearly labelled test bookmark or event")
+    vt.add_argument("-c", "--config", required=True)
+    vt.add_argument("--sink", help="only this sink id")
+    vt.set_defaults(func=cmd_vms_test)
 
     chk = sub.add_parser("check-config", help="validate a config file")
     chk.add_argument("file")

@@ -261,6 +261,18 @@ class WebhookSinkConfig(Strict):
     ca_bundle: Path | None = Field(default=None, description="PEM file of CAs to trust (a VMS's self-signed CA)")
 
 
+class VmsSinkBase(Strict):
+    """Fields every VMS sink has: how StoreSight cameras are named in that VMS, and TLS."""
+
+    id: str = Field(pattern=_ID)
+    cameras: dict[str, str] = Field(
+        default_factory=dict, description="StoreSight camera id -> the camera's id in this VMS (checked at start)"
+    )
+    verify_tls: bool = Field(default=True, description="VMS servers often self-sign: prefer ca_bundle to turning off")
+    ca_bundle: Path | None = Field(default=None, description="PEM file with the VMS's CA")
+    timeout_s: float = Field(default=10.0, gt=0)
+
+
 class MqttSinkConfig(Strict):
     """MQTT: each incident state change to `{topic_prefix}/incidents/{camera}/{rule_id}` and the camera's latest
     incident, retained, to `{topic_prefix}/cameras/{camera}/state` (MQTT v5)."""
@@ -323,6 +335,7 @@ class Config(Strict):
         _require_unique((r.id for r in self.rules), "rules")
         _require_unique((s.id for s in self.sinks), "sinks")
         verify_rules_reference_cameras_and_zones(self)
+        verify_sink_camera_maps(self)
         return self
 
     def camera(self, camera_id: str) -> CameraConfig:
@@ -344,6 +357,16 @@ class _PathError(ValueError):
     def __init__(self, path: str, message: str) -> None:
         super().__init__(f"{path}: {message}")
         self.path = path
+
+
+def verify_sink_camera_maps(config: Config) -> None:
+    """A VMS sink's camera map names only cameras this config has."""
+    known = {c.id for c in config.cameras}
+    for i, sink in enumerate(config.sinks):
+        for cam in getattr(sink, "cameras", {}) or {}:
+            if cam not in known:
+                names = ", ".join(sorted(known)) or "none"
+                raise _PathError(f"sinks[{i}].cameras.{cam}", f"unknown camera {cam!r} (cameras: {names})")
 
 
 def verify_rules_reference_cameras_and_zones(config: Config) -> None:

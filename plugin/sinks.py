@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 
 class SinkAuthError(Exception):
@@ -33,6 +33,29 @@ class SinkHealth:
     ok: bool = True
     last_error: str | None = None
     auth_failed: bool = False
+
+
+class SinkRefs(Protocol):
+    """Durable references to what a sink created for an incident (a bookmark id, an event id), so the end of an
+    incident updates the VMS object its start created, and a retry after a lost reply finds it instead of
+    creating a second one."""
+
+    async def get_ref(self, sink_id: str, incident_id: str) -> str | None:
+        """The stored reference, if any."""
+        ...
+
+    async def put_ref(self, sink_id: str, incident_id: str, ref: str) -> None:
+        """Store (or replace) the reference."""
+        ...
+
+
+@runtime_checkable
+class SelfTestingSink(Protocol):
+    """A sink that can prove its connection: `storesight vms test` calls this."""
+
+    async def self_test(self) -> str:
+        """Log in and write a clearly labelled test bookmark or event; return what was written (raise on failure)."""
+        ...
 
 
 class IncidentSink(Protocol):

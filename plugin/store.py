@@ -53,6 +53,13 @@ CREATE TABLE IF NOT EXISTS outbox (
     receipt TEXT,
     PRIMARY KEY (delivery_key, sink_id)
 );
+CREATE TABLE IF NOT EXISTS sink_refs (
+    sink_id TEXT NOT NULL,
+    incident_id TEXT NOT NULL,
+    ref TEXT NOT NULL,
+    updated TEXT NOT NULL,
+    PRIMARY KEY (sink_id, incident_id)
+);
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox(sink_id, delivered, dead, next_attempt);
 CREATE INDEX IF NOT EXISTS outbox_incident ON outbox(incident_id);
 """
@@ -300,6 +307,22 @@ class Store:
         )
         return {r[0]: {"pending": r[1] or 0, "delivered": r[2] or 0, "dead": r[3] or 0} for r in rows}
 
+    def get_ref(self, sink_id: str, incident_id: str) -> str | None:
+        """A sink's stored reference for an incident."""
+        row = self.db.execute(
+            "SELECT ref FROM sink_refs WHERE sink_id=? AND incident_id=?", (sink_id, incident_id)
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    def put_ref(self, sink_id: str, incident_id: str, ref: str) -> None:
+        """Store a sink's reference for an incident."""
+        with self.db:
+            self.db.execute(
+                "INSERT INTO sink_refs (sink_id, incident_id, ref, updated) VALUES (?,?,?,?)"
+                " ON CONFLICT(sink_id, incident_id) DO UPDATE SET ref=excluded.ref, updated=excluded.updated",
+                (sink_id, incident_id, ref, datetime.now(UTC).isoformat()),
+            )
+
     def close(self) -> None:
         """Close the connection."""
         self.db.close()
@@ -315,6 +338,14 @@ class AsyncStore:
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run `fn(*args)` on the store thread."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def get_ref(self, sink_id: str, incident_id: str) -> str | None:
+        """SinkRefs: a sink's stored reference for an incident."""
+        return await self.call(self.sync.get_ref, sink_id, incident_id)
+
+    async def put_ref(self, sink_id: str, incident_id: str, ref: str) -> None:
+        """SinkRefs: store a sink's reference for an incident."""
+        await self.call(self.sync.put_ref, sink_id, incident_id, ref)
 
     async def close(self) -> None:
         """Close the connection and stop the thread."""

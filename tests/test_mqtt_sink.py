@@ -353,7 +353,7 @@ async def test_incident_fields_that_would_change_the_topic_are_rejected() -> Non
     await sink.close()
 
 
-def test_config_defaults_and_build_sink() -> None:
+def test_config_defaults_and_build_sink(tmp_path: Path) -> None:
     config = parse_config({"sinks": [{"kind": "mqtt", "id": "broker"}]})
     mq = config.sinks[0]
     assert isinstance(mq, MqttSinkConfig)
@@ -366,7 +366,7 @@ def test_config_defaults_and_build_sink() -> None:
         None,
         None,
     )
-    sink = build_sink(mq)
+    sink = build_sink(mq, AsyncStore(tmp_path / "refs.db"))
     assert isinstance(sink, MqttSink) and sink.kind == SINK_KEY == "mqtt" and sink.id == "broker"
     assert sink.incident_topic("cam1", "r1") == "storesight/incidents/cam1/r1"
     assert sink.state_topic("cam1") == "storesight/cameras/cam1/state"

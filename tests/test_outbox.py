@@ -247,3 +247,26 @@ def test_outbox_cli_lists_and_requeues_dead_letters(tmp_path: Path) -> None:
     store = Store(tmp_path / "data" / "storesight.db")
     assert store.outbox_counts()["vms"] == {"pending": 1, "delivered": 0, "dead": 0}
     store.close()
+
+
+def test_vms_test_reports_each_sink(tmp_path: Path) -> None:
+    from helpers import run_cli
+
+    with WebhookReceiver() as good, WebhookReceiver(status=401) as denied:
+        doc = {
+            "storage": {"path": str(tmp_path / "data")},
+            "sinks": [
+                {"kind": "webhook", "id": "soc", "url": good.url, "secret": SECRET},
+                {"kind": "webhook", "id": "old", "url": denied.url.replace("/hook", "/hook?token=hunter2")},
+            ],
+        }
+        cfg = write_config(tmp_path / "c.yaml", doc)
+        res = run_cli("vms", "test", "-c", str(cfg))
+        [req] = good.requests
+    assert res.returncode == 1  # one sink failed
+    assert "soc (webhook): OK: POST" in res.stdout
+    assert "old (webhook): FAILED (credentials)" in res.stdout and "hunter2" not in res.stdout
+    assert req["body"]["incident"]["test"] is True and req["key"].startswith("storesight-test:")
+    assert verify(SECRET, req["raw"], req["signature"])
+    only = run_cli("vms", "test", "-c", str(cfg), "--sink", "nope")
+    assert only.returncode == 1 and "no sink 'nope' in the config (sinks: soc, old)" in only.stderr

@@ -15,6 +15,7 @@ import contextlib
 import json
 import logging
 import ssl
+import uuid
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -166,6 +167,15 @@ class MqttSink:
             }
             await self._send(conn, self.state_topic(camera), json.dumps(state).encode(), delivery_key, retain=True)
             self._retained[camera] = order
+
+    async def self_test(self) -> str:
+        """Connect and publish a clearly labelled test message to `{topic_prefix}/test`."""
+        key = f"storesight-test:{uuid.uuid4()}"
+        topic = f"{self.config.topic_prefix}/test"
+        body = json.dumps({"delivery_key": key, "test": True, "message": "StoreSight connection test"}).encode()
+        async with self._publish_lock:
+            await self._send(await self._connection(), topic, body, key, retain=False)
+        return f"published a test message to {topic}"
 
     def _properties(self, delivery_key: str) -> Properties:
         props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]  # paho leaves __init__ unannotated

@@ -11,6 +11,7 @@ import hmac
 import json
 import ssl
 import time
+import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -89,6 +90,12 @@ class WebhookSink:
                 raise SinkRejected(f"{where}: HTTP {resp.status} {text}")
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise SinkNotReady(f"{where}: {type(exc).__name__}: {exc}") from None
+
+    async def self_test(self) -> str:
+        """POST a clearly labelled test message (`"test": true`, its own delivery key) and expect 2xx."""
+        key = f"storesight-test:{uuid.uuid4()}"
+        receipt = await self.publish(key, {"test": True, "message": "StoreSight connection test"})
+        return f"POST {redact_url(self.config.url)}: {receipt.detail}"
 
     async def close(self) -> None:
         """Close the HTTP session."""
