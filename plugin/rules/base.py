@@ -1,8 +1,8 @@
-"""What rules see (Observation) and say (RuleHit), and the shared per-track zone presence logic."""
+"""What rules see (Observation) and say (RuleHit, Measurement), and the shared per-track zone presence logic."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, Literal, Protocol
@@ -22,6 +22,22 @@ class Observation:
     t: datetime
     detections: Detections  # confirmed tracks only, track_ids set
     inside: Mapping[str, npt.NDArray[np.bool_]]  # zone id -> mask over detections
+    width: int = 0  # frame size, for rules with their own geometry (lines)
+    height: int = 0
+    class_names: tuple[str, ...] = ()  # model class names, indexed by detections.class_ids
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """A number for insights: a count to add up (a crossing) or a gauge to sample (people in a zone)."""
+
+    rule_id: str
+    camera: str
+    t: datetime
+    metric: str
+    value: float
+    kind: Literal["count", "gauge"] = "count"
+    key: str = ""  # a sub-series, e.g. the class counted
 
 
 @dataclass(frozen=True)
@@ -42,6 +58,9 @@ class RuleHit:
     box: tuple[float, float, float, float] | None = None  # for the snapshot
 
 
+RuleOutput = RuleHit | Measurement
+
+
 class Rule(Protocol):
     """Pure and synchronous: fed observations in time order, returns what opened or closed."""
 
@@ -52,11 +71,11 @@ class Rule(Protocol):
         """The validated config this rule runs with."""
         ...
 
-    def update(self, obs: Observation) -> list[RuleHit]:
+    def update(self, obs: Observation) -> Sequence[RuleOutput]:
         """Advance to `obs.t`."""
         ...
 
-    def finish(self, t: datetime) -> list[RuleHit]:
+    def finish(self, t: datetime) -> Sequence[RuleOutput]:
         """Close every open incident (end of a file, shutdown)."""
         ...
 
