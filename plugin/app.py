@@ -7,6 +7,7 @@ import asyncio
 import logging
 import os
 import secrets
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,14 +16,31 @@ from typing import assert_never
 from aiohttp import web
 
 from adapters.onvif import OnvifSource
+from adapters.sinks.frigate import FrigateSink
+from adapters.sinks.genetec import GenetecSink
+from adapters.sinks.milestone import MilestoneSink
 from adapters.sinks.mqtt import MqttSink
+from adapters.sinks.nx import NxSink
 from adapters.sinks.webhook import WebhookSink
+from adapters.sinks.zoneminder import ZoneMinderSink
 from adapters.sources.opencv_source import OpenCVSource
-from plugin.config import Config, MqttSinkConfig, SinkConfig, WebhookSinkConfig
+from plugin.config import (
+    Config,
+    FrigateSinkConfig,
+    GenetecSinkConfig,
+    MilestoneSinkConfig,
+    MqttSinkConfig,
+    NxSinkConfig,
+    SinkConfig,
+    WebhookSinkConfig,
+    ZoneMinderSinkConfig,
+)
 from plugin.errors import CameraAuthError, ConfigError, StoreSightError
 from plugin.explain import Explainer
+from plugin.health import CameraHealth
 from plugin.incidents import IncidentManager
 from plugin.inference import TritonInferenceClient
+from plugin.insights import InsightsRecorder
 from plugin.metrics import Metrics
 from plugin.outbox import OutboxWorker
 from plugin.pipeline import CameraPipeline
@@ -30,6 +48,7 @@ from plugin.rules import build_rule
 from plugin.sinks import IncidentSink, SinkRefs
 from plugin.sources import CameraSource
 from plugin.store import AsyncStore
+from plugin.tamper import TamperDetector
 from plugin.triton_server import DEFAULT_MODEL_REPOSITORY, EmbeddedTriton
 
 log = logging.getLogger(__name__)
@@ -50,9 +69,12 @@ class Runtime:
     client: TritonInferenceClient | None = None
     sinks: dict[str, IncidentSink] = field(default_factory=dict)
     outbox: OutboxWorker | None = None
+    insights: InsightsRecorder | None = None
     incidents: IncidentManager | None = None
     pipelines: dict[str, CameraPipeline] = field(default_factory=dict)
     tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    monitors: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    health: dict[str, CameraHealth] = field(default_factory=dict)
     token: str = ""
     fatal: StoreSightError | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
@@ -91,7 +113,12 @@ async def store_ctx(app: web.Application) -> AsyncIterator[None]:
     rt.storage.mkdir(parents=True, exist_ok=True)
     rt.token = api_token(rt.config)
     rt.store = AsyncStore(rt.storage / "storesight.db")
+    rt.insights = InsightsRecorder(rt.store)
+    flusher = asyncio.create_task(rt.insights.run(), name="insights")
     yield
+    flusher.cancel()
+    await asyncio.gather(flusher, return_exceptions=True)
+    await rt.insights.flush()
     await rt.store.close()
 
 
@@ -126,6 +153,16 @@ def build_sink(config: SinkConfig, refs: SinkRefs) -> IncidentSink:
             return WebhookSink(config)
         case MqttSinkConfig():
             return MqttSink(config)
+        case MilestoneSinkConfig():
+            return MilestoneSink(config, refs)
+        case NxSinkConfig():
+            return NxSink(config, refs)
+        case ZoneMinderSinkConfig():
+            return ZoneMinderSink(config, refs)
+        case GenetecSinkConfig():
+            return GenetecSink(config, refs)
+        case FrigateSinkConfig():
+            return FrigateSink(config, refs)
     assert_never(config)
 
 
@@ -209,9 +246,40 @@ def _new_pipeline(rt: Runtime, camera_id: str) -> CameraPipeline:
         source = OnvifSource(cam.id, cam.onvif, cam.fps)
     else:
         assert cam.source is not None  # the config requires exactly one of source and onvif
-        source = OpenCVSource(cam.id, cam.source, cam.fps, realtime=cam.realtime, start_time=cam.start_time)
+        source = OpenCVSource(
+            cam.id, cam.source, cam.fps, realtime=cam.realtime, start_time=cam.start_time,
+            stall_timeout_s=cam.stall_timeout_s,
+        )  # fmt: skip
     rules = [build_rule(r) for r in rt.config.rules if r.camera == cam.id]
-    return CameraPipeline(cam, source, rt.client, rt.config.detector, rules, rt.incidents, rt.metrics)
+    pipeline = CameraPipeline(cam, source, rt.client, rt.config.detector, rules, rt.incidents, rt.metrics, rt.insights)
+    if cam.tamper is not None:
+        pipeline.tamper = TamperDetector(cam.id, cam.tamper)
+    return pipeline
+
+
+HEALTH_TICK_S = 1.0
+
+
+async def _monitor_health(rt: Runtime, camera_id: str) -> None:
+    """Evaluate one live camera's health every second: metrics, readiness, and the camera_offline incident."""
+    cam = rt.config.camera(camera_id)
+    health = rt.health[camera_id] = CameraHealth(camera_id, cam.fps, cam.stall_timeout_s, cam.offline_after_s)
+    states = ("starting", "online", "degraded", "offline")
+    while True:
+        pipeline = rt.pipelines[camera_id]
+        now = time.monotonic()
+        snap = health.evaluate(now, pipeline.source.status, pipeline.status.frames)
+        for s in states:
+            rt.metrics.camera_state.labels(camera=camera_id, state=s).set(1 if s == snap.state else 0)
+        rt.metrics.received_fps.labels(camera=camera_id).set(snap.received_fps)
+        rt.metrics.analysed_fps.labels(camera=camera_id).set(snap.analysed_fps)
+        rt.metrics.reconnects.labels(camera=camera_id).set(snap.reconnects)
+        assert rt.incidents is not None
+        for hit in health.incident_hits(now):
+            incident = await rt.incidents.handle(hit, None, None)
+            if incident is not None and incident.state == "start":
+                rt.metrics.incidents.labels(camera=camera_id, rule=hit.rule_id).inc()
+        await asyncio.sleep(HEALTH_TICK_S)
 
 
 async def cameras_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -225,6 +293,8 @@ async def cameras_ctx(app: web.Application) -> AsyncIterator[None]:
         if cam.enabled:
             rt.pipelines[cam.id] = _new_pipeline(rt, cam.id)
             rt.tasks[cam.id] = asyncio.create_task(_supervise(rt, cam.id), name=f"camera-{cam.id}")
+            if not rt.pipelines[cam.id].source.is_file:
+                rt.monitors[cam.id] = asyncio.create_task(_monitor_health(rt, cam.id), name=f"health-{cam.id}")
 
     async def watch() -> None:
         await asyncio.gather(*rt.tasks.values(), return_exceptions=True)
@@ -232,9 +302,9 @@ async def cameras_ctx(app: web.Application) -> AsyncIterator[None]:
 
     watcher = asyncio.create_task(watch(), name="cameras-done")
     yield
-    for task in rt.tasks.values():
+    for task in [*rt.tasks.values(), *rt.monitors.values()]:
         task.cancel()
-    await asyncio.gather(*rt.tasks.values(), return_exceptions=True)
+    await asyncio.gather(*rt.tasks.values(), *rt.monitors.values(), return_exceptions=True)
     watcher.cancel()
     for p in rt.pipelines.values():
         await p.close()

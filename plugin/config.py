@@ -127,6 +127,23 @@ class OnvifConfig(Strict):
         return self
 
 
+class TamperConfig(Strict):
+    """Camera tamper: the view covered, defocused or moved, judged against a reference learned at start."""
+
+    learn_s: float = Field(default=20.0, gt=0, description="seconds of normal video that make the reference")
+    min_duration_s: float = Field(default=10.0, ge=0, description="how long it must last; shorter is a passer-by")
+    covered_contrast: float = Field(
+        default=0.25, gt=0, lt=1, description="covered when contrast falls below this share of the reference's"
+    )
+    defocus_sharpness: float = Field(
+        default=0.2, gt=0, lt=1, description="defocused when sharpness falls below this share of the reference"
+    )
+    moved_similarity: float = Field(
+        default=0.8, gt=0, lt=1, description="moved when fewer of the scene's fixed edges than this share remain"
+    )
+    severity: Literal["info", "warning", "critical"] = "critical"
+
+
 class CameraConfig(Strict):
     """One camera: a source URL or file, or an ONVIF device; its zones and how often to analyse it."""
 
@@ -139,6 +156,11 @@ class CameraConfig(Strict):
     realtime: bool = Field(default=False, description="files only: pace at media speed instead of as fast as possible")
     start_time: datetime | None = Field(default=None, description="files only: wall time of the first frame")
     zones: list[ZoneConfig] = Field(default_factory=list)
+    stall_timeout_s: float = Field(default=8.0, gt=0, le=120, description="no frame this long: reconnect")
+    offline_after_s: float | None = Field(
+        default=60.0, gt=0, description="offline this long raises a camera_offline incident; none: never"
+    )
+    tamper: TamperConfig | None = Field(default=None, description="raise camera_tamper incidents (off by default)")
 
     @field_validator("start_time")
     @classmethod
@@ -242,8 +264,55 @@ class ZoneIntrusionRuleConfig(RuleBase):
     min_presence_s: float = Field(default=0.5, ge=0, description="debounce: time inside before it counts")
 
 
-RuleConfig = Annotated[LoiteringRuleConfig | ZoneIntrusionRuleConfig, Field(discriminator="type")]
-RULE_TYPES = ("loitering", "zone_intrusion")
+class LineCrossingRuleConfig(RuleBase):
+    """A directional tripwire: counts people crossing a line segment, in and out (the basis of footfall)."""
+
+    type: Literal["line_crossing"]
+    line: tuple[Point, Point] = Field(description="two normalised points; the segment, not the infinite line, counts")
+    in_side: Literal["left", "right"] = Field(
+        default="right",
+        description="crossing onto this side of the line, looking from its first point to its second, counts as in",
+    )
+    min_frames: int = Field(
+        default=3, ge=1, le=50, description="frames on the new side before a crossing counts; higher resists jitter"
+    )
+    anchor: Literal["bottom_center", "center"] = "bottom_center"
+
+    @field_validator("line")
+    @classmethod
+    def _not_a_point(cls, v: tuple[Point, Point]) -> tuple[Point, Point]:
+        if v[0] == v[1]:
+            raise ValueError("the two points of a line must differ")
+        return v
+
+
+class OccupancyRuleConfig(RuleBase):
+    """How many people are in a zone; an incident while more than `max_people` stay for `min_duration_s`."""
+
+    type: Literal["occupancy"]
+    zone: str
+    max_people: int | None = Field(default=None, ge=0, description="overcrowding threshold; none = only measure")
+    min_duration_s: float = Field(default=10.0, ge=0, description="how long over the threshold before it fires")
+    smoothing_frames: int = Field(
+        default=5, ge=1, le=100, description="median over this many frames: rides over a missed or doubled box"
+    )
+
+
+class GroupEntryRuleConfig(RuleBase):
+    """`min_people` or more different people enter a zone within `window_s` (a signal of an organised crew)."""
+
+    type: Literal["group_entry"]
+    zone: str
+    min_people: int = Field(default=3, ge=2)
+    window_s: float = Field(default=10.0, gt=0)
+    severity: Literal["info", "warning", "critical"] = "critical"
+
+
+RuleConfig = Annotated[
+    LoiteringRuleConfig | ZoneIntrusionRuleConfig | LineCrossingRuleConfig | OccupancyRuleConfig | GroupEntryRuleConfig,
+    Field(discriminator="type"),
+]
+RULE_TYPES = ("loitering", "zone_intrusion", "line_crossing", "occupancy", "group_entry")
 
 
 class WebhookSinkConfig(Strict):
@@ -312,8 +381,292 @@ class MqttSinkConfig(Strict):
         return self
 
 
-SinkConfig = Annotated[WebhookSinkConfig | MqttSinkConfig, Field(discriminator="kind")]
-SINK_KINDS = ("webhook", "mqtt")
+_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+MilestoneMode = Literal["bookmark", "alarm", "analytics_event", "generic_event"]
+
+
+class MilestoneSinkConfig(VmsSinkBase):
+    """Milestone XProtect: bookmarks and alarms through the API Gateway's REST APIs, Analytics Events (XML over TCP)
+    and Generic Events (a TCP string) to the Event Server."""
+
+    kind: Literal["milestone"]
+    url: str = Field(
+        pattern=r"^https?://[^/\s]+/?$",
+        description="API Gateway base, https://host (usually the management server); tokens come from its /API/IDP",
+    )
+    username: str = Field(min_length=1, description="an XProtect basic user (Windows users need NTLM: not supported)")
+    password: SecretStr = Field(description="never logged; use ${VAR} to keep it out of the file")
+    mode: list[MilestoneMode] = Field(
+        default_factory=lambda: list[MilestoneMode](["bookmark"]),
+        min_length=1,
+        description="what to write: bookmark and alarm (REST), analytics_event (XML, TCP 9090), generic_event "
+        "(a TCP string, for versions without the REST APIs)",
+    )
+    event_server_host: str | None = Field(
+        default=None, min_length=1, description="Event Server for analytics/generic events; default: the url's host"
+    )
+    analytics_event_port: int = Field(
+        default=9090, ge=1, le=65535, description="Analytics Events port (off by default)"
+    )
+    generic_event_port: int = Field(
+        default=1234, ge=1, le=65535, description="Generic Events data source: 1234 Compatible, 1235 International"
+    )
+    analytics_message: str | None = Field(
+        default=None,
+        min_length=1,
+        description="the analytics event name defined in XProtect; default: the incident's rule id (one per rule)",
+    )
+    analytics_xsd: Path | None = Field(
+        default=None,
+        description="Milestone's AnalyticsEvent.xsd, to check each document before sending; default: the checkout's "
+        "../shared/specs copy, else documents go unchecked (said once in the log)",
+    )
+    pre_roll_s: float = Field(default=5.0, ge=0, description="bookmark starts this long before the incident")
+    post_roll_s: float = Field(default=5.0, ge=0, description="and ends this long after it (or after its start)")
+
+    @field_validator("cameras")
+    @classmethod
+    def _guids(cls, v: dict[str, str]) -> dict[str, str]:
+        for cam, guid in v.items():
+            if not _GUID.match(guid):
+                raise _PathError(cam, f"{guid!r} is not a Milestone camera GUID (see `GET /api/rest/v1/cameras`)")
+        return v
+
+    @field_validator("mode")
+    @classmethod
+    def _unique_modes(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("lists a mode twice")
+        return v
+
+    @field_validator("event_server_host")
+    @classmethod
+    def _bare_host(cls, v: str | None) -> str | None:
+        if v is not None and ("/" in v or ":" in v or any(c.isspace() for c in v)):
+            raise ValueError(f"{v!r} is not a host: give the name or IPv4 address alone (ports have their own keys)")
+        return v
+
+
+_NX_DEVICE_ID = re.compile(r"^\{?([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})\}?$")
+
+
+def nx_device_id(value: str) -> str | None:
+    """An Nx device id in the form REST v4 writes it (lower case, no braces); None when it is not a UUID."""
+    m = _NX_DEVICE_ID.match(value.strip())
+    return m.group(1).lower() if m else None
+
+
+class NxSinkConfig(VmsSinkBase):
+    """Nx Witness, Nx Meta, DW Spectrum, Hanwha Wave (one server, four brands) over REST v4: a bookmark per incident
+    on the camera's timeline and a generic event that Nx rules can turn into an alarm."""
+
+    kind: Literal["nx"]
+    url: str = Field(
+        pattern=r"^https?://[^/\s?#@]+/?$",
+        description="the server, e.g. https://nvr.store.lan:7001 (no path); session logins need https",
+    )
+    username: str = Field(min_length=1, description="a local Nx user (not a cloud account) allowed to manage bookmarks")
+    password: SecretStr = Field(description="never logged; use ${VAR} to keep it out of the file")
+    bookmark: bool = Field(default=True, description="a bookmark per incident on the camera, lengthened when it ends")
+    generic_event: bool = Field(default=True, description="a generic event per incident start, bound to the camera")
+    tags: list[Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=lambda: ["storesight"], description="bookmark tags; the rule id and incident id are added"
+    )
+    event_source: str = Field(
+        default="StoreSight", min_length=1, description="the generic event's source, which Nx rules can filter on"
+    )
+    open_bookmark_s: float = Field(
+        default=30.0, gt=0, le=86400, description="bookmark length while the incident is open; its end sets it right"
+    )
+
+    @field_validator("cameras")
+    @classmethod
+    def _device_ids(cls, v: dict[str, str]) -> dict[str, str]:
+        out = {}
+        for camera, device in v.items():
+            norm = nx_device_id(device)
+            if norm is None:
+                raise _PathError(camera, f"{device!r} is not an Nx device id (the UUID `id` of GET /rest/v4/devices)")
+            out[camera] = norm
+        return out
+
+    @model_validator(mode="after")
+    def _does_something(self) -> NxSinkConfig:
+        if not self.bookmark and not self.generic_event:
+            raise _PathError("generic_event", "bookmark and generic_event are both off: this sink would do nothing")
+        return self
+
+
+class ZoneMinderSinkConfig(VmsSinkBase):
+    """ZoneMinder 1.34+ (API 2.0): an alarm on the camera's monitor per incident, so ZoneMinder records an event,
+    with the explanation in the event's Cause and Notes."""
+
+    kind: Literal["zoneminder"]
+    url: str = Field(
+        pattern=r"^https?://[^/\s?#@]+(/[^\s?#]*)?$",
+        description="ZoneMinder's web root, e.g. http://nvr.store.lan/zm (the API is below it, at /api)",
+    )
+    username: str | None = Field(
+        default=None, min_length=1, description="a ZoneMinder user with API enabled; none when ZM runs without auth"
+    )
+    password: SecretStr | None = Field(default=None, description="never logged; use ${VAR} to keep it out of the file")
+    cameras: dict[str, str] = Field(
+        min_length=1, description="StoreSight camera id -> ZoneMinder monitor Id (a number; checked at start)"
+    )
+
+    @field_validator("cameras", mode="before")
+    @classmethod
+    def _monitor_ids(cls, v: Any) -> Any:
+        # YAML reads `cam1: 3` as a number: a monitor id is one, so take it as its digits
+        if isinstance(v, dict):
+            v = {k: str(m) if isinstance(m, int) and not isinstance(m, bool) else m for k, m in v.items()}
+            for cam, monitor in v.items():
+                if not (isinstance(monitor, str) and monitor.isdigit() and int(monitor) > 0):
+                    raise ValueError(f"{cam}: {monitor!r} is not a ZoneMinder monitor Id (a number, see Console > Id)")
+        return v
+
+    @field_validator("url")
+    @classmethod
+    def _strip_slash(cls, v: str) -> str:
+        return v.rstrip("/")
+
+    @model_validator(mode="after")
+    def _password_needs_username(self) -> ZoneMinderSinkConfig:
+        if self.password is not None and self.username is None:
+            raise _PathError("password", "set without username")
+        return self
+
+
+_GENETEC_GUID = re.compile(
+    r"^\{?([0-9a-fA-F]{8})-?([0-9a-fA-F]{4})-?([0-9a-fA-F]{4})-?([0-9a-fA-F]{4})-?([0-9a-fA-F]{12})\}?$"
+)
+
+
+def genetec_guid(value: str) -> str | None:
+    """A Genetec entity GUID as lower-case dashed text (braces, dashes and case as the user pasted them); None when
+    it is not one. The Web SDK's query DSL wants it without dashes: the sink strips them there."""
+    m = _GENETEC_GUID.match(value.strip())
+    return "-".join(m.groups()).lower() if m else None
+
+
+class GenetecSinkConfig(VmsSinkBase):
+    """Genetec Security Center through the Web SDK role: a camera bookmark per incident start and end, and a custom
+    event on the camera when `custom_event_id` is set (Security Center event-to-actions turn it into an alarm)."""
+
+    kind: Literal["genetec"]
+    url: str = Field(
+        pattern=r"^https?://[^/\s?#@]+(/[^\s?#]*)?$",
+        description="the Web SDK base, e.g. http://sc.store.lan:4590/WebSdk (HTTP 4590, HTTPS 4591); without a path "
+        "the default baseUri /WebSdk is used",
+    )
+    username: str = Field(
+        min_length=1,
+        pattern=r"^[^:;]+$",
+        description="a Security Center user (not Active Directory) with the 'Log on using the SDK' privilege",
+    )
+    password: SecretStr = Field(description="never logged; use ${VAR} to keep it out of the file")
+    application_id: str = Field(
+        min_length=1,
+        pattern=r"^[^:;\s]+$",
+        description="the application id of the SDK certificate in the licence (sent as '<username>;<application_id>')",
+    )
+    cameras: dict[str, str] = Field(
+        min_length=1, description="StoreSight camera id -> Genetec camera GUID (Config Tool > camera > Identity)"
+    )
+    custom_event_id: int | None = Field(
+        default=None,
+        ge=1,
+        le=2**31 - 1,
+        description="also raise this custom event on the camera when an incident starts (define it first in Config "
+        "Tool > System > Custom events, for cameras); none: bookmarks only",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _base_uri(cls, v: str) -> str:
+        v = v.rstrip("/")
+        return v if v.count("/") > 2 else f"{v}/WebSdk"
+
+    @field_validator("cameras")
+    @classmethod
+    def _guids(cls, v: dict[str, str]) -> dict[str, str]:
+        out = {}
+        for camera, guid in v.items():
+            norm = genetec_guid(guid)
+            if norm is None:
+                raise _PathError(camera, f"{guid!r} is not a Genetec camera GUID (Config Tool > camera > Identity)")
+            out[camera] = norm
+        return out
+
+
+class FrigateSinkConfig(VmsSinkBase):
+    """Frigate 0.14+: a manual event (label `storesight`, the rule as sub label, the person's box drawn on the
+    snapshot) per incident, ended when the incident ends, so it shows in Frigate's review and keeps the recording."""
+
+    kind: Literal["frigate"]
+    url: str = Field(
+        pattern=r"^https?://[^/\s?#@]+(/[^\s?#]*)?$",
+        description="https://frigate.lan:8971 (the authenticated port: set username/password or token) or "
+        "http://frigate:5000 (the internal port, no auth: only inside the docker network); the API is at /api",
+    )
+    username: str | None = Field(default=None, min_length=1, description="a Frigate user (admin role) when auth is on")
+    password: SecretStr | None = Field(default=None, description="never logged; use ${VAR} to keep it out of the file")
+    token: SecretStr | None = Field(
+        default=None,
+        min_length=1,
+        description="instead of username/password: a Frigate JWT sent as Bearer; it lapses after Frigate's "
+        "auth.session_length, and then the sink holds until it is replaced",
+    )
+    cameras: dict[str, str] = Field(
+        min_length=1, description="StoreSight camera id -> Frigate camera name (the key under cameras: in Frigate)"
+    )
+    label: str = Field(
+        default="storesight",
+        pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        description="the event's label in Frigate's review and filters; the rule id becomes its sub label",
+    )
+    duration_s: int | None = Field(
+        default=None,
+        ge=1,
+        le=86400,
+        description="fixed event length, ended by Frigate; none (default): the event stays open until the incident "
+        "ends, which ends it (a fixed length cannot be left open by a lost reply, but cuts long incidents short)",
+    )
+    include_recording: bool = Field(default=True, description="keep the recording with the event (a clip)")
+
+    @field_validator("url")
+    @classmethod
+    def _strip_slash(cls, v: str) -> str:
+        return v.rstrip("/")
+
+    @field_validator("cameras")
+    @classmethod
+    def _camera_names(cls, v: dict[str, str]) -> dict[str, str]:
+        for camera, name in v.items():
+            if not re.match(r"^[A-Za-z0-9_-]+$", name):
+                raise _PathError(camera, f"{name!r} is not a Frigate camera name (letters, digits, _ and - only)")
+        return v
+
+    @model_validator(mode="after")
+    def _one_way_to_log_in(self) -> FrigateSinkConfig:
+        if (self.username is None) != (self.password is None):
+            raise _PathError("password" if self.username else "username", "username and password go together")
+        if self.token is not None and self.username is not None:
+            raise _PathError("token", "give token or username/password, not both")
+        return self
+
+
+SinkConfig = Annotated[
+    WebhookSinkConfig
+    | MqttSinkConfig
+    | MilestoneSinkConfig
+    | NxSinkConfig
+    | ZoneMinderSinkConfig
+    | GenetecSinkConfig
+    | FrigateSinkConfig,
+    Field(discriminator="kind"),
+]
+SINK_KINDS = ("webhook", "mqtt", "milestone", "nx", "zoneminder", "genetec", "frigate")
 
 
 class Config(Strict):
@@ -376,9 +729,10 @@ def verify_rules_reference_cameras_and_zones(config: Config) -> None:
         if rule.camera not in zones:
             known = ", ".join(sorted(zones)) or "none"
             raise _PathError(f"rules[{i}].camera", f"unknown camera {rule.camera!r} (cameras: {known})")
-        if rule.zone not in zones[rule.camera]:
+        zone = getattr(rule, "zone", None)
+        if zone is not None and zone not in zones[rule.camera]:
             known = ", ".join(sorted(zones[rule.camera])) or "none"
-            raise _PathError(f"rules[{i}].zone", f"camera {rule.camera!r} has no zone {rule.zone!r} (zones: {known})")
+            raise _PathError(f"rules[{i}].zone", f"camera {rule.camera!r} has no zone {zone!r} (zones: {known})")
 
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")

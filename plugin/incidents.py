@@ -7,6 +7,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from plugin.evidence import draw_snapshot, write_jpeg
 from plugin.explain import Explainer
@@ -16,6 +17,16 @@ from plugin.types import Frame, Incident
 from plugin.zones import PolygonZone
 
 log = logging.getLogger(__name__)
+
+
+def _details(hit: RuleHit, frame: Frame | None) -> dict[str, Any]:
+    """The hit's facts that JSON can carry, plus the box normalised to 0..1 (VMS overlays need it so)."""
+    details: dict[str, Any] = {k: v for k, v in hit.facts.items() if isinstance(v, int | float | str)}
+    if hit.box is not None and frame is not None:
+        x1, y1, x2, y2 = hit.box
+        w, h = frame.width, frame.height
+        details["box"] = [round(min(max(v, 0.0), 1.0), 4) for v in (x1 / w, y1 / h, x2 / w, y2 / h)]
+    return details
 
 
 class IncidentManager:
@@ -59,7 +70,7 @@ class IncidentManager:
                 severity=hit.severity,
                 zone=hit.zone,
                 track_ids=hit.track_ids,
-                details={k: v for k, v in hit.facts.items() if isinstance(v, int | float | str)},
+                details=_details(hit, frame),
             )
             if frame is not None:
                 incident = replace(incident, snapshot=str(await self._snapshot(incident, hit, frame, zone)))
@@ -76,7 +87,7 @@ class IncidentManager:
                 seq=opened.seq + 1,
                 end=hit.at,
                 explanation=self.explainer.render(hit.type, self._facts(hit, ended=True)),
-                details={k: v for k, v in hit.facts.items() if isinstance(v, int | float | str)},
+                details={**_details(hit, None), **({"box": opened.details["box"]} if "box" in opened.details else {})},
             )
         await self.store.call(self.store.sync.save, incident, self.sink_ids)
         log.info("%s: incident %s %s: %s", incident.camera, incident.id[:8], incident.state, incident.explanation)

@@ -23,6 +23,12 @@ class Metrics:
             buckets=(0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56),
             registry=r,
         )
+        self.camera_state = Gauge(
+            "storesight_camera_state", "1 for the camera's current health state", ["camera", "state"], registry=r
+        )
+        self.received_fps = Gauge("storesight_camera_received_fps", "Frames/s from the camera", ["camera"], registry=r)
+        self.analysed_fps = Gauge("storesight_camera_analysed_fps", "Frames/s analysed", ["camera"], registry=r)
+        self.reconnects = Gauge("storesight_camera_reconnects", "Reconnects since start", ["camera"], registry=r)
         self.people = Gauge("storesight_people", "Confirmed tracked people in view", ["camera"], registry=r)
         self.incidents = Counter("storesight_incidents", "Incidents opened", ["camera", "rule"], registry=r)
         self.deliveries = Counter("storesight_deliveries", "Delivery attempts by outcome", ["sink", "outcome"],

@@ -16,9 +16,11 @@ from plugin.config import CameraConfig, DetectorConfig
 from plugin.errors import ConfigError
 from plugin.incidents import IncidentManager
 from plugin.inference import InferenceClient
+from plugin.insights import InsightsRecorder
 from plugin.metrics import Metrics
-from plugin.rules import Observation, Rule, RuleHit
+from plugin.rules import Measurement, Observation, Rule, RuleOutput
 from plugin.sources import CameraSource
+from plugin.tamper import TamperDetector
 from plugin.tracking import Tracker
 from plugin.types import Detections, Frame
 from plugin.zones import PolygonZone
@@ -50,6 +52,7 @@ class CameraPipeline:
         rules: Sequence[Rule],
         incidents: IncidentManager,
         metrics: Metrics,
+        insights: InsightsRecorder | None = None,
     ) -> None:
         self.camera = camera
         self.source = source
@@ -60,6 +63,9 @@ class CameraPipeline:
         self.metrics = metrics
         self.zones = {z.id: PolygonZone(z) for z in camera.zones}
         self.class_ids: npt.NDArray[np.int32] | None = None
+        self.class_names: tuple[str, ...] = ()
+        self.insights = insights
+        self.tamper: TamperDetector | None = None
         self.tracker = Tracker()
         self.status = PipelineStatus()
         self.last_frame: Frame | None = None
@@ -71,6 +77,7 @@ class CameraPipeline:
             known = ", ".join(class_names[:8])
             raise ConfigError(f"detector.classes: the model has no class {unknown} (it has {known}, ...)")
         self.class_ids = np.asarray([list(class_names).index(c) for c in self.detector.classes], np.int32)
+        self.class_names = tuple(class_names)
 
     def _filter(self, dets: Detections) -> Detections:
         assert self.class_ids is not None, "resolve_classes() first"
@@ -88,7 +95,11 @@ class CameraPipeline:
         finally:
             self.metrics.camera_up.labels(camera=cam).set(0)
         if self.last_frame is not None:
-            await self._apply(self.last_frame, [h for r in self.rules for h in r.finish(self.last_frame.captured_at)])
+            t_end = self.last_frame.captured_at
+            closing = [h for r in self.rules for h in r.finish(t_end)]
+            if self.tamper is not None:
+                closing.extend(self.tamper.finish(t_end))
+            await self._apply(self.last_frame, closing)
         self.status.state = "finished"
 
     async def process(self, frame: Frame) -> None:
@@ -99,8 +110,10 @@ class CameraPipeline:
         self.metrics.detect_seconds.labels(camera=cam).observe(time.perf_counter() - t0)
         tracked = self.tracker.update(self._filter(dets), frame.captured_at.timestamp())
         inside = {zid: z.contains(tracked, frame.width, frame.height) for zid, z in self.zones.items()}
-        obs = Observation(camera=cam, t=frame.captured_at, detections=tracked, inside=inside)
-        hits = [h for rule in self.rules for h in rule.update(obs)]
+        obs = Observation(cam, frame.captured_at, tracked, inside, frame.width, frame.height, self.class_names)
+        outputs = [out for rule in self.rules for out in rule.update(obs)]
+        if self.tamper is not None:
+            outputs.extend(self.tamper.update(frame))
         self.last_frame = frame
         self.status.frames += 1
         if frame.pts_s is not None:
@@ -109,11 +122,15 @@ class CameraPipeline:
         self.metrics.camera_up.labels(camera=cam).set(1)
         self.metrics.people.labels(camera=cam).set(len(tracked))
         self.metrics.frames_dropped.labels(camera=cam).set(self.source.status.frames_dropped)
-        if hits:
-            await self._apply(frame, hits)
+        if outputs:
+            await self._apply(frame, outputs)
 
-    async def _apply(self, frame: Frame, hits: list[RuleHit]) -> None:
-        for hit in hits:
+    async def _apply(self, frame: Frame, outputs: Sequence[RuleOutput]) -> None:
+        for hit in outputs:
+            if isinstance(hit, Measurement):
+                if self.insights is not None:
+                    self.insights.add(hit)
+                continue
             zone = self.zones.get(hit.zone) if hit.zone else None
             incident = await self.incidents.handle(hit, frame if hit.state == "start" else None, zone)
             if incident is not None and incident.state == "start":

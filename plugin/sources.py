@@ -20,6 +20,7 @@ class SourceStatus:
     frames_dropped: int = 0
     reconnects: int = 0
     last_error: str | None = None
+    last_frame_monotonic: float | None = None  # when the decoder last got a frame (stall and offline detection)
     # files only: media position and length, for progress
     position_s: float = 0.0
     duration_s: float | None = None

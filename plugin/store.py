@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -52,6 +52,20 @@ CREATE TABLE IF NOT EXISTS outbox (
     last_error TEXT,
     receipt TEXT,
     PRIMARY KEY (delivery_key, sink_id)
+);
+CREATE TABLE IF NOT EXISTS rollups (
+    bucket TEXT NOT NULL,  -- UTC hour, ISO text
+    camera TEXT NOT NULL,
+    rule_id TEXT NOT NULL,
+    metric TEXT NOT NULL,
+    key TEXT NOT NULL,
+    count REAL NOT NULL DEFAULT 0,
+    total REAL NOT NULL DEFAULT 0,
+    n INTEGER NOT NULL DEFAULT 0,
+    peak REAL NOT NULL DEFAULT 0,
+    last REAL NOT NULL DEFAULT 0,
+    last_t TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (bucket, camera, rule_id, metric, key)
 );
 CREATE TABLE IF NOT EXISTS sink_refs (
     sink_id TEXT NOT NULL,
@@ -306,6 +320,34 @@ class Store:
                       SUM(dead IS NOT NULL) FROM outbox GROUP BY sink_id"""
         )
         return {r[0]: {"pending": r[1] or 0, "delivered": r[2] or 0, "dead": r[3] or 0} for r in rows}
+
+    def add_rollups(self, batch: Mapping[tuple[str, str, str, str, str], Any]) -> None:
+        """Merge hourly roll-ups (counts add, gauges add samples, keep the peak and the latest value)."""
+        with self.db:
+            for (bucket, camera, rule_id, metric, key), r in batch.items():
+                self.db.execute(
+                    """INSERT INTO rollups (bucket, camera, rule_id, metric, key, count, total, n, peak, last, last_t)
+                       VALUES (?,?,?,?,?,?,?,?,?,?,?)
+                       ON CONFLICT(bucket, camera, rule_id, metric, key) DO UPDATE SET
+                         count = count + excluded.count, total = total + excluded.total, n = n + excluded.n,
+                         peak = MAX(peak, excluded.peak),
+                         last = CASE WHEN excluded.last_t >= last_t THEN excluded.last ELSE last END,
+                         last_t = MAX(last_t, excluded.last_t)""",
+                    (bucket, camera, rule_id, metric, key, r.count, r.total, r.n, r.peak, r.last, r.last_t),
+                )
+
+    def rollups(self, start: str, end: str) -> list[dict[str, Any]]:
+        """Roll-ups whose hour lies in [start, end) (ISO UTC text)."""
+        rows = self.db.execute(
+            "SELECT * FROM rollups WHERE bucket >= ? AND bucket < ? ORDER BY bucket, camera, rule_id, metric, key",
+            (start, end),
+        )
+        return [dict(r) for r in rows]
+
+    def incidents_between(self, start: str, end: str) -> list[dict[str, Any]]:
+        """Incidents that started in [start, end)."""
+        rows = self.db.execute("SELECT * FROM incidents WHERE start >= ? AND start < ? ORDER BY start", (start, end))
+        return [_row_to_json(r) for r in rows]
 
     def get_ref(self, sink_id: str, incident_id: str) -> str | None:
         """A sink's stored reference for an incident."""

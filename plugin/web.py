@@ -38,10 +38,20 @@ async def readyz(request: web.Request) -> web.Response:
     cameras: dict[str, Any] = {}
     for cam_id, p in rt.pipelines.items():
         src = p.source.status
-        ok = p.status.state == "finished" if p.source.is_file else p.status.state == "running" and src.connected
+        health = rt.health.get(cam_id)
+        snap = health.snapshot if health is not None else None
+        age = None if snap is None else snap.last_frame_age_s
+        live_ok = p.status.state == "running" and src.connected and (snap is None or snap.state != "offline")
+        ok = p.status.state == "finished" if p.source.is_file else live_ok
         cameras[cam_id] = {
             "ready": ok,
             "state": p.status.state,
+            "health": None if snap is None else snap.state,
+            "health_reason": None if snap is None or snap.reason is None else redact_url(snap.reason),
+            "received_fps": None if snap is None else round(snap.received_fps, 2),
+            "analysed_fps": None if snap is None else round(snap.analysed_fps, 2),
+            "last_frame_age_s": None if age is None else round(age, 1),
+            "reconnects": src.reconnects,
             "source": redact_url(p.camera.describe_source()),
             "connected": src.connected,
             "frames_analysed": p.status.frames,
@@ -175,7 +185,12 @@ async def page(request: web.Request) -> web.Response:
         return "" if not iso else datetime.fromisoformat(iso).astimezone(tz).strftime("%Y-%m-%d %H:%M:%S")
 
     cameras = [
-        {"id": cid, "state": p.status.state, "frames": p.status.frames, "incidents": p.status.incidents}
+        {
+            "id": cid,
+            "state": rt.health[cid].snapshot.state if cid in rt.health else p.status.state,
+            "frames": p.status.frames,
+            "incidents": p.status.incidents,
+        }
         for cid, p in rt.pipelines.items()
     ]
     html = _PAGE_ENV.get_template("incidents.html").render(

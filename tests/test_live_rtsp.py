@@ -4,13 +4,17 @@ real Triton, raises a loitering incident, and serves it through the API, the pag
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import aiohttp
+import cv2
+import numpy as np
 import pytest
 from aiohttp import web
 from components.rtsp import rtsp_available, start_rtsp_server
 from conftest import require
+from helpers import run_cli, write_config
 from test_config import example
 
 from plugin.app import RUNTIME, build_app
@@ -104,3 +108,74 @@ async def test_readiness_reports_a_dead_camera(triton: EmbeddedTriton, tmp_path:
             assert "secretpw" not in body and "**REDACTED**" in body
     finally:
         await runner.cleanup()
+
+
+async def test_camera_outage_raises_one_offline_incident(triton: EmbeddedTriton, clip: Path, tmp_path: Path) -> None:
+    require(rtsp_available())
+    port = free_port()
+    doc = example()
+    doc["storage"] = {"path": str(tmp_path / "data")}
+    doc["triton"] = {"url": triton.grpc_url}
+    doc["web"] = {"port": free_port(), "token": TOKEN}
+    doc["cameras"][0].update(source=f"rtsp://127.0.0.1:{port}/store", stall_timeout_s=3, offline_after_s=2)
+    doc["rules"] = []
+    app = build_app(parse_config(doc))
+    rt = app[RUNTIME]
+    runner = web.AppRunner(app)
+
+    async def until(state: str, timeout_s: float) -> None:
+        for _ in range(int(timeout_s * 5)):
+            health = rt.health.get("cam1")
+            if health is not None and health.snapshot.state == state:
+                return
+            await asyncio.sleep(0.2)
+        raise AssertionError(f"camera never became {state}")
+
+    try:
+        with start_rtsp_server({"/store": clip}, port=port):
+            await runner.setup()
+            await until("online", 40)
+        await until("offline", 20)  # server gone
+        await asyncio.sleep(3.5)  # past offline_after_s: the incident opens
+        with start_rtsp_server({"/store": clip}, port=port):
+            await until("online", 60)
+            await asyncio.sleep(1.5)  # one more health tick closes the incident
+        assert rt.store is not None
+        rows = await rt.store.call(rt.store.sync.incidents)
+    finally:
+        await runner.cleanup()
+    offline = [r for r in rows if r["type"] == "camera_offline"]
+    assert len(offline) == 1, rows
+    inc = offline[0]
+    assert inc["state"] == "end" and inc["track_ids"] == [] and inc["rule_id"] == "camera-offline"
+    assert inc["explanation"].startswith("Camera cam1 was offline ")
+    assert rt.pipelines["cam1"].source.status.reconnects >= 1
+
+
+def test_covered_view_raises_a_tamper_incident(triton: EmbeddedTriton, clip: Path, tmp_path: Path) -> None:
+    # 30 s of the real clip, then 20 s with the lens covered (black), then 10 s of the clip again
+    video = tmp_path / "covered.mp4"
+    cap = cv2.VideoCapture(str(clip))
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter.fourcc(*"mp4v"), 10, (768, 432))
+    for i in range(600):
+        ok, img = cap.read()
+        assert ok
+        writer.write(img if not 300 <= i < 500 else np.zeros_like(img))
+    writer.release()
+    cap.release()
+    doc = example()
+    doc["storage"] = {"path": str(tmp_path / "data")}
+    doc["triton"] = {"url": triton.grpc_url}
+    doc["cameras"][0].update(source=str(video), start_time="2026-11-29T14:00:00+00:00",
+                             tamper={"learn_s": 20, "min_duration_s": 10})  # fmt: skip
+    doc["rules"] = []
+    cfg = write_config(tmp_path / "c.yaml", doc)
+    res = run_cli("run", "-c", str(cfg), "--once")
+    assert res.returncode == 0, res.stderr[-2000:]
+    listed = run_cli("incidents", "-c", str(cfg), "--json")
+    [inc] = json.loads(listed.stdout)
+    assert inc["type"] == "camera_tamper" and inc["details"]["reason"] == "covered"
+    assert inc["start"] == "2026-11-29T14:00:30+00:00"
+    assert inc["end"].startswith("2026-11-29T14:00:5")  # the view came back at 50 s
+    assert inc["explanation"].startswith("Camera cam1 view was covered (tamper), 14:00:30-")
+    assert Path(inc["snapshot"]).is_file()

@@ -50,6 +50,8 @@ def test_one_loitering_incident_per_person_at_the_table(once_run: dict[str, Any]
         assert Path(inc["snapshot"]).is_file() and Path(inc["snapshot"]).stat().st_size > 10_000
         assert inc["start"] < inc["end"]
         assert inc["explanation"].startswith(f"Person #{inc['track_ids'][0]} stayed ")
+        x1, y1, x2, y2 = inc["details"]["box"]  # normalised, for VMS overlays: the person stands mid-right
+        assert 0.4 < x1 < x2 < 0.85 and y1 < 0.2 and 0.7 < y2 <= 1.0
         assert "in zone table (threshold 8 s) on cam1" in inc["explanation"]
     assert len({i["track_ids"][0] for i in incidents}) == 6
     # media time: the clip "starts" at 14:00:00, so every incident lies within its 139 s
@@ -87,3 +89,38 @@ def test_invalid_config_exits_2_without_traceback(tmp_path: Path, clip: Path) ->
     assert res.returncode == 2
     assert "rules[0].min_dwell_s: must be > 0" in res.stderr
     assert "Traceback" not in res.stderr
+
+
+@pytest.fixture(scope="module")
+def counting_run(clip: Path, triton: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The clip with counting rules: everyone walks in from the bottom edge, stands at the table, leaves right."""
+    tmp = tmp_path_factory.mktemp("counting")
+    doc = example()
+    doc["storage"] = {"path": str(tmp / "data")}
+    doc["triton"] = {"url": triton.grpc_url}
+    doc["cameras"][0]["source"] = str(clip)
+    doc["cameras"][0]["start_time"] = "2026-11-29T14:00:00+00:00"
+    doc["cameras"][0]["zones"].append({"id": "floor", "polygon": [[0, 0.5], [1, 0.5], [1, 1], [0, 1]]})
+    doc["rules"] = [
+        # drawn bottom to top, so its right is the screen's right; walking right, out of the room, is "out"
+        {"id": "exit", "type": "line_crossing", "camera": "cam1", "line": [[0.75, 1], [0.75, 0]], "in_side": "left"},
+        {"id": "table-occupancy", "type": "occupancy", "camera": "cam1", "zone": "table", "max_people": 1},
+        {"id": "crew", "type": "group_entry", "camera": "cam1", "zone": "floor", "min_people": 2, "window_s": 10},
+    ]
+    cfg = write_config(tmp / "store.yaml", doc)
+    res = run_cli("run", "-c", str(cfg), "--once", timeout=300)
+    insights = run_cli("insights", "-c", str(cfg), "--from", "2026-11-29T14:00", "--to", "2026-11-29T15:00", "--json")
+    return {"run": res, "insights": insights}
+
+
+def test_counting_rules_on_the_clip(counting_run: dict[str, Any]) -> None:
+    assert counting_run["run"].returncode == 0, counting_run["run"].stderr[-3000:]
+    assert counting_run["insights"].returncode == 0, counting_run["insights"].stderr
+    doc = json.loads(counting_run["insights"].stdout)
+    # verified by eye: six people, each leaves to the right past x = 0.75; nobody comes back in that way
+    assert doc["lines"] == {"exit": {"in": 0, "out": 6}}
+    # one person at a time at the table: never more than one, so no overcrowding incident and no group entry
+    assert doc["occupancy"]["table-occupancy"]["max"] == 1
+    assert 0 < doc["occupancy"]["table-occupancy"]["avg"] < 1
+    assert doc["incidents"] == {}
+    assert {h["hour"] for h in doc["hourly"]} == {"2026-11-29T14:00:00+00:00"}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import random
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -107,6 +108,7 @@ class OpenCVSource:
         fps: float,
         realtime: bool = False,
         start_time: datetime | None = None,
+        stall_timeout_s: float = READ_TIMEOUT_MS / 1000,
     ) -> None:
         self.camera_id = camera_id
         self.source = source
@@ -115,6 +117,7 @@ class OpenCVSource:
         self.path = file_path_of(source)
         self.is_file = self.path is not None
         self.start_time = start_time
+        self.stall_timeout_s = stall_timeout_s
         self.status = SourceStatus()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -131,7 +134,9 @@ class OpenCVSource:
 
     def _open(self) -> cv2.VideoCapture:
         target = str(self._check_file()) if self.is_file else self.source
-        params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, OPEN_TIMEOUT_MS, cv2.CAP_PROP_READ_TIMEOUT_MSEC, READ_TIMEOUT_MS]
+        # the read timeout is the stall detector: no frame for that long ends the read and we reconnect
+        read_ms = round(self.stall_timeout_s * 1000)
+        params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, OPEN_TIMEOUT_MS, cv2.CAP_PROP_READ_TIMEOUT_MSEC, read_ms]
         cap = cv2.VideoCapture(target, cv2.CAP_FFMPEG, params)
         if not cap.isOpened():
             cap.release()
@@ -241,8 +246,10 @@ class OpenCVSource:
             try:
                 cap = self._open()
             except SourceError as exc:
-                self._note_down(str(exc), backoff)
-                if self._stop.wait(backoff):
+                # jitter: cameras behind one switch that rebooted together do not all retry in step
+                delay = backoff * random.uniform(0.75, 1.25)
+                self._note_down(str(exc), delay)
+                if self._stop.wait(delay):
                     return
                 backoff = min(backoff * 2, BACKOFF_MAX_S)
                 continue
@@ -258,6 +265,7 @@ class OpenCVSource:
                         break
                     self.status.frames_read += 1
                     now = time.monotonic()
+                    self.status.last_frame_monotonic = now
                     if now < next_due:
                         continue
                     next_due = max(next_due + interval, now - interval)
