@@ -24,6 +24,7 @@ from adapters.sinks.nx import NxSink
 from adapters.sinks.webhook import WebhookSink
 from adapters.sinks.zoneminder import ZoneMinderSink
 from adapters.sources.opencv_source import OpenCVSource
+from plugin.business import BusinessHub
 from plugin.config import (
     Config,
     FrigateSinkConfig,
@@ -44,6 +45,7 @@ from plugin.insights import InsightsRecorder
 from plugin.metrics import Metrics
 from plugin.outbox import OutboxWorker
 from plugin.pipeline import CameraPipeline
+from plugin.presence import PresenceLog
 from plugin.rules import build_rule
 from plugin.sinks import IncidentSink, SinkRefs
 from plugin.sources import CameraSource
@@ -70,6 +72,8 @@ class Runtime:
     sinks: dict[str, IncidentSink] = field(default_factory=dict)
     outbox: OutboxWorker | None = None
     insights: InsightsRecorder | None = None
+    presence: PresenceLog = field(default_factory=PresenceLog)
+    business: BusinessHub | None = None
     incidents: IncidentManager | None = None
     pipelines: dict[str, CameraPipeline] = field(default_factory=dict)
     tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
@@ -114,6 +118,7 @@ async def store_ctx(app: web.Application) -> AsyncIterator[None]:
     rt.token = api_token(rt.config)
     rt.store = AsyncStore(rt.storage / "storesight.db")
     rt.insights = InsightsRecorder(rt.store)
+    rt.business = BusinessHub(rt.store)
     flusher = asyncio.create_task(rt.insights.run(), name="insights")
     yield
     flusher.cancel()
@@ -252,6 +257,7 @@ def _new_pipeline(rt: Runtime, camera_id: str) -> CameraPipeline:
         )  # fmt: skip
     rules = [build_rule(r) for r in rt.config.rules if r.camera == cam.id]
     pipeline = CameraPipeline(cam, source, rt.client, rt.config.detector, rules, rt.incidents, rt.metrics, rt.insights)
+    pipeline.presence = rt.presence
     if cam.tamper is not None:
         pipeline.tamper = TamperDetector(cam.id, cam.tamper)
     return pipeline

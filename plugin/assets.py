@@ -25,7 +25,7 @@ class Asset:
     name: str
     sha256: str
     url: str
-    targets: tuple[Path, ...]
+    targets: tuple[Path, ...]  # relative to a model repository root (models) or empty (media)
 
 
 MODELS = (
@@ -33,7 +33,7 @@ MODELS = (
         name="yolox_nano.onnx",
         sha256="d39bee73564e338080378b0ad567fbb40e818b55bbfaf971de82a0267ed16b8a",
         url="https://github.com/Megvii-BaseDetection/YOLOX/releases/download/0.1.1rc0/yolox_nano.onnx",
-        targets=(REPO_ROOT / "triton_models" / "cpu" / "yolox_nano" / "1" / "yolox_nano.onnx",),
+        targets=(Path("yolox_nano") / "1" / "yolox_nano.onnx",),
     ),
 )
 
@@ -105,12 +105,18 @@ def default_models_dir() -> Path | None:
     return Path(env) if env else None
 
 
-def fetch_models(source_dir: Path | None, url: str | None = None, accept: str | None = None) -> list[Path]:
-    """Every model into every place the repository expects it."""
+DEFAULT_REPOSITORY = REPO_ROOT / "triton_models" / "cpu"
+
+
+def fetch_models(
+    source_dir: Path | None, url: str | None = None, accept: str | None = None, repository: Path | None = None
+) -> list[Path]:
+    """Every model into every place the model repository (default: triton_models/cpu) expects it."""
+    root = repository or DEFAULT_REPOSITORY
     out = []
     for asset in MODELS:
         for target in asset.targets:
-            out.append(fetch(asset, source_dir, target, url, accept))
+            out.append(fetch(asset, source_dir, root / target, url, accept))
     return out
 
 

@@ -18,6 +18,7 @@ from plugin.incidents import IncidentManager
 from plugin.inference import InferenceClient
 from plugin.insights import InsightsRecorder
 from plugin.metrics import Metrics
+from plugin.presence import PresenceLog
 from plugin.rules import Measurement, Observation, Rule, RuleOutput
 from plugin.sources import CameraSource
 from plugin.tamper import TamperDetector
@@ -66,6 +67,7 @@ class CameraPipeline:
         self.class_names: tuple[str, ...] = ()
         self.insights = insights
         self.tamper: TamperDetector | None = None
+        self.presence: PresenceLog | None = None
         self.tracker = Tracker()
         self.status = PipelineStatus()
         self.last_frame: Frame | None = None
@@ -111,6 +113,8 @@ class CameraPipeline:
         tracked = self.tracker.update(self._filter(dets), frame.captured_at.timestamp())
         inside = {zid: z.contains(tracked, frame.width, frame.height) for zid, z in self.zones.items()}
         obs = Observation(cam, frame.captured_at, tracked, inside, frame.width, frame.height, self.class_names)
+        if self.presence is not None and tracked.track_ids is not None:
+            self.presence.record(frame, inside, tracked.track_ids)
         outputs = [out for rule in self.rules for out in rule.update(obs)]
         if self.tamper is not None:
             outputs.extend(self.tamper.update(frame))

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from plugin.types import Incident
+from plugin.types import BusinessEvent, Incident
 
 T = TypeVar("T")
 
@@ -67,6 +67,17 @@ CREATE TABLE IF NOT EXISTS rollups (
     last_t TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (bucket, camera, rule_id, metric, key)
 );
+CREATE TABLE IF NOT EXISTS business_events (
+    id TEXT PRIMARY KEY,
+    source TEXT NOT NULL,
+    site TEXT NOT NULL,
+    time TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    received TEXT NOT NULL,
+    dedupe_key TEXT UNIQUE  -- the sender's own id (transaction number, panel sequence) when it has one
+);
+CREATE INDEX IF NOT EXISTS business_events_time ON business_events(time);
 CREATE TABLE IF NOT EXISTS sink_refs (
     sink_id TEXT NOT NULL,
     incident_id TEXT NOT NULL,
@@ -348,6 +359,29 @@ class Store:
         """Incidents that started in [start, end)."""
         rows = self.db.execute("SELECT * FROM incidents WHERE start >= ? AND start < ? ORDER BY start", (start, end))
         return [_row_to_json(r) for r in rows]
+
+    def save_business_event(self, event_id: str, event: BusinessEvent, dedupe_key: str | None = None) -> bool:
+        """Store durably (committed before the sender is acknowledged); False when `dedupe_key` was seen before."""
+        with self.db:
+            cur = self.db.execute(
+                """INSERT OR IGNORE INTO business_events (id, source, site, time, kind, payload, received, dedupe_key)
+                   VALUES (?,?,?,?,?,?,?,?)""",
+                (
+                    event_id, event.source, event.site, event.time.astimezone(UTC).isoformat(), event.kind,
+                    json.dumps(dict(event.payload), default=str), datetime.now(UTC).isoformat(), dedupe_key,
+                ),
+            )  # fmt: skip
+            return cur.rowcount == 1
+
+    def business_events(self, start: str, end: str, kind: str | None = None) -> list[dict[str, Any]]:
+        """Stored business events with time in [start, end)."""
+        sql = "SELECT * FROM business_events WHERE time >= ? AND time < ?"
+        args: list[Any] = [start, end]
+        if kind:
+            sql += " AND kind = ?"
+            args.append(kind)
+        rows = self.db.execute(sql + " ORDER BY time", args)
+        return [{**dict(r), "payload": json.loads(r["payload"])} for r in rows]
 
     def get_ref(self, sink_id: str, incident_id: str) -> str | None:
         """A sink's stored reference for an incident."""

@@ -1,0 +1,102 @@
+"""Recent presence per camera zone, and one small frame per second: what business-event fusion asks of video
+("was anyone in the customer zone of lane 3 between 14:03:00 and 14:03:40?", "show me that moment")."""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from plugin.types import Frame
+
+RETENTION_S = 900.0  # business events arrive late (POS batches, panel retries): keep 15 minutes of presence
+FRAME_EVERY_S = 1.0
+FRAME_WIDTH = 640  # evidence frames are kept small: 120 s x ~40 KB per camera
+FRAME_RETENTION_S = 180.0
+MAX_SAMPLE_GAP_S = 3.0  # a gap longer than this between analysed frames means the camera was not watching
+
+
+@dataclass(frozen=True)
+class PresenceAnswer:
+    """What the camera saw in a zone over a time window."""
+
+    watched: bool  # False: no analysed frames covered the window (camera down, or not yet analysed): unknown
+    max_people: int
+    track_ids: tuple[int, ...]
+    samples: int
+    watched_share: float  # share of the window covered by analysed frames
+
+
+class PresenceLog:
+    """Per (camera, zone): (time, track ids inside) for every analysed frame of the last RETENTION_S."""
+
+    def __init__(self) -> None:
+        self._zones: dict[tuple[str, str], deque[tuple[datetime, tuple[int, ...]]]] = {}
+        self._frames: dict[str, deque[tuple[datetime, bytes]]] = {}
+        self._last_frame_at: dict[str, datetime] = {}
+
+    def record(
+        self, frame: Frame, inside: Mapping[str, npt.NDArray[np.bool_]], track_ids: npt.NDArray[np.int32]
+    ) -> None:
+        """Called by the pipeline for every analysed frame."""
+        t = frame.captured_at
+        horizon = t - timedelta(seconds=RETENTION_S)
+        for zone, mask in inside.items():
+            series = self._zones.setdefault((frame.camera_id, zone), deque())
+            series.append((t, tuple(int(v) for v in track_ids[mask])))
+            while series and series[0][0] < horizon:
+                series.popleft()
+        last = self._last_frame_at.get(frame.camera_id)
+        if last is None or (t - last).total_seconds() >= FRAME_EVERY_S:
+            self._last_frame_at[frame.camera_id] = t
+            frames = self._frames.setdefault(frame.camera_id, deque())
+            frames.append((t, _small_jpeg(frame.image)))
+            while frames and (t - frames[0][0]).total_seconds() > FRAME_RETENTION_S:
+                frames.popleft()
+
+    def people_in(self, camera: str, zone: str, start: datetime, end: datetime) -> PresenceAnswer:
+        """Who was in the zone during [start, end]; `watched` False when video did not cover the window."""
+        series = self._zones.get((camera, zone))
+        if not series:
+            return PresenceAnswer(False, 0, (), 0, 0.0)
+        times = [s[0] for s in series]
+        lo = bisect.bisect_left(times, start)
+        hi = bisect.bisect_right(times, end)
+        # the sample just before the window tells what was there when it opened
+        first = lo - 1 if lo > 0 and (start - times[lo - 1]).total_seconds() <= MAX_SAMPLE_GAP_S else lo
+        window = list(series)[first:hi]
+        if not window:
+            return PresenceAnswer(False, 0, (), 0, 0.0)
+        # coverage: time between consecutive samples (a frame stands for the gap up to the next one, if short)
+        covered = 0.0
+        stamps = [t for t, _ in window] + [end]
+        for a, b in itertools.pairwise(stamps):
+            if (b - a).total_seconds() <= MAX_SAMPLE_GAP_S:
+                covered += max((min(b, end) - max(a, start)).total_seconds(), 0.0)
+        share = min(covered / max((end - start).total_seconds(), 1e-6), 1.0)
+        ids = sorted({i for _, inside in window for i in inside})
+        people = max(len(v) for _, v in window)
+        return PresenceAnswer(share > 0.5, people, tuple(ids), len(window), round(share, 3))
+
+    def frame_near(self, camera: str, t: datetime) -> tuple[datetime, bytes] | None:
+        """The kept JPEG closest to `t` (within FRAME_RETENTION_S), for evidence of a business event."""
+        frames = self._frames.get(camera)
+        if not frames:
+            return None
+        best = min(frames, key=lambda f: abs((f[0] - t).total_seconds()))
+        return best if abs((best[0] - t).total_seconds()) <= 2 * FRAME_EVERY_S + 1 else None
+
+
+def _small_jpeg(image: npt.NDArray[np.uint8]) -> bytes:
+    h, w = image.shape[:2]
+    if w > FRAME_WIDTH:
+        image = cv2.resize(image, (FRAME_WIDTH, round(h * FRAME_WIDTH / w)), interpolation=cv2.INTER_AREA)  # type: ignore[assignment]
+    ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 80])
+    return data.tobytes() if ok else b""
