@@ -15,7 +15,10 @@ from typing import assert_never
 
 from aiohttp import web
 
+from adapters.alarm.sia_dc09 import SiaDc09Receiver
 from adapters.onvif import OnvifSource
+from adapters.onvif_events import OnvifEventsClient
+from adapters.pos.intake import PosIntake
 from adapters.sinks.frigate import FrigateSink
 from adapters.sinks.genetec import GenetecSink
 from adapters.sinks.milestone import MilestoneSink
@@ -24,7 +27,9 @@ from adapters.sinks.nx import NxSink
 from adapters.sinks.webhook import WebhookSink
 from adapters.sinks.zoneminder import ZoneMinderSink
 from adapters.sources.opencv_source import OpenCVSource
+from plugin.alarms import AlarmVerifier, PanelStates
 from plugin.business import BusinessHub
+from plugin.camera_signals import CameraSignal, CameraSignals
 from plugin.config import (
     Config,
     FrigateSinkConfig,
@@ -47,9 +52,11 @@ from plugin.outbox import OutboxWorker
 from plugin.pipeline import CameraPipeline
 from plugin.presence import PresenceLog
 from plugin.rules import build_rule
+from plugin.rules.zone_intrusion import ZoneIntrusionRule
 from plugin.sinks import IncidentSink, SinkRefs
 from plugin.sources import CameraSource
 from plugin.store import AsyncStore
+from plugin.system_health import SystemHealthMonitor
 from plugin.tamper import TamperDetector
 from plugin.triton_server import DEFAULT_MODEL_REPOSITORY, EmbeddedTriton
 
@@ -74,11 +81,19 @@ class Runtime:
     insights: InsightsRecorder | None = None
     presence: PresenceLog = field(default_factory=PresenceLog)
     business: BusinessHub | None = None
+    panels: PanelStates = field(default_factory=PanelStates)  # alarm panels' armed state, for `armed_by` rules
+    alarm_receivers: dict[str, SiaDc09Receiver] = field(default_factory=dict)
+    alarms: AlarmVerifier | None = None
+    pos: PosIntake | None = None  # the `pos:` section's intake, exceptions and fusion
     incidents: IncidentManager | None = None
     pipelines: dict[str, CameraPipeline] = field(default_factory=dict)
     tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     monitors: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     health: dict[str, CameraHealth] = field(default_factory=dict)
+    signals: dict[str, CameraSignals] = field(default_factory=dict)  # camera-native analytics, per camera
+    events: dict[str, OnvifEventsClient] = field(default_factory=dict)
+    event_tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    system: SystemHealthMonitor | None = None
     token: str = ""
     fatal: StoreSightError | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
@@ -192,6 +207,78 @@ async def sinks_ctx(app: web.Application) -> AsyncIterator[None]:
         await sink.close()
 
 
+async def alarms_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Alarm panels: their armed state (replayed from the store, for `armed_by` rules), and, except in one-shot
+    runs, the receivers and the video verification of their alarms (after sinks: verified alarms are incidents)."""
+    rt = app[RUNTIME]
+    panels = rt.config.alarm_panels
+    if not panels:
+        yield
+        return
+    assert rt.store is not None and rt.business is not None and rt.incidents is not None
+    replayed = await rt.panels.load(rt.store, [p.id for p in panels])
+    log.info("alarm panels: %d stored arm/disarm reports replayed", replayed)
+    if rt.once:
+        yield
+        return
+    verifier = rt.alarms = AlarmVerifier(rt.config, rt.presence, rt.incidents, rt.panels)
+    rt.business.subscribe(verifier.on_event)
+    try:
+        for panel in panels:
+            receiver = rt.alarm_receivers[panel.id] = SiaDc09Receiver(panel, rt.business, rt.config.site.id)
+            await receiver.start()
+    except BaseException:
+        for receiver in rt.alarm_receivers.values():
+            await receiver.close()
+        raise
+    yield
+    for receiver in rt.alarm_receivers.values():
+        await receiver.close()
+    await verifier.close()  # pending alarms are judged now, on the video there is, rather than dropped
+
+
+async def pos_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Point of sale (after sinks: exceptions and fused findings are incidents): the drop folder, the receipt-text
+    listeners and the XProtect Transact feeds; none in one-shot runs. The HTTP intake answers 404 without it."""
+    rt = app[RUNTIME]
+    if rt.config.pos is None or rt.once:
+        yield
+        return
+    assert rt.business is not None and rt.incidents is not None
+    intake = PosIntake(rt.config.pos, rt.config.site, rt.business, rt.presence, rt.incidents, rt.metrics)
+    await intake.start()
+    rt.pos = intake
+    yield
+    rt.pos = None
+    await intake.close()
+
+
+async def system_health_ctx(app: web.Application) -> AsyncIterator[None]:
+    """StoreSight's own health as system incidents; not in one-shot runs, which fail fast and say why instead."""
+    rt = app[RUNTIME]
+    if rt.once or not rt.config.system_health.enabled:
+        yield
+        return
+    assert rt.store is not None and rt.incidents is not None
+    monitor = rt.system = SystemHealthMonitor(
+        rt.config.system_health, rt.config.storage, rt.config.site.id, rt.incidents, rt.store, rt.sinks, rt.metrics,
+        client=rt.client, triton_url=rt.client.url if rt.client else "", model=rt.config.triton.model,
+        cameras=lambda: len(rt.pipelines), request_timeout_s=rt.config.triton.request_timeout_s,
+    )  # fmt: skip
+    task = asyncio.create_task(monitor.run(), name="system-health")
+
+    def ended(t: asyncio.Task[None]) -> None:
+        # run() catches every failure itself; should it end anyway, say so where operators look
+        if not t.cancelled() and t.exception() is not None:
+            monitor.error = f"monitor stopped: {t.exception()!r}"
+            log.error("system health monitor stopped", exc_info=t.exception())
+
+    task.add_done_callback(ended)
+    yield
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
 async def _wait_for_triton(rt: Runtime, pipeline: CameraPipeline) -> None:
     """Bounded wait for one-shot runs; live runs wait as long as it takes, showing why in readiness."""
     assert rt.client is not None
@@ -256,6 +343,9 @@ def _new_pipeline(rt: Runtime, camera_id: str) -> CameraPipeline:
             stall_timeout_s=cam.stall_timeout_s,
         )  # fmt: skip
     rules = [build_rule(r) for r in rt.config.rules if r.camera == cam.id]
+    for rule in rules:
+        if isinstance(rule, ZoneIntrusionRule):
+            rule.panels = rt.panels
     pipeline = CameraPipeline(cam, source, rt.client, rt.config.detector, rules, rt.incidents, rt.metrics, rt.insights)
     pipeline.presence = rt.presence
     if cam.tamper is not None:
@@ -288,6 +378,45 @@ async def _monitor_health(rt: Runtime, camera_id: str) -> None:
         await asyncio.sleep(HEALTH_TICK_S)
 
 
+SIGNAL_FRAME_MAX_AGE_S = 3.0  # a forwarded camera event gets the analysis frame as snapshot if it is this recent
+
+
+async def camera_events(rt: Runtime, camera_id: str) -> None:
+    """Keep an ONVIF events subscription to one camera: every signal updates `rt.signals[camera_id]`, forwarded
+    kinds become incidents. Restarted with backoff if the client crashes; stops for good when the camera rejects
+    the login or has no event service (the client's status says which)."""
+    cam = rt.config.camera(camera_id)
+    assert cam.onvif is not None and cam.onvif.events is not None and rt.incidents is not None
+    events = cam.onvif.events
+    signals = rt.signals[camera_id] = CameraSignals(camera_id, events.forward, events.severity)
+    incidents = rt.incidents
+
+    async def on_signal(signal: CameraSignal) -> None:
+        for hit in signals.update(signal):
+            frame = None
+            pipeline = rt.pipelines.get(camera_id)
+            if hit.state == "start" and pipeline is not None and pipeline.last_frame is not None:
+                age = abs((pipeline.last_frame.captured_at - hit.started_at).total_seconds())
+                frame = pipeline.last_frame if age <= SIGNAL_FRAME_MAX_AGE_S else None
+            incident = await incidents.handle(hit, frame, None)
+            if incident is not None and incident.state == "start":
+                rt.metrics.incidents.labels(camera=camera_id, rule=hit.rule_id).inc()
+
+    backoff = RESTART_START_S
+    while True:
+        client = rt.events[camera_id] = OnvifEventsClient(camera_id, cam.onvif, on_signal)
+        try:
+            await client.run()
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug must not end camera events silently: report it, restart
+            client.status.state, client.status.last_error = "reconnecting", f"{type(exc).__name__}: {exc}"
+            log.exception("%s: ONVIF events crashed", camera_id)
+        await asyncio.sleep(backoff)
+        backoff = min(backoff * 2, RESTART_MAX_S)
+
+
 async def cameras_ctx(app: web.Application) -> AsyncIterator[None]:
     """One supervised task per enabled camera; `done` is set when all have stopped (files in --once)."""
     rt = app[RUNTIME]
@@ -301,6 +430,8 @@ async def cameras_ctx(app: web.Application) -> AsyncIterator[None]:
             rt.tasks[cam.id] = asyncio.create_task(_supervise(rt, cam.id), name=f"camera-{cam.id}")
             if not rt.pipelines[cam.id].source.is_file:
                 rt.monitors[cam.id] = asyncio.create_task(_monitor_health(rt, cam.id), name=f"health-{cam.id}")
+            if cam.onvif is not None and cam.onvif.events is not None and cam.onvif.events.enabled:
+                rt.event_tasks[cam.id] = asyncio.create_task(camera_events(rt, cam.id), name=f"events-{cam.id}")
 
     async def watch() -> None:
         await asyncio.gather(*rt.tasks.values(), return_exceptions=True)
@@ -308,9 +439,9 @@ async def cameras_ctx(app: web.Application) -> AsyncIterator[None]:
 
     watcher = asyncio.create_task(watch(), name="cameras-done")
     yield
-    for task in [*rt.tasks.values(), *rt.monitors.values()]:
+    for task in [*rt.tasks.values(), *rt.monitors.values(), *rt.event_tasks.values()]:
         task.cancel()
-    await asyncio.gather(*rt.tasks.values(), *rt.monitors.values(), return_exceptions=True)
+    await asyncio.gather(*rt.tasks.values(), *rt.monitors.values(), *rt.event_tasks.values(), return_exceptions=True)
     watcher.cancel()
     for p in rt.pipelines.values():
         await p.close()
@@ -322,6 +453,6 @@ def build_app(config: Config, once: bool = False) -> web.Application:
 
     app = web.Application()
     app[RUNTIME] = Runtime(config=config, once=once)
-    app.cleanup_ctx.extend([store_ctx, inference_ctx, sinks_ctx, cameras_ctx])
+    app.cleanup_ctx.extend([store_ctx, inference_ctx, sinks_ctx, system_health_ctx, alarms_ctx, pos_ctx, cameras_ctx])
     setup_routes(app)
     return app

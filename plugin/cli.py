@@ -11,8 +11,10 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
+from zoneinfo import ZoneInfo
 
 from plugin.config import Config, load_config
 from plugin.errors import SourceError, StoreSightError
@@ -96,6 +98,26 @@ def cmd_onvif_probe(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_discover(args: argparse.Namespace) -> int:
+    """Find ONVIF cameras (WS-Discovery) and the cameras of the configured VMSs; optionally write a skeleton."""
+    from adapters.discovery import DiscoverOptions, discover, format_report, report_and_write
+
+    config = load_config(args.config) if args.config else None
+    opts = DiscoverOptions(
+        target=args.target,
+        timeout_s=args.timeout,
+        probe=args.probe,
+        username=args.username or os.environ.get("STORESIGHT_ONVIF_USERNAME") or None,
+        password=os.environ.get("STORESIGHT_ONVIF_PASSWORD") or None,  # never from argv: process lists show it
+        vms_only=args.vms_only,
+        config_path=Path(args.config) if args.config else None,
+        write_config=Path(args.write_config) if args.write_config else None,
+    )
+    report = report_and_write(asyncio.run(discover(opts, config)), opts)
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    return 0
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     """Validate a config file."""
     config = load_config(args.file)
@@ -110,7 +132,8 @@ def cmd_models_fetch(args: argparse.Namespace) -> int:
     from plugin.assets import default_models_dir, fetch_models
 
     source = Path(args.from_dir) if args.from_dir else default_models_dir()
-    for path in fetch_models(source, args.url, args.accept_sha256):
+    repository = Path(args.repository) if args.repository else None
+    for path in fetch_models(source, args.url, args.accept_sha256, repository):
         print(f"ok {path}")
     return 0
 
@@ -305,6 +328,56 @@ def cmd_outbox(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_when(text: str, tz: str, flag: str) -> datetime:
+    """An ISO date or date-time; without an offset it is local time of the site."""
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        example = "e.g. 2026-11-29 or 2026-11-29T09:00"
+        raise StoreSightError(f"{flag}: {text!r} is not an ISO date or date-time ({example})") from None
+    return value if value.tzinfo else value.replace(tzinfo=ZoneInfo(tz))
+
+
+def cmd_insights(args: argparse.Namespace) -> int:
+    """Footfall, occupancy, incidents and dwell for a time range."""
+    from plugin.insights import hour_bucket, summarise
+    from plugin.store import Store
+
+    config = load_config(args.config)
+    tz = config.site.timezone
+    start = _parse_when(args.from_, tz, "--from") if args.from_ else datetime(1970, 1, 1, tzinfo=UTC)
+    end = _parse_when(args.to, tz, "--to") if args.to else datetime(9999, 1, 1, tzinfo=UTC)
+    if end <= start:
+        raise StoreSightError("--to must be after --from")
+    db = config.storage.path / "storesight.db"
+    rows: list[dict[str, Any]] = []
+    incidents: list[dict[str, Any]] = []
+    if db.exists():
+        store = Store(db)
+        try:
+            rows = store.rollups(hour_bucket(start), end.astimezone(UTC).isoformat())
+            incidents = store.incidents_between(start.astimezone(UTC).isoformat(), end.astimezone(UTC).isoformat())
+        finally:
+            store.close()
+    doc = {"site": config.site.id, "from": start.isoformat(), "to": end.isoformat(), **summarise(rows, incidents)}
+    if args.json:
+        print(json.dumps(doc, indent=2))
+        return 0
+    print(f"{config.site.id}: {doc['from']} .. {doc['to']}")
+    for rule_id, c in doc["lines"].items():
+        print(f"  line {rule_id}: in {c['in']}, out {c['out']}")
+    for rule_id, o in doc["occupancy"].items():
+        print(f"  occupancy {rule_id} (zone {o['zone']}): max {o['max']}, mean {o['avg']}")
+    for rule_id, q in doc["queues"].items():
+        print(f"  queue {rule_id} (zone {q['zone']}): longest {q['max_length']}, mean {q['avg_length']}; ", end="")
+        print(f"wait up to {q['max_wait_s']} s, mean {q['avg_wait_s']} s")
+    for zone, d in doc["dwell"].items():
+        print(f"  dwell in {zone}: {d['visits']} visit(s) over threshold, mean {d['avg_s']} s, longest {d['max_s']} s")
+    for rule_id, n in doc["incidents"].items():
+        print(f"  incidents {rule_id}: {n}")
+    return 0
+
+
 async def _vms_test(config: Config, only: str | None) -> int:
     from plugin.app import build_sink
     from plugin.sinks import SelfTestingSink, SinkAuthError, SinkNotReady, SinkRejected
@@ -341,6 +414,39 @@ async def _vms_test(config: Config, only: str | None) -> int:
 def cmd_vms_test(args: argparse.Namespace) -> int:
     """Log in to each sink and write a labelled test entry."""
     return asyncio.run(_vms_test(load_config(args.config), args.sink))
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Sizing: how many cameras this machine analyses at the target rate, against a naive baseline."""
+    from plugin.bench import BenchOptions, Children, format_table, run_bench
+
+    if not args.verbose:
+        # per-camera "connected" and per-incident lines would bury the report; progress goes to stderr anyway
+        for name in ("plugin", "adapters"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+    opts = BenchOptions(
+        cameras=args.cameras,
+        analysis_fps=args.analysis_fps,
+        duration_s=args.duration,
+        clip=Path(args.clip) if args.clip else None,
+        source=args.source,
+        triton_url=args.triton_url,
+        model=args.model,
+        find_max=args.find_max,
+        max_time_s=args.max_time,
+        max_cameras=args.max_cameras,
+        baseline=not args.no_baseline,
+        rules=not args.no_rules,
+    )
+    children = Children()
+    try:
+        report = asyncio.run(run_bench(opts, children))
+    except asyncio.CancelledError:  # SIGTERM
+        return 128 + signal.SIGTERM
+    finally:
+        children.stop_all()  # a second Ctrl-C can cut the async clean-up short
+    print(json.dumps(report, indent=2) if args.json else format_table(report))
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -391,11 +497,50 @@ def build_parser() -> argparse.ArgumentParser:
     op.add_argument("--json", action="store_true")
     op.set_defaults(func=cmd_onvif_probe)
 
+    dis = sub.add_parser("discover", help="find ONVIF cameras and the cameras of configured VMSs; write a skeleton")
+    dis.add_argument("--target", help="HOST[:PORT]: a directed probe to one device instead of multicast")
+    dis.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for answers (default 3)")
+    dis.add_argument("--probe", action="store_true", help="also ask each device for its profiles and stream URIs")
+    dis.add_argument("--username", help="for --probe, or $STORESIGHT_ONVIF_USERNAME ($STORESIGHT_ONVIF_PASSWORD)")
+    dis.add_argument("-c", "--config", help="list the cameras of this config's VMS sinks (Nx, ZoneMinder, Frigate)")
+    dis.add_argument("--vms-only", action="store_true", help="with -c: list VMS cameras only, no network probe")
+    dis.add_argument("--write-config", metavar="FILE", help="write a config skeleton (credentials as ${ENV} refs)")
+    dis.add_argument("--json", action="store_true")
+    dis.set_defaults(func=cmd_discover)
+
+    ins = sub.add_parser("insights", help="footfall, occupancy, dwell and incidents for a time range")
+    ins.add_argument("-c", "--config", required=True)
+    ins.add_argument("--from", dest="from_", help="ISO date or date-time (site time zone unless an offset is given)")
+    ins.add_argument("--to", help="ISO date or date-time, exclusive")
+    ins.add_argument("--json", action="store_true")
+    ins.set_defaults(func=cmd_insights)
+
     vms = sub.add_parser("vms", help="VMS and other sinks").add_subparsers(dest="vms_command", required=True)
     vt = vms.add_parser("test", help="log in to each sink and write a clearly labelled test bookmark or event")
     vt.add_argument("-c", "--config", required=True)
     vt.add_argument("--sink", help="only this sink id")
     vt.set_defaults(func=cmd_vms_test)
+
+    bn = sub.add_parser("bench", help="sizing: how many cameras this machine analyses at the target rate")
+    bn.add_argument("--cameras", type=int, default=4, help="cameras to run; with --find-max, where the search starts")
+    bn.add_argument("--analysis-fps", type=float, default=5.0, help="analysed frames per second per camera")
+    bn.add_argument("--duration", type=float, default=30.0, help="measured seconds per trial (default 30)")
+    bn.add_argument("--clip", help="H.264 MP4 each camera plays (default: the demo clip)")
+    bn.add_argument(
+        "--source",
+        choices=["rtsp", "file"],
+        default="rtsp",
+        help="rtsp: the real RTSP server, one stream per camera at the clip's rate; file: realtime-paced files",
+    )
+    bn.add_argument("--triton-url", help="grpc://host:port or http://host:port (default: embedded)")
+    bn.add_argument("--model", default="yolox_nano", help="detector in triton_models/cpu (default yolox_nano)")
+    bn.add_argument("--find-max", action="store_true", help="search the most cameras that hold the target")
+    bn.add_argument("--max-time", type=float, default=900.0, help="--find-max: seconds for the whole search")
+    bn.add_argument("--max-cameras", type=int, default=64, help="--find-max: upper bound of the search")
+    bn.add_argument("--no-baseline", action="store_true", help="skip the naive in-process baseline")
+    bn.add_argument("--no-rules", action="store_true", help="detection and tracking only (no incident latency)")
+    bn.add_argument("--json", action="store_true")
+    bn.set_defaults(func=cmd_bench)
 
     chk = sub.add_parser("check-config", help="validate a config file")
     chk.add_argument("file")
@@ -406,6 +551,7 @@ def build_parser() -> argparse.ArgumentParser:
     mf.add_argument("--from", dest="from_dir", help="directory holding the files (default: $STORESIGHT_MODELS_DIR)")
     mf.add_argument("--url", help="download URL instead of the upstream release")
     mf.add_argument("--accept-sha256", help="also accept this hash (another export you trust)")
+    mf.add_argument("--repository", help="model repository root to fill (default: triton_models/cpu)")
     mf.set_defaults(func=cmd_models_fetch)
 
     media = sub.add_parser("media", help="demo media").add_subparsers(dest="media_command", required=True)

@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from plugin.errors import ConfigError
+from plugin.pos_config import PosConfig
 
 _ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 _RANGE = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)$")
@@ -29,6 +30,28 @@ class StorageConfig(Strict):
     """Where incidents, the outbox and evidence live."""
 
     path: Path = Field(default=Path("./storesight-data"), description="directory for the SQLite file and evidence")
+    min_free_mb: float = Field(
+        default=1024.0,
+        ge=0,
+        description="less free space than this (MiB) on the storage's file system raises system_storage_low; 0: off",
+    )
+    min_free_percent: float = Field(
+        default=0.0, ge=0, lt=100, description="also raise it below this share of the file system free; 0: off"
+    )
+
+
+class SystemHealthConfig(Strict):
+    """StoreSight's own health (inference, sinks, storage), raised as system_* incidents so the VMS shows it."""
+
+    enabled: bool = Field(default=True, description="check and raise system incidents (never in `run --once`)")
+    interval_s: float = Field(default=5.0, gt=0, le=300, description="how often the checks run")
+    debounce_s: float = Field(
+        default=15.0,
+        ge=0,
+        le=3600,
+        description="a condition must last this long to open, and be gone this long to end: longer rides over a "
+        "Triton restart or a brief blip, shorter tells operators sooner",
+    )
 
 
 class OutboxConfig(Strict):
@@ -99,6 +122,33 @@ class ZoneConfig(Strict):
     )
 
 
+CameraSignalKind = Literal[
+    "motion", "tamper", "line_crossing", "field", "loitering", "counting", "door_alarm", "access"
+]
+CAMERA_SIGNAL_KINDS: tuple[CameraSignalKind, ...] = (
+    "motion", "tamper", "line_crossing", "field", "loitering", "counting", "door_alarm", "access"
+)  # fmt: skip
+
+
+class OnvifEventsConfig(Strict):
+    """The camera's own analytics (ONVIF events over a PullPoint subscription) as StoreSight signals."""
+
+    enabled: bool = Field(default=True, description="subscribe to the camera's events (the section alone turns it on)")
+    forward: list[CameraSignalKind] = Field(
+        default_factory=list,
+        description="signal kinds raised as incidents (type onvif_<kind>); the others only update the camera's "
+        "state (motion, for gating)",
+    )
+    severity: Literal["info", "warning", "critical"] = Field(default="warning", description="of forwarded incidents")
+
+    @field_validator("forward")
+    @classmethod
+    def _unique_kinds(cls, v: list[CameraSignalKind]) -> list[CameraSignalKind]:
+        if len(set(v)) != len(v):
+            raise ValueError("lists a kind twice")
+        return v
+
+
 class OnvifConfig(Strict):
     """An ONVIF camera: the bridge asks it for its stream URIs instead of being given one."""
 
@@ -112,6 +162,9 @@ class OnvifConfig(Strict):
         description="token of the profile to analyse; default: the smallest stream at least 320 pixels wide",
     )
     timeout_s: float = Field(default=10.0, gt=0, description="for the whole probe; a slow link or busy NVR needs more")
+    events: OnvifEventsConfig | None = Field(
+        default=None, description="the camera's own motion, tamper, line, field, counting and door events"
+    )
 
     @field_validator("host")
     @classmethod
@@ -144,6 +197,9 @@ class TamperConfig(Strict):
     severity: Literal["info", "warning", "critical"] = "critical"
 
 
+SYSTEM_CAMERA = "system"  # the camera of StoreSight's own health incidents: no real camera may take the name
+
+
 class CameraConfig(Strict):
     """One camera: a source URL or file, or an ONVIF device; its zones and how often to analyse it."""
 
@@ -161,6 +217,11 @@ class CameraConfig(Strict):
         default=60.0, gt=0, description="offline this long raises a camera_offline incident; none: never"
     )
     tamper: TamperConfig | None = Field(default=None, description="raise camera_tamper incidents (off by default)")
+    staff_zones: list[str] = Field(
+        default_factory=list,
+        description="zones of this camera where only staff appear first (stockroom door, behind the till): a track "
+        "whose first confirmed sighting is in one is staff, and rules with exclude_staff ignore it",
+    )
 
     @field_validator("start_time")
     @classmethod
@@ -169,9 +230,25 @@ class CameraConfig(Strict):
             raise ValueError("must include a UTC offset, e.g. 2026-11-29T14:00:00+00:00")
         return v
 
+    @field_validator("id")
+    @classmethod
+    def _not_reserved(cls, v: str) -> str:
+        if v == SYSTEM_CAMERA:
+            raise ValueError(f"{v!r} is reserved for StoreSight's own health incidents: choose another camera id")
+        return v
+
     @model_validator(mode="after")
     def _unique_zones(self) -> CameraConfig:
         _require_unique((z.id for z in self.zones), "zones")
+        return self
+
+    @model_validator(mode="after")
+    def _staff_zones_exist(self) -> CameraConfig:
+        known = {z.id for z in self.zones}
+        for k, zone in enumerate(self.staff_zones):
+            if zone not in known:
+                names = ", ".join(sorted(known)) or "none"
+                raise _PathError(f"staff_zones[{k}]", f"camera {self.id!r} has no zone {zone!r} (zones: {names})")
         return self
 
     @model_validator(mode="after")
@@ -247,6 +324,25 @@ class RuleBase(Strict):
         default=2.0, ge=0, description="absence tolerated before a person counts as gone; rides over missed detections"
     )
 
+    def excludes_staff(self) -> bool:
+        """Whether this rule sees customers only (tracks that started in one of the camera's `staff_zones` hidden)."""
+        return bool(getattr(self, "exclude_staff", False))
+
+    def zone_refs(self) -> list[tuple[str, str]]:
+        """(field path, zone id) for every zone this rule names: `zone`, `*_zone` and `*_zones` fields."""
+        refs: list[tuple[str, str]] = []
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if name == "zone" or name.endswith("_zone"):
+                if isinstance(value, str):
+                    refs.append((name, value))
+            elif name.endswith("_zones") and isinstance(value, list):
+                refs.extend((f"{name}[{k}]", v) for k, v in enumerate(value))
+        return refs
+
+
+_EXCLUDE_STAFF = "ignore tracks that started in one of the camera's staff_zones (employees)"
+
 
 class LoiteringRuleConfig(RuleBase):
     """A person stays in a zone longer than `min_dwell_s`."""
@@ -254,14 +350,34 @@ class LoiteringRuleConfig(RuleBase):
     type: Literal["loitering"]
     zone: str
     min_dwell_s: float = Field(gt=0)
+    exclude_staff: bool = Field(default=True, description=_EXCLUDE_STAFF)
 
 
 class ZoneIntrusionRuleConfig(RuleBase):
-    """A person enters a zone (while the schedule is active)."""
+    """A person enters a zone (while the schedule is active, or the alarm panel named by `armed_by` is armed)."""
 
     type: Literal["zone_intrusion"]
     zone: str
     min_presence_s: float = Field(default=0.5, ge=0, description="debounce: time inside before it counts")
+    armed_by: str | None = Field(
+        default=None,
+        pattern=_ID,
+        description="an alarm_panels id: armed while that panel is armed (its last arm/disarm report); with a "
+        "schedule as well, armed when either says so",
+    )
+    exclude_staff: bool = Field(default=False, description=_EXCLUDE_STAFF + "; off: after hours, staff count too")
+
+
+class StaffOnlyRuleConfig(RuleBase):
+    """A customer (a track that did not start in one of the camera's `staff_zones`) enters a staff-only zone."""
+
+    type: Literal["staff_only"]
+    zone: str
+    min_presence_s: float = Field(default=1.0, ge=0, description="debounce: time inside before it counts")
+
+    def excludes_staff(self) -> bool:
+        """Always: staff are who may be there."""
+        return True
 
 
 class LineCrossingRuleConfig(RuleBase):
@@ -308,11 +424,109 @@ class GroupEntryRuleConfig(RuleBase):
     severity: Literal["info", "warning", "critical"] = "critical"
 
 
+class QueueRuleConfig(RuleBase):
+    """People in a checkout queue zone and their estimated wait; an incident ("open another lane") while the queue
+    is longer than `max_length` or slower than `max_wait_s` for `min_duration_s`."""
+
+    type: Literal["queue"]
+    zone: str
+    max_length: int | None = Field(default=None, ge=0, description="people; none = no length threshold")
+    max_wait_s: float | None = Field(default=None, gt=0, description="estimated wait; none = no wait threshold")
+    min_duration_s: float = Field(default=30.0, ge=0, description="how long over a threshold before it fires")
+    min_inside_s: float = Field(
+        default=2.0, ge=0, description="time in the zone before a person counts as queueing: passers-by do not"
+    )
+    rate_window_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="service rate = people who left the queue within this window per minute the queue was not "
+        "empty; longer is steadier, shorter follows a change of staffing sooner",
+    )
+    smoothing_frames: int = Field(
+        default=5, ge=1, le=100, description="median over this many frames: rides over a missed or doubled box"
+    )
+    exclude_staff: bool = Field(default=False, description=_EXCLUDE_STAFF + " (a cashier inside the queue zone)")
+
+
+class CheckoutBypassRuleConfig(RuleBase):
+    """A person visits a high-value zone, then reaches the exit without passing a checkout zone in between."""
+
+    type: Literal["checkout_bypass"]
+    high_value_zones: list[str] = Field(min_length=1)
+    checkout_zones: list[str] = Field(min_length=1)
+    exit_zone: str
+    min_visit_s: float = Field(
+        default=1.0, ge=0, description="time in a high-value zone before it counts as a visit: brushing past does not"
+    )
+    exclude_staff: bool = Field(default=True, description=_EXCLUDE_STAFF)
+    severity: Literal["info", "warning", "critical"] = "critical"
+
+    @model_validator(mode="after")
+    def _roles_differ(self) -> CheckoutBypassRuleConfig:
+        for k, zone in enumerate(self.checkout_zones):
+            if zone in self.high_value_zones:
+                raise _PathError(f"checkout_zones[{k}]", f"{zone!r} is also a high-value zone")
+        if self.exit_zone in self.high_value_zones + self.checkout_zones:
+            raise _PathError("exit_zone", f"{self.exit_zone!r} is also a high-value or checkout zone")
+        return self
+
+
+class RepeatVisitRuleConfig(RuleBase):
+    """One continuous track enters a (high-value) zone `min_entries` times within `window_s`."""
+
+    type: Literal["repeat_visit"]
+    zone: str
+    min_entries: int = Field(default=3, ge=2, description="entries within the window that make an incident")
+    window_s: float = Field(default=300.0, gt=0)
+    min_inside_s: float = Field(
+        default=1.0,
+        ge=0,
+        description="entry debounce: time inside before an entry counts (a box flickering over "
+        "the edge never does; a gap shorter than exit_grace_s is not a new entry either)",
+    )
+    exclude_staff: bool = Field(default=True, description=_EXCLUDE_STAFF + " (restocking)")
+
+
+class BlockedExitRuleConfig(RuleBase):
+    """A fire-exit zone obstructed for `min_duration_s` by a stationary person (people walking through do not)."""
+
+    type: Literal["blocked_exit"]
+    zone: str
+    min_duration_s: float = Field(default=30.0, gt=0, description="how long a person must stand still in the zone")
+    max_motion_px: float = Field(
+        default=10.0,
+        gt=0,
+        description="stationary: 90% of the feet positions over min_duration_s stay this close "
+        "(analysed-frame pixels) to their median; larger tolerates a jittery detector, smaller misses fidgeting people",
+    )
+    severity: Literal["info", "warning", "critical"] = "critical"
+
+
 RuleConfig = Annotated[
-    LoiteringRuleConfig | ZoneIntrusionRuleConfig | LineCrossingRuleConfig | OccupancyRuleConfig | GroupEntryRuleConfig,
+    LoiteringRuleConfig
+    | ZoneIntrusionRuleConfig
+    | LineCrossingRuleConfig
+    | OccupancyRuleConfig
+    | GroupEntryRuleConfig
+    | QueueRuleConfig
+    | CheckoutBypassRuleConfig
+    | RepeatVisitRuleConfig
+    | BlockedExitRuleConfig
+    | StaffOnlyRuleConfig,
     Field(discriminator="type"),
 ]
-RULE_TYPES = ("loitering", "zone_intrusion", "line_crossing", "occupancy", "group_entry")
+RULE_TYPES = (
+    "loitering",
+    "zone_intrusion",
+    "line_crossing",
+    "occupancy",
+    "group_entry",
+    "queue",
+    "checkout_bypass",
+    "repeat_visit",
+    "blocked_exit",
+    "staff_only",
+)
 
 
 class WebhookSinkConfig(Strict):
@@ -421,6 +635,11 @@ class MilestoneSinkConfig(VmsSinkBase):
         description="Milestone's AnalyticsEvent.xsd, to check each document before sending; default: the checkout's "
         "../shared/specs copy, else documents go unchecked (said once in the log)",
     )
+    system_source: str | None = Field(
+        default=None,
+        description="GUID of the device StoreSight's own health alarms name as source (say a camera in the server "
+        "room); none: those alarms carry no source",
+    )
     pre_roll_s: float = Field(default=5.0, ge=0, description="bookmark starts this long before the incident")
     post_roll_s: float = Field(default=5.0, ge=0, description="and ends this long after it (or after its start)")
 
@@ -430,6 +649,13 @@ class MilestoneSinkConfig(VmsSinkBase):
         for cam, guid in v.items():
             if not _GUID.match(guid):
                 raise _PathError(cam, f"{guid!r} is not a Milestone camera GUID (see `GET /api/rest/v1/cameras`)")
+        return v
+
+    @field_validator("system_source")
+    @classmethod
+    def _system_guid(cls, v: str | None) -> str | None:
+        if v is not None and not _GUID.match(v):
+            raise ValueError(f"{v!r} is not a Milestone device GUID (see `GET /api/rest/v1/cameras`)")
         return v
 
     @field_validator("mode")
@@ -580,6 +806,13 @@ class GenetecSinkConfig(VmsSinkBase):
         description="also raise this custom event on the camera when an incident starts (define it first in Config "
         "Tool > System > Custom events, for cameras); none: bookmarks only",
     )
+    system_custom_event_id: int | None = Field(
+        default=None,
+        ge=1,
+        le=2**31 - 1,
+        description="raise this custom event, without a camera, when a StoreSight health problem starts (define it "
+        "as, say, 'StoreSight analytics down'); none: Security Center is not told",
+    )
 
     @field_validator("url")
     @classmethod
@@ -669,6 +902,120 @@ SinkConfig = Annotated[
 SINK_KINDS = ("webhook", "mqtt", "milestone", "nx", "zoneminder", "genetec", "frigate")
 
 
+def normalise_panel_zone(zone: str) -> str:
+    """A panel zone as the zone map keys it: "015", "15" and "0015" are one zone (Contact ID pads to 3 digits,
+    SIA to 2 or more); letters are upper-cased."""
+    zone = zone.strip()
+    return str(int(zone)) if zone.isdigit() else zone.upper()
+
+
+class AlarmZoneView(Strict):
+    """A camera zone that shows a panel zone: where video verification looks when that zone alarms."""
+
+    camera: str
+    zone: str = Field(description="a zone of that camera (presence is kept per camera zone)")
+
+
+class AlarmAccountConfig(Strict):
+    """One panel account (the `#acct` of DC-09 frames): its encryption key, site and zone-to-camera map."""
+
+    account: str = Field(pattern=r"^[0-9A-Fa-f]{3,16}$", description="3-16 hex digits, as programmed in the panel")
+    key: SecretStr | None = Field(
+        default=None,
+        description="AES key of an encrypted account; frames from it must be encrypted (never logged)",
+    )
+    key_format: Literal["hex", "text"] = Field(
+        default="hex",
+        description="hex: 32, 48 or 64 hex digits are the 128/192/256-bit key; text: 16, 24 or 32 characters are "
+        "the key bytes themselves (the convention of pysiaalarm and Home Assistant's SIA integration)",
+    )
+    site: str | None = Field(default=None, pattern=_ID, description="the store this account reports; default site.id")
+    zone_map: dict[str, list[AlarmZoneView]] = Field(
+        default_factory=dict,
+        description='panel zone -> camera zone(s) that show it, e.g. "15": {camera: cam1, zone: stockroom-door}',
+    )
+
+    @field_validator("account")
+    @classmethod
+    def _upper(cls, v: str) -> str:
+        return v.upper()
+
+    @field_validator("zone_map", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: Any) -> Any:
+        if not isinstance(v, dict):
+            return v
+        out: dict[Any, Any] = {}
+        for zone, views in v.items():
+            key = normalise_panel_zone(str(zone))
+            if not re.match(r"^[0-9A-Z]{1,8}$", key):
+                raise _PathError(str(zone), "a panel zone is 1-8 digits or letters")
+            if key in out:
+                raise _PathError(str(zone), f"the same panel zone as {key!r} (leading zeros do not count)")
+            out[key] = [views] if isinstance(views, dict) else views
+        return out
+
+    @model_validator(mode="after")
+    def _key_shape(self) -> AlarmAccountConfig:
+        if self.key is None:
+            return self
+        key = self.key.get_secret_value()
+        if self.key_format == "hex":
+            if not re.match(r"^[0-9A-Fa-f]*$", key) or len(key) not in (32, 48, 64):
+                raise _PathError("key", f"needs 32, 48 or 64 hex digits (AES-128/192/256), got {len(key)} characters")
+        elif not key.isascii() or not key.isprintable() or len(key) not in (16, 24, 32):
+            raise _PathError("key", f"key_format text needs 16, 24 or 32 printable ASCII characters, got {len(key)}")
+        return self
+
+    def key_bytes(self) -> bytes | None:
+        """The AES key, or None for a plain account."""
+        if self.key is None:
+            return None
+        key = self.key.get_secret_value()
+        return bytes.fromhex(key) if self.key_format == "hex" else key.encode("ascii")
+
+
+AlarmTransport = Literal["tcp", "udp"]
+ALARM_TRANSPORTS: tuple[AlarmTransport, ...] = ("tcp", "udp")
+
+
+class AlarmPanelConfig(Strict):
+    """An intrusion alarm panel reporting to StoreSight, usually as a second path next to the monitoring centre."""
+
+    id: str = Field(pattern=_ID)
+    protocol: Literal["sia_dc09"] = Field(description="SIA DC-09 (SIA DC-03 or Contact ID data, plain or AES)")
+    host: str = Field(default="127.0.0.1", min_length=1, description="address to listen on; 0.0.0.0 for LAN panels")
+    port: int = Field(ge=1, le=65535, description="the receiver port programmed in the panel (TCP and UDP)")
+    transports: list[AlarmTransport] = Field(default_factory=lambda: list(ALARM_TRANSPORTS), min_length=1)
+    accounts: list[AlarmAccountConfig] = Field(min_length=1)
+    timestamp_past_s: float = Field(
+        default=40.0, ge=0, description="NAK frames stamped more than this before the receiver's clock (DC-09: 40 s)"
+    )
+    timestamp_future_s: float = Field(
+        default=20.0, ge=0, description="NAK frames stamped more than this after the receiver's clock (DC-09: 20 s)"
+    )
+    verify_before_s: float = Field(
+        default=10.0, ge=0, le=60, description="video verification looks from this long before the alarm"
+    )
+    verify_after_s: float = Field(
+        default=30.0,
+        ge=0,
+        le=90,
+        description="to this long after it; the verified or unverified alarm incident is sent once this has passed",
+    )
+
+    @model_validator(mode="after")
+    def _unique(self) -> AlarmPanelConfig:
+        seen: set[str] = set()
+        for j, account in enumerate(self.accounts):
+            if account.account in seen:
+                raise _PathError(f"accounts[{j}].account", f"account {account.account} is listed twice")
+            seen.add(account.account)
+        if len(set(self.transports)) != len(self.transports):
+            raise _PathError("transports", "lists a transport twice")
+        return self
+
+
 class Config(Strict):
     """The whole file."""
 
@@ -681,6 +1028,11 @@ class Config(Strict):
     rules: list[RuleConfig] = Field(default_factory=list)
     sinks: list[SinkConfig] = Field(default_factory=list)
     outbox: OutboxConfig = Field(default_factory=OutboxConfig)
+    system_health: SystemHealthConfig = Field(default_factory=SystemHealthConfig)
+    pos: PosConfig | None = Field(default=None, description="point of sale: intake, exceptions, lane cameras")
+    alarm_panels: list[AlarmPanelConfig] = Field(
+        default_factory=list, description="intrusion alarm panels reporting over SIA DC-09 (verified by video)"
+    )
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:
@@ -689,6 +1041,8 @@ class Config(Strict):
         _require_unique((s.id for s in self.sinks), "sinks")
         verify_rules_reference_cameras_and_zones(self)
         verify_sink_camera_maps(self)
+        verify_pos_lanes(self)
+        verify_alarm_panels(self)
         return self
 
     def camera(self, camera_id: str) -> CameraConfig:
@@ -712,6 +1066,23 @@ class _PathError(ValueError):
         self.path = path
 
 
+def verify_pos_lanes(config: Config) -> None:
+    """Every POS lane names a camera that exists and zones of that camera."""
+    if config.pos is None:
+        return
+    zones = {c.id: {z.id for z in c.zones} for c in config.cameras}
+    for i, lane in enumerate(config.pos.lanes):
+        where = f"pos.lanes[{i}]"
+        if lane.camera not in zones:
+            known = ", ".join(sorted(zones)) or "none"
+            raise _PathError(f"{where}.camera", f"unknown camera {lane.camera!r} (cameras: {known})")
+        for key in ("customer_zone", "staff_zone"):
+            zone = getattr(lane, key)
+            if zone is not None and zone not in zones[lane.camera]:
+                known = ", ".join(sorted(zones[lane.camera])) or "none"
+                raise _PathError(f"{where}.{key}", f"camera {lane.camera!r} has no zone {zone!r} (zones: {known})")
+
+
 def verify_sink_camera_maps(config: Config) -> None:
     """A VMS sink's camera map names only cameras this config has."""
     known = {c.id for c in config.cameras}
@@ -722,17 +1093,53 @@ def verify_sink_camera_maps(config: Config) -> None:
                 raise _PathError(f"sinks[{i}].cameras.{cam}", f"unknown camera {cam!r} (cameras: {names})")
 
 
+def verify_alarm_panels(config: Config) -> None:
+    """Panel ids and listening ports are unique; zone maps name existing camera zones; `armed_by` names a panel."""
+    _require_unique((p.id for p in config.alarm_panels), "alarm_panels")
+    zones = {c.id: {z.id for z in c.zones} for c in config.cameras}
+    listening: dict[tuple[str, int, str], str] = {}
+    for i, panel in enumerate(config.alarm_panels):
+        for transport in panel.transports:
+            other = listening.setdefault((panel.host, panel.port, transport), panel.id)
+            if other != panel.id:
+                raise _PathError(f"alarm_panels[{i}].port", f"{transport} {panel.port} is taken by panel {other!r}")
+        for j, account in enumerate(panel.accounts):
+            for panel_zone, views in account.zone_map.items():
+                for k, view in enumerate(views):
+                    path = f"alarm_panels[{i}].accounts[{j}].zone_map.{panel_zone}[{k}]"
+                    if view.camera not in zones:
+                        known = ", ".join(sorted(zones)) or "none"
+                        raise _PathError(f"{path}.camera", f"unknown camera {view.camera!r} (cameras: {known})")
+                    if view.zone not in zones[view.camera]:
+                        known = ", ".join(sorted(zones[view.camera])) or "none"
+                        raise _PathError(
+                            f"{path}.zone", f"camera {view.camera!r} has no zone {view.zone!r} (zones: {known})"
+                        )
+    panels = {p.id for p in config.alarm_panels}
+    for i, rule in enumerate(config.rules):
+        armed_by = getattr(rule, "armed_by", None)
+        if armed_by is not None and armed_by not in panels:
+            known = ", ".join(sorted(panels)) or "none"
+            raise _PathError(f"rules[{i}].armed_by", f"unknown alarm panel {armed_by!r} (alarm_panels: {known})")
+
+
 def verify_rules_reference_cameras_and_zones(config: Config) -> None:
-    """Every rule names a camera that exists and a zone of that camera."""
+    """Every rule names a camera that exists and only zones of that camera (`zone`, `exit_zone`,
+    `high_value_zones[1]`, ...); a staff_only rule needs the camera's staff_zones."""
     zones = {c.id: {z.id for z in c.zones} for c in config.cameras}
     for i, rule in enumerate(config.rules):
         if rule.camera not in zones:
             known = ", ".join(sorted(zones)) or "none"
             raise _PathError(f"rules[{i}].camera", f"unknown camera {rule.camera!r} (cameras: {known})")
-        zone = getattr(rule, "zone", None)
-        if zone is not None and zone not in zones[rule.camera]:
-            known = ", ".join(sorted(zones[rule.camera])) or "none"
-            raise _PathError(f"rules[{i}].zone", f"camera {rule.camera!r} has no zone {zone!r} (zones: {known})")
+        for path, zone in rule.zone_refs():
+            if zone not in zones[rule.camera]:
+                known = ", ".join(sorted(zones[rule.camera])) or "none"
+                raise _PathError(f"rules[{i}].{path}", f"camera {rule.camera!r} has no zone {zone!r} (zones: {known})")
+        if isinstance(rule, StaffOnlyRuleConfig) and not config.camera(rule.camera).staff_zones:
+            raise _PathError(
+                f"rules[{i}].camera",
+                f"staff_only needs staff_zones on camera {rule.camera!r}: without them everyone is a customer",
+            )
 
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -750,6 +1157,18 @@ def _expand_env(text: str, source: str) -> str:
         return value
 
     return _ENV.sub(repl, text)
+
+
+def _expand_tree(node: Any, source: str) -> Any:
+    """Expand ${VAR} in every string value after YAML parsing, so a secret with quotes, colons or '#' in it
+    cannot change the document's structure (keys and comments are never expanded)."""
+    if isinstance(node, str):
+        return _expand_env(node, source)
+    if isinstance(node, list):
+        return [_expand_tree(v, source) for v in node]
+    if isinstance(node, dict):
+        return {k: _expand_tree(v, source) for k, v in node.items()}
+    return node
 
 
 def _format_loc(loc: tuple[int | str, ...]) -> str:
@@ -831,9 +1250,9 @@ def load_config(path: str | Path) -> Config:
     except OSError as exc:
         raise ConfigError(f"{p}: cannot read config: {exc.strerror or exc}") from None
     try:
-        data = yaml.safe_load(_expand_env(text, str(p)))
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ConfigError(f"{p}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
-    return parse_config(data, str(p))
+    return parse_config(_expand_tree(data, str(p)), str(p))

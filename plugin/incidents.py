@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,10 @@ log = logging.getLogger(__name__)
 def _details(hit: RuleHit, frame: Frame | None) -> dict[str, Any]:
     """The hit's facts that JSON can carry, plus the box normalised to 0..1 (VMS overlays need it so)."""
     details: dict[str, Any] = {k: v for k, v in hit.facts.items() if isinstance(v, int | float | str)}
+    # lists of names (the open system conditions) travel too; anything else is for the explanation only
+    details.update(
+        (k, list(v)) for k, v in hit.facts.items() if isinstance(v, list | tuple) and all(isinstance(x, str) for x in v)
+    )
     if hit.box is not None and frame is not None:
         x1, y1, x2, y2 = hit.box
         w, h = frame.width, frame.height
@@ -54,8 +58,21 @@ class IncidentManager:
         facts.setdefault("schedule", None)
         return facts
 
-    async def handle(self, hit: RuleHit, frame: Frame | None, zone: PolygonZone | None) -> Incident | None:
-        """Open or close the incident for `hit`; returns what was stored."""
+    def adopt(self, incident: Incident, key: str) -> None:
+        """Take over an incident an earlier run left open (keyed as its hits are), so the next end hit closes it."""
+        self._open[(incident.camera, incident.rule_id, key)] = incident
+
+    async def handle(
+        self,
+        hit: RuleHit,
+        frame: Frame | None,
+        zone: PolygonZone | None,
+        exclude_sinks: Collection[str] = (),
+        jpeg: bytes | None = None,
+    ) -> Incident | None:
+        """Open or close the incident for `hit`; returns what was stored. `exclude_sinks` get no delivery of it
+        (a health incident about a sink is not sent to that sink: it would only fail there too). `jpeg`: a ready
+        snapshot for an opening without a frame (business-event fusion takes its moment from the presence log)."""
         key = (hit.camera, hit.rule_id, hit.key)
         if hit.state == "start":
             incident = Incident(
@@ -74,6 +91,8 @@ class IncidentManager:
             )
             if frame is not None:
                 incident = replace(incident, snapshot=str(await self._snapshot(incident, hit, frame, zone)))
+            elif jpeg:
+                incident = replace(incident, snapshot=str(await self._snapshot_bytes(incident, jpeg)))
             self._open[key] = incident
             self.count += 1
         else:
@@ -89,11 +108,24 @@ class IncidentManager:
                 explanation=self.explainer.render(hit.type, self._facts(hit, ended=True)),
                 details={**_details(hit, None), **({"box": opened.details["box"]} if "box" in opened.details else {})},
             )
-        await self.store.call(self.store.sync.save, incident, self.sink_ids)
+        sink_ids = [s for s in self.sink_ids if s not in exclude_sinks]
+        await self.store.call(self.store.sync.save, incident, sink_ids)
         log.info("%s: incident %s %s: %s", incident.camera, incident.id[:8], incident.state, incident.explanation)
         if self.on_saved is not None:
             self.on_saved(incident)
         return incident
+
+    async def _snapshot_bytes(self, incident: Incident, jpeg: bytes) -> Path:
+        path = self.evidence_dir / incident.start.strftime("%Y-%m-%d") / f"{incident.id}.jpg"
+
+        def work() -> None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_bytes(jpeg)
+            tmp.replace(path)  # a reader never sees half a file
+
+        await asyncio.to_thread(work)
+        return path.resolve()
 
     async def _snapshot(self, incident: Incident, hit: RuleHit, frame: Frame, zone: PolygonZone | None) -> Path:
         path = self.evidence_dir / incident.start.strftime("%Y-%m-%d") / f"{incident.id}.jpg"

@@ -68,6 +68,12 @@ class ModelInfo:
     class_names: tuple[str, ...]
 
 
+def _short_error(exc: BaseException) -> str:
+    """The first line of an error, cut short: gRPC's run to several lines of debug detail."""
+    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return text if len(text) <= 160 else text[:159] + "…"
+
+
 def _parse_url(url: str) -> tuple[str, str]:
     scheme, _, rest = url.partition("://")
     return scheme, rest
@@ -82,6 +88,7 @@ class TritonInferenceClient:
         self.request_timeout_s = request_timeout_s
         self.scheme, self._address = _parse_url(url)
         self.info: ModelInfo | None = None
+        self.last_error: str | None = None  # why the last ready() was False, for the system_inference_down text
         self._client: Any = None
         self._lock = asyncio.Lock()
 
@@ -115,15 +122,19 @@ class TritonInferenceClient:
         client = await self._ensure()
         try:
             if not await client.is_model_ready(self.model):
+                self.last_error = f"model {self.model!r} not loaded"
                 return False
             if self.info is None:
                 self.info = await self._load_info(client)
+            self.last_error = None
             return True
         except (TimeoutError, InferenceServerException, OSError) as exc:
             log.debug("triton %s not ready: %s", self.url, exc)
+            self.last_error = _short_error(exc)
             return False
         except Exception as exc:  # aiohttp/grpc raise their own connection errors; all mean "not ready"
             log.debug("triton %s not ready: %s", self.url, exc)
+            self.last_error = _short_error(exc)
             return False
 
     async def wait_ready(self, timeout_s: float) -> ModelInfo:

@@ -15,6 +15,8 @@ from plugin.store import AsyncStore
 log = logging.getLogger(__name__)
 
 FLUSH_EVERY_S = 10.0  # buffered in memory between writes: gauges arrive with every analysed frame
+QUEUE_METRICS = {"queue_length": "length", "queue_wait_s": "wait_s"}  # the queue rule's gauges -> summary names
+_QUEUE_FIELDS = ("max_length", "length_samples", "length_sum", "max_wait_s", "wait_s_samples", "wait_s_sum")
 
 
 @dataclass
@@ -73,9 +75,10 @@ class InsightsRecorder:
 
 
 def summarise(rows: list[dict[str, Any]], incidents: list[dict[str, Any]]) -> dict[str, Any]:
-    """The insights document for a range: line totals, occupancy, hourly series, incidents and dwell."""
+    """The insights document for a range: line totals, occupancy, queues, hourly series, incidents and dwell."""
     lines: dict[str, dict[str, int]] = {}
     occupancy: dict[str, dict[str, Any]] = {}
+    queues: dict[str, dict[str, Any]] = {}
     hourly: list[dict[str, Any]] = []
     for r in rows:
         if r["metric"] in ("in", "out"):
@@ -85,6 +88,12 @@ def summarise(rows: list[dict[str, Any]], incidents: list[dict[str, Any]]) -> di
             o["max"] = max(o["max"], r["peak"])
             o["samples"] += r["n"]
             o["sum"] += r["total"]
+        elif r["metric"] in QUEUE_METRICS:
+            q = queues.setdefault(r["rule_id"], {"zone": r["key"]} | {f: 0.0 for f in _QUEUE_FIELDS})
+            name = QUEUE_METRICS[r["metric"]]
+            q[f"max_{name}"] = max(q[f"max_{name}"], r["peak"])
+            q[f"{name}_samples"] += r["n"]
+            q[f"{name}_sum"] += r["total"]
         hourly.append(
             {
                 "hour": r["bucket"],
@@ -99,6 +108,12 @@ def summarise(rows: list[dict[str, Any]], incidents: list[dict[str, Any]]) -> di
     for o in occupancy.values():
         o["avg"] = round(o.pop("sum") / o["samples"], 3) if o["samples"] else 0.0
         o["max"] = int(o["max"])
+    for q in queues.values():
+        for name in QUEUE_METRICS.values():
+            n, total = q.pop(f"{name}_samples"), q.pop(f"{name}_sum")
+            q[f"avg_{name}"] = round(total / n, 3) if n else 0.0
+        q["max_length"] = int(q["max_length"])
+        q["max_wait_s"] = round(q["max_wait_s"], 1)
     by_rule: dict[str, int] = {}
     dwell: dict[str, dict[str, float]] = {}
     for inc in incidents:
@@ -113,4 +128,11 @@ def summarise(rows: list[dict[str, Any]], incidents: list[dict[str, Any]]) -> di
         d["avg_s"] = round(d["total_s"] / d["visits"], 1)
         d["total_s"] = round(d["total_s"], 1)
         d["max_s"] = round(d["max_s"], 1)
-    return {"lines": lines, "occupancy": occupancy, "incidents": by_rule, "dwell": dwell, "hourly": hourly}
+    return {
+        "lines": lines,
+        "occupancy": occupancy,
+        "queues": queues,
+        "incidents": by_rule,
+        "dwell": dwell,
+        "hourly": hourly,
+    }

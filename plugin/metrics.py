@@ -37,3 +37,9 @@ class Metrics:
         self.outbox_dead = Gauge("storesight_outbox_dead", "Dead-lettered deliveries (retry by hand)", ["sink"],
                                  registry=r)  # fmt: skip
         self.triton_up = Gauge("storesight_triton_ready", "1 when Triton and the model are ready", registry=r)
+        self.system_condition = Gauge(
+            "storesight_system_condition",
+            "Open StoreSight health conditions (system_* incidents) by kind; per sink kinds count the sinks",
+            ["kind"],
+            registry=r,
+        )

@@ -19,7 +19,7 @@ from plugin.inference import InferenceClient
 from plugin.insights import InsightsRecorder
 from plugin.metrics import Metrics
 from plugin.presence import PresenceLog
-from plugin.rules import Measurement, Observation, Rule, RuleOutput
+from plugin.rules import Measurement, Observation, Rule, RuleOutput, StaffFilter
 from plugin.sources import CameraSource
 from plugin.tamper import TamperDetector
 from plugin.tracking import Tracker
@@ -69,6 +69,7 @@ class CameraPipeline:
         self.tamper: TamperDetector | None = None
         self.presence: PresenceLog | None = None
         self.tracker = Tracker()
+        self.staff = StaffFilter(camera.staff_zones)
         self.status = PipelineStatus()
         self.last_frame: Frame | None = None
 
@@ -115,7 +116,8 @@ class CameraPipeline:
         obs = Observation(cam, frame.captured_at, tracked, inside, frame.width, frame.height, self.class_names)
         if self.presence is not None and tracked.track_ids is not None:
             self.presence.record(frame, inside, tracked.track_ids)
-        outputs = [out for rule in self.rules for out in rule.update(obs)]
+        customers = self.staff.customers(obs)  # once per frame, for every rule that excludes staff
+        outputs = [out for r in self.rules for out in r.update(customers if r.rule_config.excludes_staff() else obs)]
         if self.tamper is not None:
             outputs.extend(self.tamper.update(frame))
         self.last_frame = frame

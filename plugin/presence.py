@@ -32,6 +32,7 @@ class PresenceAnswer:
     track_ids: tuple[int, ...]
     samples: int
     watched_share: float  # share of the window covered by analysed frames
+    peak_at: datetime | None = None  # the first analysed frame with max_people inside (when max_people > 0)
 
 
 class PresenceLog:
@@ -83,7 +84,14 @@ class PresenceLog:
         share = min(covered / max((end - start).total_seconds(), 1e-6), 1.0)
         ids = sorted({i for _, inside in window for i in inside})
         people = max(len(v) for _, v in window)
-        return PresenceAnswer(share > 0.5, people, tuple(ids), len(window), round(share, 3))
+        peak_at = next((t for t, v in window if len(v) == people), None) if people else None
+        return PresenceAnswer(share > 0.5, people, tuple(ids), len(window), round(share, 3), peak_at)
+
+    def last_sample(self, camera: str, zone: str) -> datetime | None:
+        """Capture time of the zone's latest analysed frame: how far video has been analysed (fusion waits for it
+        to pass a business event's window before judging)."""
+        series = self._zones.get((camera, zone))
+        return series[-1][0] if series else None
 
     def frame_near(self, camera: str, t: datetime) -> tuple[datetime, bytes] | None:
         """The kept JPEG closest to `t` (within FRAME_RETENTION_S), for evidence of a business event."""

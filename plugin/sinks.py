@@ -6,6 +6,21 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
+from plugin.config import SYSTEM_CAMERA
+
+
+def is_system_incident(incident: Mapping[str, Any]) -> bool:
+    """StoreSight's own health (camera "system", types `system_*`): it concerns no camera of any VMS, so a sink
+    takes its system path (a server-level event, or a skip it says once) instead of looking up its camera map."""
+    return incident.get("camera") == SYSTEM_CAMERA
+
+
+def system_caption(incident: Mapping[str, Any]) -> str:
+    """The short title of a system incident ("StoreSight analytics down"), for event captions and alarm names."""
+    details = incident.get("details")
+    caption = details.get("caption") if isinstance(details, Mapping) else None
+    return str(caption) if caption else f"StoreSight {incident.get('type') or 'system event'}"
+
 
 class SinkAuthError(Exception):
     """Credentials rejected: do not retry until configuration changes; surface in readiness."""

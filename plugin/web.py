@@ -12,7 +12,10 @@ from aiohttp import web
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from adapters.pos.poslog import poslog_handler
+from adapters.pos.webhook import events_handler
 from plugin.app import RUNTIME, Runtime
+from plugin.pos_fusion import PosService
 from plugin.redact import redact_url
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -61,6 +64,9 @@ async def readyz(request: web.Request) -> web.Response:
         }
         if p.source.is_file and p.status.state in ("running", "starting"):
             cameras[cam_id]["ready"] = True  # a file being analysed is healthy
+        if cam_id in rt.events:  # the camera's own analytics; they do not decide readiness
+            signals = rt.signals.get(cam_id)
+            cameras[cam_id]["events"] = rt.events[cam_id].describe() | (signals.describe() if signals else {})
     counts = await rt.store.call(rt.store.sync.outbox_counts) if rt.store is not None else {}
     sinks = {
         sid: {
@@ -78,6 +84,8 @@ async def readyz(request: web.Request) -> web.Response:
         "triton": {"ready": triton_ok, "url": rt.client.url if rt.client else None, "embedded": rt.triton is not None},
         "cameras": cameras,
         "sinks": sinks,
+        # StoreSight's own health conditions (the system_* incidents); informative, readiness does not wait on them
+        "system": rt.system.snapshot() if rt.system is not None else None,
     }
     return web.json_response(body, status=200 if ready else 503)
 
@@ -211,3 +219,10 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/api/outbox", api_outbox)
     app.router.add_post("/api/outbox/retry", api_outbox_retry)
     app.router.add_get("/snapshots/{id}.jpg", snapshot)
+    rt = app[RUNTIME]
+
+    def pos_service() -> PosService | None:
+        return None if rt.pos is None else rt.pos.service
+
+    app.router.add_post("/api/pos/poslog", poslog_handler(pos_service))  # POSLog XML; 202 once stored
+    app.router.add_post("/api/pos/events", events_handler(pos_service))  # JSON transactions; 202 once stored

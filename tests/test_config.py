@@ -117,7 +117,7 @@ def test_empty_file_is_a_valid_empty_config(tmp_path: Path) -> None:
     [
         ("cameras: [", "not valid YAML at line 1"),
         ("- a\n- b\n", "the top level must be a mapping"),
-        ("storage: {path: ${STORESIGHT_TEST_UNSET_VAR}}", "environment variable STORESIGHT_TEST_UNSET_VAR is not set"),
+        ("storage:\n  path: ${STORESIGHT_TEST_UNSET_VAR}", "environment variable STORESIGHT_TEST_UNSET_VAR is not set"),
     ],
 )
 def test_unparseable_files(tmp_path: Path, text: str, expected: str) -> None:
@@ -131,10 +131,22 @@ def test_unparseable_files(tmp_path: Path, text: str, expected: str) -> None:
 def test_environment_references_are_expanded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("STORESIGHT_TEST_DIR", "/srv/ss")
     path = tmp_path / "env.yaml"
-    path.write_text("storage: {path: ${STORESIGHT_TEST_DIR}/data}\nsite: {timezone: ${TZ_UNSET_X:-Europe/Paris}}\n")
+    path.write_text("storage:\n  path: ${STORESIGHT_TEST_DIR}/data\nsite: {timezone: '${TZ_UNSET_X:-Europe/Paris}'}\n")
     config = load_config(path)
     assert config.storage.path == Path("/srv/ss/data")
     assert config.site.timezone == "Europe/Paris"
+
+
+def test_secrets_with_yaml_syntax_stay_values(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STORESIGHT_TEST_SECRET", 'p"a: ss #1\\')
+    path = tmp_path / "env.yaml"
+    path.write_text(
+        "# ${NOT_EXPANDED_IN_COMMENTS}\n"
+        "sinks:\n  - {kind: webhook, id: w, url: 'http://127.0.0.1:9/x',\n"
+        '     secret: "${STORESIGHT_TEST_SECRET}-0123456789"}\n'
+    )
+    sink = load_config(path).sinks[0]
+    assert sink.secret == 'p"a: ss #1\\-0123456789'  # type: ignore[union-attr]
 
 
 def test_missing_file_is_a_config_error(tmp_path: Path) -> None:

@@ -21,6 +21,9 @@ What a retry can do:
   on that call) is logged once and the end still counts as delivered.
 Steps that completed are remembered per incident (`<state>:<seq>:<step>`), so a retry repeats none of them.
 
+StoreSight's own health (system incidents, camera "system": analytics down, a sink dead-lettering, storage low) is
+delivered as skipped, said once in the log: Frigate has no event that belongs to no camera.
+
 Frigate stamps an event's start itself when the create arrives (the API takes no start time), so an event created
 late (after an outage) starts late; its end is never put before the create, so it stays a valid range.
 
@@ -57,7 +60,7 @@ import aiohttp
 
 from plugin.config import FrigateSinkConfig
 from plugin.redact import redact_url
-from plugin.sinks import Receipt, SinkAuthError, SinkHealth, SinkNotReady, SinkRefs, SinkRejected
+from plugin.sinks import Receipt, SinkAuthError, SinkHealth, SinkNotReady, SinkRefs, SinkRejected, is_system_incident
 
 SINK_KEY = "frigate"
 API = "/api"
@@ -244,6 +247,12 @@ class FrigateSink:
 
     async def publish(self, delivery_key: str, incident: Mapping[str, Any]) -> Receipt:
         """Start: create the event; end: end it and write the explanation. Steps done before are skipped."""
+        if is_system_incident(incident):
+            # unsupported: degrade, say so once (every event in Frigate belongs to a camera)
+            if "system" not in self._said:
+                self._said.add("system")
+                log.info("%s: Frigate has no system events: StoreSight's own health incidents are not sent", self.id)
+            return Receipt("Frigate: skipped, Frigate has no events without a camera")
         inc = _Incident.parse(delivery_key, incident)
         camera = self.config.cameras.get(inc.camera)
         if camera is None:

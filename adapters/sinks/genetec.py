@@ -6,6 +6,11 @@ Per incident, on the Genetec camera its StoreSight camera is mapped to (`cameras
   Genetec bookmark is a point in time with a text, not a range;
 - when it starts and `custom_event_id` is set, that custom event raised on the camera with the same text, for
   Security Center event-to-actions (raise an alarm, notify) to act on.
+StoreSight's own health (system incidents, camera "system": analytics down, a sink dead-lettering, storage low)
+has no camera: when one starts and `system_custom_event_id` is set, that custom event is raised in the documented
+form without an entity, `RaiseCustomEvent(CustomEventId(<n>))` [S], which carries no text, so define it with a
+name that says it ("StoreSight analytics down") and read the reason in StoreSight; without the setting it is
+skipped, said once in the log. No bookmark (it needs a camera).
 Both go through the query-string action DSL: `POST <base>/action?q=AddCameraBookmark(<guid>,<time>,<text>)` and
 `POST <base>/action?q=RaiseCustomEvent(CustomEventId(<n>),<guid>,<text>)`, GUIDs without dashes, the time as
 `yyyy-MM-ddTHH:mm:ss` in UTC, the text percent-encoded (spaces as %20). Answers are the `{"Rsp": {"Status", ...}}`
@@ -57,7 +62,7 @@ from yarl import URL
 
 from plugin.config import GenetecSinkConfig
 from plugin.redact import redact_url
-from plugin.sinks import Receipt, SinkAuthError, SinkHealth, SinkNotReady, SinkRefs, SinkRejected
+from plugin.sinks import Receipt, SinkAuthError, SinkHealth, SinkNotReady, SinkRefs, SinkRejected, is_system_incident
 
 SINK_KEY = "genetec"
 MARKER_PREFIX = "storesight:"
@@ -224,12 +229,15 @@ class GenetecSink:
         # built here rather than with aiohttp.BasicAuth, which aiohttp deprecates
         self._auth = "Basic " + base64.b64encode(credentials.encode("utf-8")).decode("ascii")
         self._session: aiohttp.ClientSession | None = None
+        self._said_system = False
 
     # --- publishing ---------------------------------------------------------------------------------------------
 
     async def publish(self, delivery_key: str, incident: Mapping[str, Any]) -> Receipt:
         """The bookmark (and custom event) of this state change; steps confirmed by an earlier attempt are skipped."""
         inc = _Incident.parse(delivery_key, incident)
+        if is_system_incident(incident):
+            return await self._publish_system(inc)
         guid = self.config.cameras.get(inc.camera)
         if guid is None:
             mapped = ", ".join(sorted(self.config.cameras)) or "none"
@@ -253,7 +261,25 @@ class GenetecSink:
         detail = "; ".join(out) or f"nothing to write for {inc.state}"
         return Receipt(f"Genetec {inc.state}: {detail} on camera {guid}")
 
-    async def _step(self, inc: _Incident, guid: str, step: str, key: str, progress: _Progress) -> str:
+    async def _publish_system(self, inc: _Incident) -> Receipt:
+        """StoreSight's own health: the system custom event, raised without a camera when a condition starts."""
+        event_id = self.config.system_custom_event_id
+        if event_id is None:
+            if not self._said_system:
+                self._said_system = True
+                log.warning("%s: system_custom_event_id is not set, so StoreSight's own health events (analytics "
+                            "down...) do not reach Security Center", self.id)  # fmt: skip
+            return Receipt("Genetec: system event skipped (no system_custom_event_id)")
+        if inc.state != "start":
+            return Receipt(f"Genetec {inc.state}: nothing to write for a system incident")
+        key = f"{inc.state}:{inc.seq}:system_event"
+        progress = _Progress.load(await self.refs.get_ref(self.id, inc.id))
+        if key in progress.done:
+            return Receipt(f"Genetec start: system custom event {event_id} done before")
+        detail = await self._step(inc, None, "system_event", key, progress)
+        return Receipt(f"Genetec start: {detail} (no camera)")
+
+    async def _step(self, inc: _Incident, guid: str | None, step: str, key: str, progress: _Progress) -> str:
         """One write, noted as unanswered before it leaves and as done once Security Center confirms it."""
         if key in progress.unanswered:
             log.warning("%s: the %s of incident %s (%s) got no answer last time; sending it again, so Security "
@@ -262,7 +288,12 @@ class GenetecSink:
             progress.unanswered.append(key)
             await self._save(inc.id, progress)
         text = dsl_text(inc.text(ended=inc.state == "end"))
-        if step == "bookmark":
+        if guid is None:  # a system incident: the documented form without an entity, which takes no text either
+            event_id = self.config.system_custom_event_id
+            dsl = f"RaiseCustomEvent(CustomEventId({event_id}))"
+            what = f"raise system custom event {event_id} for incident {inc.id}"
+            done = f"system custom event {event_id}"
+        elif step == "bookmark":
             at = inc.end if inc.state == "end" and inc.end is not None else inc.start
             dsl = f"AddCameraBookmark({dsl_guid(guid)},{dsl_time(at)},{text})"
             what, done = f"add the bookmark of incident {inc.id}", f"bookmark at {dsl_time(at)}Z"

@@ -16,6 +16,13 @@ What a retry can do, per mode (`mode` lists which run, in that order):
   before it leaves; its ID is derived from the delivery key, so a resend carries the same ID.
 - `generic_event` (a string over TCP, port 1234): at least once; TCP is the only acknowledgement.
 Steps that completed are remembered per incident (SinkRefs), so a retry after a later step failed repeats none.
+
+StoreSight's own health (system incidents, camera "system": analytics down, a sink dead-lettering, storage low)
+concerns no camera. `alarm` raises it as an alarm named by its caption ("StoreSight analytics down") with the
+explanation as message, when it starts, with `system_source` as source, else none [I: INTEGRATIONS.md section 3.4
+shows a camera GUID as source; that XProtect takes an alarm without one is not confirmed]; `analytics_event` sends
+it with `Source/Name` "StoreSight" and no camera reference (the XSD allows both); `generic_event` sends its string
+as for any incident (camera field `system`); `bookmark` skips it (a bookmark needs a camera), said once in the log.
 """
 
 from __future__ import annotations
@@ -39,7 +46,16 @@ from yarl import URL
 
 from plugin.config import MilestoneSinkConfig
 from plugin.redact import redact_url
-from plugin.sinks import Receipt, SinkAuthError, SinkHealth, SinkNotReady, SinkRefs, SinkRejected
+from plugin.sinks import (
+    Receipt,
+    SinkAuthError,
+    SinkHealth,
+    SinkNotReady,
+    SinkRefs,
+    SinkRejected,
+    is_system_incident,
+    system_caption,
+)
 
 SINK_KEY = "milestone"
 
@@ -116,6 +132,7 @@ class IncidentView:
     zone: str | None
     box: tuple[float, float, float, float] | None
     confidence: float | None
+    system_caption: str | None = None  # set for StoreSight's own health incidents, which have no camera
 
     @classmethod
     def parse(cls, delivery_key: str, doc: Mapping[str, Any]) -> IncidentView:
@@ -145,6 +162,7 @@ class IncidentView:
             zone=None if doc.get("zone") is None else str(doc["zone"]),
             box=_box(details) if isinstance(details, Mapping) else None,
             confidence=float(score) if isinstance(score, int | float) and 0 <= score <= 1 else None,
+            system_caption=system_caption(doc) if is_system_incident(doc) else None,
         )
 
     @property
@@ -171,8 +189,9 @@ def _fqid(parent: etree._Element, camera_guid: str) -> None:
     _el(fqid, "Kind", CAMERA_KIND)
 
 
-def build_analytics_event(inc: IncidentView, camera_guid: str, message: str) -> etree._Element:
-    """An AnalyticsEvent document (urn:milestone-systems) for one state change, with the box as overlay.
+def build_analytics_event(inc: IncidentView, camera_guid: str | None, message: str) -> etree._Element:
+    """An AnalyticsEvent document (urn:milestone-systems) for one state change, with the box as overlay; without a
+    camera (StoreSight's own health) its source is named "StoreSight" and it references no camera.
 
     Elements follow the XSD's sequence order, which the schema enforces.
     """
@@ -189,8 +208,11 @@ def build_analytics_event(inc: IncidentView, camera_guid: str, message: str) -> 
     _el(header, "Message", message)
     _el(header, "CustomTag", f"{inc.state}|{inc.id}")
     source = _el(header, "Source")
-    _el(source, "Name", inc.camera)
-    _fqid(source, camera_guid)
+    if camera_guid is None:
+        _el(source, "Name", VENDOR)
+    else:
+        _el(source, "Name", inc.camera)
+        _fqid(source, camera_guid)
     _el(doc, "Description", inc.explanation)
     _el(doc, "StartTime", inc.start.astimezone(UTC).isoformat())
     if inc.end is not None:
@@ -208,7 +230,8 @@ def build_analytics_event(inc: IncidentView, camera_guid: str, message: str) -> 
         box = _el(obj, "BoundingBox")
         for tag, value in (("Top", y1), ("Left", x1), ("Bottom", y2), ("Right", x2)):
             _el(box, tag, repr(value))
-    _fqid(_el(_el(doc, "ReferenceList"), "Reference"), camera_guid)
+    if camera_guid is not None:
+        _fqid(_el(_el(doc, "ReferenceList"), "Reference"), camera_guid)
     vendor = _el(doc, "Vendor")
     _el(vendor, "Name", VENDOR)
     _el(vendor, "CustomData", json.dumps({"incident_id": inc.id, "delivery_key": inc.delivery_key, "state": inc.state}))
@@ -316,13 +339,18 @@ class MilestoneSink:
         self._schema_loaded = False
         self._said: set[str] = set()
 
+    def _say_once(self, what: str, message: str, *args: Any) -> None:
+        if what not in self._said:
+            self._said.add(what)
+            log.warning(message, *args)
+
     # --- publishing ---------------------------------------------------------------------------------------------
 
     async def publish(self, delivery_key: str, incident: Mapping[str, Any]) -> Receipt:
         """Run each configured mode for this state change, skipping steps an earlier attempt completed."""
         inc = IncidentView.parse(delivery_key, incident)
         guid = self.config.cameras.get(inc.camera)
-        if guid is None:
+        if guid is None and inc.system_caption is None:
             raise SinkRejected(
                 f"{self.where}: camera {inc.camera!r} has no Milestone camera in sinks[{self.id}].cameras"
             )
@@ -345,13 +373,35 @@ class MilestoneSink:
             done.append(detail)
         return Receipt("; ".join(done) or "nothing to write for this state")
 
-    async def _step(self, mode: str, inc: IncidentView, guid: str, progress: _Progress, save: Save) -> str | None:
+    async def _step(
+        self, mode: str, inc: IncidentView, guid: str | None, progress: _Progress, save: Save
+    ) -> str | None:
+        if guid is None:
+            return await self._system_step(mode, inc, progress, save)
         if mode == "bookmark":
             return await self._bookmark(inc, guid, progress, save)
         if mode == "alarm":
             return None if inc.state != "start" else await self._alarm(inc, guid, progress, save)
         if mode == "analytics_event":
             return await self._analytics_event(inc, guid)
+        if mode == "generic_event":
+            return await self._generic_event(inc)
+        raise AssertionError(f"unknown mode {mode!r}")  # the config's Literal allows no other
+
+    async def _system_step(self, mode: str, inc: IncidentView, progress: _Progress, save: Save) -> str | None:
+        """One mode for a system incident (no camera); None when the mode has nothing for it."""
+        if mode == "bookmark":
+            self._say_once(
+                "system-bookmark",
+                "%s: StoreSight's own health events have no camera, so no bookmark: add alarm, analytics_event or "
+                "generic_event to mode to see them in XProtect",
+                self.id,
+            )
+            return None
+        if mode == "alarm":
+            return None if inc.state != "start" else await self._alarm(inc, self.config.system_source, progress, save)
+        if mode == "analytics_event":
+            return await self._analytics_event(inc, None)
         if mode == "generic_event":
             return await self._generic_event(inc)
         raise AssertionError(f"unknown mode {mode!r}")  # the config's Literal allows no other
@@ -422,18 +472,20 @@ class MilestoneSink:
                 return str(b["id"])
         return None
 
-    async def _alarm(self, inc: IncidentView, guid: str, progress: _Progress, save: Save) -> str:
+    async def _alarm(self, inc: IncidentView, guid: str | None, progress: _Progress, save: Save) -> str:
         if progress.alarm is not None:
             return f"alarm {progress.alarm}"
         if "alarm" in progress.creating:
             log.warning("%s: alarm of incident %s may exist already (a reply was lost); creating it again",
                         self.id, inc.id)  # fmt: skip
-        body = {"name": inc.rule_id, "message": inc.description, "source": guid}
+        body = {"name": inc.system_caption or inc.rule_id, "message": inc.description}
+        if guid is not None:
+            body["source"] = guid
         progress.alarm = await self._create("alarm", "/alarms", body, progress, save)
         await save()
         return f"alarm {progress.alarm}"
 
-    async def _analytics_event(self, inc: IncidentView, guid: str) -> str:
+    async def _analytics_event(self, inc: IncidentView, guid: str | None) -> str:
         message = self.config.analytics_message or inc.rule_id
         try:
             doc = build_analytics_event(inc, guid, message)

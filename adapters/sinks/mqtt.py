@@ -4,6 +4,9 @@ Topics, under the configured prefix:
 - `{prefix}/incidents/{camera}/{rule_id}`: `{"delivery_key": ..., "incident": {...}}`, QoS 1 (or 2), not retained.
 - `{prefix}/cameras/{camera}/state`: the camera's latest incident (id, rule, state, explanation, time), retained,
   so a dashboard that subscribes later sees it at once.
+- StoreSight's own health (system incidents, camera "system"): the state change goes to
+  `{prefix}/incidents/system/{rule_id}` like any incident, and `{prefix}/system/state` is retained with `ok`, the
+  conditions open after this change (`open`: `inference_down`, `sink_dead_letters:<sink>`...) and the change itself.
 Delivery is at least once (the outbox retries until the broker acknowledges), so a receiver may see a state change
 twice; the delivery key is in the body, in the v5 correlation data and in a `delivery_key` user property.
 """
@@ -28,7 +31,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from plugin.config import MqttSinkConfig
-from plugin.sinks import Receipt, SinkAuthError, SinkHealth, SinkNotReady, SinkRejected
+from plugin.sinks import Receipt, SinkAuthError, SinkHealth, SinkNotReady, SinkRejected, is_system_incident
 
 SINK_KEY = "mqtt"
 
@@ -127,6 +130,10 @@ class MqttSink:
         """The retained latest-incident topic of one camera."""
         return f"{self.config.topic_prefix}/cameras/{camera}/state"
 
+    def system_topic(self) -> str:
+        """The retained topic of StoreSight's own health."""
+        return f"{self.config.topic_prefix}/system/state"
+
     async def publish(self, delivery_key: str, incident: Mapping[str, Any]) -> Receipt:
         """Publish the state change, then the camera's retained state; done once the broker acknowledged both."""
         camera = _level(incident.get("camera"), "camera")
@@ -152,9 +159,10 @@ class MqttSink:
         delivery_key: str,
         incident: Mapping[str, Any],
     ) -> None:
+        system = is_system_incident(incident)  # camera "system", which the config keeps from real cameras
         previous = self._retained.get(camera)
         if previous is None or order >= previous:
-            state = {
+            state: dict[str, Any] = {
                 "id": incident.get("id"),
                 "rule_id": rule_id,
                 "type": incident.get("type"),
@@ -165,7 +173,15 @@ class MqttSink:
                 "time": order[0].isoformat(),
                 "delivery_key": delivery_key,
             }
-            await self._send(conn, self.state_topic(camera), json.dumps(state).encode(), delivery_key, retain=True)
+            topic = self.state_topic(camera)
+            if system:
+                details = incident.get("details")
+                open_ = details.get("open_conditions") if isinstance(details, Mapping) else None
+                names = [str(c) for c in open_] if isinstance(open_, list) else []
+                ok = not names if isinstance(open_, list) else incident.get("state") == "end"
+                state = {"ok": ok, "open": names, **state}
+                topic = self.system_topic()
+            await self._send(conn, topic, json.dumps(state).encode(), delivery_key, retain=True)
             self._retained[camera] = order
 
     async def self_test(self) -> str:

@@ -9,6 +9,14 @@ Per incident, on the Nx device its camera is mapped to (`cameras: {storesight id
   source `event_source`, caption `StoreSight: <rule id>` and the explanation plus the incident id as description,
   so Nx rules ("Generic Event" -> Show Notification / Bookmark / HTTP request) can raise an alarm on that camera.
 
+StoreSight's own health (system incidents, camera "system": analytics down, a sink dead-lettering, storage low)
+has no camera: it goes out as a generic event bound to no device (`deviceIds` left out, so Nx shows it for the
+whole site), source `event_source`, caption the incident's ("StoreSight analytics down" when it starts,
+"StoreSight analytics back" when it ends: instant events with captions that share no phrase, so a rule on the
+first never fires on the second), the explanation and `(incident <id>, <state>)` as description. No bookmark (it
+needs a device). Each state's event is sent once as the camera events are (a pending mark in SinkRefs, the event
+log looked up after a lost reply); with `generic_event: false` they are skipped, said once in the log.
+
 Exactly once across retries: what was created is kept through `SinkRefs` (the bookmark id and device, and whether
 the generic event went out), written *before* each create as "pending". A retry that finds a pending create (the
 reply was lost: timeout, dropped connection, 502 from a proxy) first looks the bookmark up by its marker tag
@@ -53,7 +61,16 @@ import aiohttp
 
 from plugin.config import NxSinkConfig, nx_device_id
 from plugin.redact import redact_url
-from plugin.sinks import Receipt, SinkAuthError, SinkHealth, SinkNotReady, SinkRefs, SinkRejected
+from plugin.sinks import (
+    Receipt,
+    SinkAuthError,
+    SinkHealth,
+    SinkNotReady,
+    SinkRefs,
+    SinkRejected,
+    is_system_incident,
+    system_caption,
+)
 
 SINK_KEY = "nx"
 API = "/rest/v4"
@@ -202,6 +219,7 @@ class NxSink:
         self._token: str | None = None
         self._renew_at = 0.0  # time.monotonic() after which the token is renewed before use
         self._login_lock = asyncio.Lock()
+        self._said: set[str] = set()  # what was logged once
 
     # -- HTTP and session -------------------------------------------------------------------------------------
 
@@ -362,6 +380,8 @@ class NxSink:
     async def publish(self, delivery_key: str, incident: Mapping[str, Any]) -> Receipt:
         """Start: bookmark + generic event; update and end: the bookmark's text and length. Idempotent."""
         inc = parse_incident(incident)
+        if is_system_incident(incident):
+            return await self._system_event(inc, system_caption(incident))
         device = self._device(inc.camera)
         stored = await self.refs.get_ref(self.id, inc.id)
         known = stored is not None
@@ -475,20 +495,54 @@ class NxSink:
         await self._call("POST", f"{API}/events/generic", f"send the generic event of incident {inc.id}", body=body)
         return await self._save(inc.id, replace(ref, event="sent"))
 
-    async def _event_logged(self, inc: _Incident) -> bool:
-        """True when Nx's event log already holds this incident's generic event."""
+    async def _event_logged(self, inc: _Incident, at_ms: int | None = None, marker: str | None = None) -> bool:
+        """True when Nx's event log already holds this incident's generic event (the one stamped `at_ms`, default
+        the start, whose text carries `marker`, default the incident id)."""
+        at = inc.start_ms if at_ms is None else at_ms
         reply = await self._call(
             "GET",
             f"{API}/events/log",
             f"look up the generic event of incident {inc.id}",
             # a minute either side of the event's own timestamp: the log is searched by time first
-            params={"text": inc.id, "startTimeMs": str(inc.start_ms - 60_000), "durationMs": "120000"},
+            params={"text": inc.id, "startTimeMs": str(at - 60_000), "durationMs": "120000"},
         )
+        wanted = marker or inc.id
         for entry in list_items(reply.data):
             data = entry.get("eventData")
-            if isinstance(data, dict) and any(isinstance(v, str) and inc.id in v for v in data.values()):
+            if isinstance(data, dict) and any(isinstance(v, str) and wanted in v for v in data.values()):
                 return True
         return False
+
+    async def _system_event(self, inc: _Incident, caption: str) -> Receipt:
+        """StoreSight's own health: one generic event per state change, bound to no device (see the docstring)."""
+        if not self.config.generic_event:
+            if "system" not in self._said:
+                self._said.add("system")
+                log.warning("%s: generic_event is off, so StoreSight's own health events (analytics down...) do not "
+                            "reach Nx", self.id)  # fmt: skip
+            return Receipt("Nx: system event skipped (generic_event is off)")
+        if inc.state == "update":
+            return Receipt("Nx: nothing to send for an update of a system incident")
+        at_ms = inc.end_ms if inc.state == "end" and inc.end_ms is not None else inc.start_ms
+        key, marker = f"{inc.id}:{inc.state}", f"incident {inc.id}, {inc.state}"
+        done = f"Nx {inc.state}: system generic event {caption!r} (no device)"
+        sent = await self.refs.get_ref(self.id, key)
+        if sent == "sent":
+            return Receipt(f"{done}, sent before")
+        if sent == "pending" and await self._event_logged(inc, at_ms, marker):
+            await self.refs.put_ref(self.id, key, "sent")
+            return Receipt(f"{done}, found in the event log")
+        await self.refs.put_ref(self.id, key, "pending")
+        body = {
+            "state": "instant",
+            "timestamp": str(at_ms),
+            "source": self.config.event_source,
+            "caption": caption,
+            "description": f"{inc.explanation} ({marker})".lstrip(),
+        }
+        await self._call("POST", f"{API}/events/generic", f"send the system event of incident {inc.id}", body=body)
+        await self.refs.put_ref(self.id, key, "sent")
+        return Receipt(done)
 
     # -- self test and lifecycle ------------------------------------------------------------------------------
 

@@ -24,6 +24,9 @@ alarm goes off only when the last of them has ended (their states are read back 
 restart). So do incidents whose alarm comes while the monitor still records the post-event frames of the previous
 one: ZoneMinder continues that event, and names it in its answer.
 
+StoreSight's own health (system incidents, camera "system": analytics down, a sink dead-lettering, storage low) is
+delivered as skipped, said once in the log: ZoneMinder's API has no event that belongs to no monitor.
+
 Errors: a refused login, or a 401 again right after logging in afresh, is `SinkAuthError`; connection failures,
 timeouts and 5xx are `SinkNotReady`; a camera missing from `cameras`, a monitor ZoneMinder does not have, and a
 monitor that cannot take alarms (Function "Monitor" or "None") are `SinkRejected`, with the reason. The camera map
@@ -47,7 +50,7 @@ import re
 import ssl
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote
@@ -57,7 +60,7 @@ from yarl import URL
 
 from plugin.config import ZoneMinderSinkConfig
 from plugin.redact import redact_url
-from plugin.sinks import Receipt, SinkAuthError, SinkHealth, SinkNotReady, SinkRefs, SinkRejected
+from plugin.sinks import Receipt, SinkAuthError, SinkHealth, SinkNotReady, SinkRefs, SinkRejected, is_system_incident
 
 SINK_KEY = "zoneminder"
 
@@ -195,6 +198,7 @@ class Monitor:
     name: str
     function: str
     enabled: bool
+    path: str = field(default="", repr=False)  # the camera's source URL; may hold its password: never log it
 
     def describe(self) -> str:
         """`3 'Front door' (Nodect)`."""
@@ -244,6 +248,7 @@ class ZoneMinderSink:
         # Notes are read, merged and written back: one delivery at a time keeps that from losing a paragraph.
         self._publish_lock = asyncio.Lock()
         self._monitors: dict[str, Monitor] | None = None
+        self._said_system = False
 
     # --- HTTP, login and tokens ------------------------------------------------------------------------------
 
@@ -370,7 +375,11 @@ class ZoneMinderSink:
             m = item.get("Monitor", {}) if isinstance(item, dict) else {}
             if "Id" in m:
                 found[str(m["Id"])] = Monitor(
-                    str(m["Id"]), str(m.get("Name") or ""), str(m.get("Function") or "?"), str(m.get("Enabled")) == "1"
+                    str(m["Id"]),
+                    str(m.get("Name") or ""),
+                    str(m.get("Function") or "?"),
+                    str(m.get("Enabled")) == "1",
+                    path=str(m.get("Path") or ""),
                 )
         return found
 
@@ -471,6 +480,12 @@ class ZoneMinderSink:
     async def publish(self, delivery_key: str, incident: Mapping[str, Any]) -> Receipt:
         """Start: alarm on and the incident into the event it records; update: the notes; end: alarm off (unless
         another incident shares the event), then the notes, which mark it ended only once the alarm is off."""
+        if is_system_incident(incident):
+            # unsupported: degrade, say so once (an event in ZoneMinder always belongs to a monitor)
+            if not self._said_system:
+                self._said_system = True
+                log.info("%s: ZoneMinder has no system events: StoreSight's own health incidents are not sent", self.id)
+            return Receipt("ZoneMinder: skipped, ZoneMinder has no events without a monitor")
         parsed = parse_incident(incident)
         async with self._publish_lock:
             monitor = await self._monitor_for(parsed.camera)

@@ -6,14 +6,32 @@ from typing import Any
 
 from plugin.config import RuleBase
 from plugin.rules.base import Measurement, Observation, Rule, RuleHit, RuleOutput
+from plugin.rules.blocked_exit import BlockedExitRule
+from plugin.rules.checkout_bypass import CheckoutBypassRule
 from plugin.rules.group_entry import GroupEntryRule
 from plugin.rules.line_crossing import LineCrossingRule
 from plugin.rules.loitering import LoiteringRule
 from plugin.rules.occupancy import OccupancyRule
+from plugin.rules.queue import QueueRule
+from plugin.rules.repeat_visit import RepeatVisitRule
+from plugin.rules.staff import StaffFilter
+from plugin.rules.staff_only import StaffOnlyRule
 from plugin.rules.zone_intrusion import ZoneIntrusionRule
 
 RULES: dict[str, Any] = {
-    cls.type_key: cls for cls in (LoiteringRule, ZoneIntrusionRule, LineCrossingRule, OccupancyRule, GroupEntryRule)
+    cls.type_key: cls
+    for cls in (
+        LoiteringRule,
+        ZoneIntrusionRule,
+        LineCrossingRule,
+        OccupancyRule,
+        GroupEntryRule,
+        QueueRule,
+        CheckoutBypassRule,
+        RepeatVisitRule,
+        BlockedExitRule,
+        StaffOnlyRule,
+    )
 }
 
 
@@ -24,4 +42,4 @@ def build_rule(config: RuleBase) -> Rule:
     return rule
 
 
-__all__ = ["RULES", "Measurement", "Observation", "Rule", "RuleHit", "RuleOutput", "build_rule"]
+__all__ = ["RULES", "Measurement", "Observation", "Rule", "RuleHit", "RuleOutput", "StaffFilter", "build_rule"]
