@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -83,12 +84,15 @@ async def save_all(store: AsyncStore, sink_ids: list[str], n: int) -> None:
 
 
 async def test_sink_down_then_back_gets_everything_exactly_once(store: AsyncStore) -> None:
-    port = free_port()
+    blocker = socket.socket()  # bound, not listening: refused connections, and the port stays ours
+    blocker.bind(("127.0.0.1", 0))
+    port = blocker.getsockname()[1]
     sinks: dict[str, IncidentSink] = {"hook": webhook("hook", f"http://127.0.0.1:{port}/in")}
     await save_all(store, ["hook"], 5)
     task = await run_worker(store, sinks)
     await asyncio.sleep(1.0)  # nothing listens: every attempt fails and is rescheduled
     assert sinks["hook"].health.ok is False
+    blocker.close()
     with WebhookReceiver(port=port) as hook:
         await wait_for(lambda: len(hook.keys()) >= 10)
         await asyncio.sleep(0.5)  # nothing more may arrive
@@ -178,7 +182,10 @@ async def test_signed_webhook_verifies_and_detects_tampering(store: AsyncStore) 
 @pytest.mark.triton
 @pytest.mark.slow
 def test_sigkill_during_an_outage_loses_nothing(triton: EmbeddedTriton, clip: Path, tmp_path: Path) -> None:
-    port = free_port()
+    # hold the VMS port bound but not listening: connections are refused, and no other server can take the port
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", 0))
+    port = blocker.getsockname()[1]
     doc = {
         "storage": {"path": str(tmp_path / "data")},
         "triton": {"url": triton.grpc_url},
@@ -200,7 +207,8 @@ def test_sigkill_during_an_outage_loses_nothing(triton: EmbeddedTriton, clip: Pa
         while time.monotonic() < deadline:
             if db.exists():
                 with sqlite3.connect(db) as con:
-                    pending = con.execute("SELECT COUNT(*) FROM outbox WHERE delivered IS NULL").fetchone()[0]
+                    sql = "SELECT COUNT(*) FROM outbox WHERE delivered IS NULL AND dead IS NULL"
+                    pending = con.execute(sql).fetchone()[0]
                 if pending >= 12:
                     break
             time.sleep(0.5)
@@ -211,6 +219,7 @@ def test_sigkill_during_an_outage_loses_nothing(triton: EmbeddedTriton, clip: Pa
     # the VMS comes back; StoreSight restarts (this time without the camera: only the outbox has work)
     doc["cameras"], doc["rules"] = [], []
     write_config(cfg, doc)
+    blocker.close()
     with WebhookReceiver(port=port) as vms:
         second = subprocess.Popen([sys.executable, "-m", "plugin.cli", "run", "-c", str(cfg)], env=env,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
