@@ -27,10 +27,12 @@ from adapters.sinks.nx import NxSink
 from adapters.sinks.webhook import WebhookSink
 from adapters.sinks.zoneminder import ZoneMinderSink
 from adapters.sources.opencv_source import OpenCVSource
+from plugin.access import AccessService
 from plugin.alarms import AlarmVerifier, PanelStates
 from plugin.business import BusinessHub
 from plugin.camera_signals import CameraSignal, CameraSignals
 from plugin.config import (
+    POSE_RULE_TYPES,
     Config,
     FrigateSinkConfig,
     GenetecSinkConfig,
@@ -50,6 +52,7 @@ from plugin.insights import InsightsRecorder
 from plugin.metrics import Metrics
 from plugin.outbox import OutboxWorker
 from plugin.pipeline import CameraPipeline
+from plugin.pose import PoseClient
 from plugin.presence import PresenceLog
 from plugin.rules import build_rule
 from plugin.rules.zone_intrusion import ZoneIntrusionRule
@@ -76,6 +79,7 @@ class Runtime:
     store: AsyncStore | None = None
     triton: EmbeddedTriton | None = None
     client: TritonInferenceClient | None = None
+    pose: PoseClient | None = None  # only when a rule needs keypoints (fall, aggression, shelf_sweep)
     sinks: dict[str, IncidentSink] = field(default_factory=dict)
     outbox: OutboxWorker | None = None
     insights: InsightsRecorder | None = None
@@ -85,6 +89,7 @@ class Runtime:
     alarm_receivers: dict[str, SiaDc09Receiver] = field(default_factory=dict)
     alarms: AlarmVerifier | None = None
     pos: PosIntake | None = None  # the `pos:` section's intake, exceptions and fusion
+    access: AccessService | None = None  # the `access:` section's door events, tailgating and door alarms
     incidents: IncidentManager | None = None
     pipelines: dict[str, CameraPipeline] = field(default_factory=dict)
     tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
@@ -160,7 +165,18 @@ async def inference_ctx(app: web.Application) -> AsyncIterator[None]:
             raise
         url = rt.triton.grpc_url
     rt.client = TritonInferenceClient(url, tc.model, tc.request_timeout_s)
+    if any(r.type in POSE_RULE_TYPES for r in rt.config.rules):
+        if rt.triton is not None:  # a missing MoveNet file is a clear start error, not silently idle pose rules
+            try:
+                await asyncio.to_thread(rt.triton.wait_ready, rt.config.pose.model, tc.ready_timeout_s)
+            except BaseException:
+                await rt.client.close()
+                rt.triton.stop()
+                raise
+        rt.pose = PoseClient(url, rt.config.pose.model, tc.request_timeout_s)
     yield
+    if rt.pose is not None:
+        await rt.pose.close()
     await rt.client.close()  # before the server: Triton's shutdown waits on open connections
     if rt.triton is not None:
         await asyncio.to_thread(rt.triton.stop)
@@ -251,6 +267,21 @@ async def pos_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
     rt.pos = None
     await intake.close()
+
+
+async def access_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Access control (after sinks: tailgating and door alarms are incidents; before cameras: their ONVIF door
+    events feed it); none in one-shot runs. The HTTP intake answers 404 without it."""
+    rt = app[RUNTIME]
+    if rt.config.access is None or rt.once:
+        yield
+        return
+    assert rt.business is not None and rt.incidents is not None
+    service = AccessService(rt.config.access, rt.config.site.id, rt.business, rt.presence, rt.incidents, rt.metrics)
+    rt.access = service
+    yield
+    rt.access = None
+    await service.close()
 
 
 async def system_health_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -348,6 +379,8 @@ def _new_pipeline(rt: Runtime, camera_id: str) -> CameraPipeline:
             rule.panels = rt.panels
     pipeline = CameraPipeline(cam, source, rt.client, rt.config.detector, rules, rt.incidents, rt.metrics, rt.insights)
     pipeline.presence = rt.presence
+    if pipeline.pose_rules:
+        pipeline.pose, pipeline.pose_config = rt.pose, rt.config.pose
     if cam.tamper is not None:
         pipeline.tamper = TamperDetector(cam.id, cam.tamper)
     return pipeline
@@ -392,6 +425,11 @@ async def camera_events(rt: Runtime, camera_id: str) -> None:
     incidents = rt.incidents
 
     async def on_signal(signal: CameraSignal) -> None:
+        if rt.access is not None:  # door alarms and access decisions of configured doors: stored as door events
+            try:
+                await rt.access.on_signal(signal)
+            except Exception:  # the camera's other signals go on; the door event is logged as lost
+                log.exception("%s: storing an ONVIF door event failed", camera_id)
         for hit in signals.update(signal):
             frame = None
             pipeline = rt.pipelines.get(camera_id)
@@ -453,6 +491,8 @@ def build_app(config: Config, once: bool = False) -> web.Application:
 
     app = web.Application()
     app[RUNTIME] = Runtime(config=config, once=once)
-    app.cleanup_ctx.extend([store_ctx, inference_ctx, sinks_ctx, system_health_ctx, alarms_ctx, pos_ctx, cameras_ctx])
+    app.cleanup_ctx.extend(
+        [store_ctx, inference_ctx, sinks_ctx, system_health_ctx, alarms_ctx, pos_ctx, access_ctx, cameras_ctx]
+    )
     setup_routes(app)
     return app

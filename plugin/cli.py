@@ -133,7 +133,7 @@ def cmd_models_fetch(args: argparse.Namespace) -> int:
 
     source = Path(args.from_dir) if args.from_dir else default_models_dir()
     repository = Path(args.repository) if args.repository else None
-    for path in fetch_models(source, args.url, args.accept_sha256, repository):
+    for path in fetch_models(source, args.url, args.accept_sha256, repository, args.model or ()):
         print(f"ok {path}")
     return 0
 
@@ -552,6 +552,12 @@ def build_parser() -> argparse.ArgumentParser:
     mf.add_argument("--url", help="download URL instead of the upstream release")
     mf.add_argument("--accept-sha256", help="also accept this hash (another export you trust)")
     mf.add_argument("--repository", help="model repository root to fill (default: triton_models/cpu)")
+    mf.add_argument(
+        "--model",
+        action="append",
+        help="only this file (repeatable), an error if it cannot be had; default: all, skipping movenet_lightning.onnx "
+        "(local directory only) with a warning when no directory holds it",
+    )
     mf.set_defaults(func=cmd_models_fetch)
 
     media = sub.add_parser("media", help="demo media").add_subparsers(dest="media_command", required=True)

@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
+from plugin.access_config import AccessConfig
 from plugin.errors import ConfigError
 from plugin.pos_config import PosConfig
 
@@ -99,6 +100,19 @@ class DetectorConfig(Strict):
 
     classes: list[str] = Field(default_factory=lambda: ["person"], min_length=1)
     min_score: float = Field(default=0.35, ge=0, le=1, description="lower keeps faint people, raises false alarms")
+
+
+class PoseConfig(Strict):
+    """The pose model, run only on the person boxes that a pose rule (fall, aggression, shelf_sweep) needs."""
+
+    model: str = Field(default="movenet", description="pose model name in the Triton repository")
+    max_persons: int = Field(
+        default=4, ge=1, le=64, description="at most this many people per frame (the largest boxes first); each costs "
+        "one crop through the pose model"
+    )  # fmt: skip
+    min_box_height_px: float = Field(
+        default=48.0, ge=0, description="smaller people are skipped: MoveNet finds no reliable joints in them"
+    )
 
 
 class WebConfig(Strict):
@@ -502,6 +516,77 @@ class BlockedExitRuleConfig(RuleBase):
     severity: Literal["info", "warning", "critical"] = "critical"
 
 
+_MIN_KP = "keypoints below this MoveNet score are ignored; higher drops more noise and more real joints"
+
+
+class PoseRuleBase(RuleBase):
+    """Fields every pose rule has (the keypoints come from the `pose` model, only for the people a rule needs)."""
+
+    min_keypoint_score: float = Field(default=0.3, gt=0, lt=1, description=_MIN_KP)
+
+
+class FallRuleConfig(PoseRuleBase):
+    """A person goes from upright to lying (torso angle and box shape) and stays down for `min_down_s`."""
+
+    type: Literal["fall"]
+    min_down_s: float = Field(default=5.0, ge=0, description="seconds lying before it fires: a quick bend does not")
+    upright_max_deg: float = Field(default=30.0, gt=0, lt=90, description="torso within this of vertical = upright")
+    lying_min_deg: float = Field(default=60.0, gt=0, lt=90, description="torso at least this far from vertical = lying")
+    lying_min_aspect: float = Field(
+        default=0.9, gt=0, description="box width / height at least this, as well as the torso angle, = lying"
+    )
+    fall_within_s: float = Field(
+        default=4.0, gt=0, description="lying must begin within this of the last upright sight: a fall, not a nap"
+    )
+    severity: Literal["info", "warning", "critical"] = "critical"
+
+    @model_validator(mode="after")
+    def _angles_ordered(self) -> FallRuleConfig:
+        if self.upright_max_deg >= self.lying_min_deg:
+            raise _PathError("upright_max_deg", "must be below lying_min_deg")
+        return self
+
+
+class AggressionRuleConfig(PoseRuleBase):
+    """Two or more people close together while wrists or elbows move fast, sustained for `min_duration_s`."""
+
+    type: Literal["aggression"]
+    zone: str | None = Field(default=None, description="only people in this zone; default the whole view")
+    max_distance: float = Field(
+        default=1.0, gt=0, description="close: box centres at most this many (mean) person heights apart"
+    )
+    min_limb_speed: float = Field(
+        default=1.5,
+        gt=0,
+        description="fast: a wrist or elbow moving this many person heights per second relative to its own body "
+        "(a punch or shove ~2-4; walking arm swing < 1)",
+    )
+    min_duration_s: float = Field(default=1.0, ge=0, description="fast movement sustained this long")
+    min_fast_samples: int = Field(default=3, ge=1, description="and seen in at least this many analysed frames")
+    max_gap_s: float = Field(default=1.0, gt=0, description="a calm spell longer than this ends the episode")
+    severity: Literal["info", "warning", "critical"] = "critical"
+
+
+class ShelfSweepRuleConfig(PoseRuleBase):
+    """One person makes `min_reaches` fast wrist reach-ins into a shelf zone within `window_s`."""
+
+    type: Literal["shelf_sweep"]
+    shelf_zone: str = Field(description="the shelf front as a polygon: a wrist entering it is a reach-in")
+    min_reaches: int = Field(default=4, ge=2)
+    window_s: float = Field(default=10.0, gt=0)
+    min_reach_speed: float = Field(
+        default=0.8,
+        gt=0,
+        description="fast: the wrist entered moving this many person heights per second relative to the body; "
+        "browsing hands move slower",
+    )
+    exclude_staff: bool = Field(default=True, description=_EXCLUDE_STAFF + " (restocking)")
+    severity: Literal["info", "warning", "critical"] = "critical"
+
+
+POSE_RULE_TYPES = ("fall", "aggression", "shelf_sweep")
+
+
 RuleConfig = Annotated[
     LoiteringRuleConfig
     | ZoneIntrusionRuleConfig
@@ -512,7 +597,10 @@ RuleConfig = Annotated[
     | CheckoutBypassRuleConfig
     | RepeatVisitRuleConfig
     | BlockedExitRuleConfig
-    | StaffOnlyRuleConfig,
+    | StaffOnlyRuleConfig
+    | FallRuleConfig
+    | AggressionRuleConfig
+    | ShelfSweepRuleConfig,
     Field(discriminator="type"),
 ]
 RULE_TYPES = (
@@ -526,6 +614,7 @@ RULE_TYPES = (
     "repeat_visit",
     "blocked_exit",
     "staff_only",
+    *POSE_RULE_TYPES,
 )
 
 
@@ -682,6 +771,32 @@ def nx_device_id(value: str) -> str | None:
     return m.group(1).lower() if m else None
 
 
+class NxAnalyticsConfig(Strict):
+    """Nx's REST-only analytics integration (VMS 6.1+): StoreSight registers as an integration, an Nx administrator
+    approves it, then each incident is also an analytics event and its tracks object metadata on the camera."""
+
+    enabled: bool = Field(default=False, description="register with Nx and push analytics events and object tracks")
+    integration_id: str = Field(
+        default="storesight.retail",
+        pattern=r"^[a-z0-9_]+(\.[a-z0-9_]+)+$",
+        description="the integration manifest id, also the prefix of its object and event type ids",
+    )
+    integration_name: str = Field(default="StoreSight", min_length=1, description="the name the administrator sees")
+    vendor: str = Field(default="StoreSight", min_length=1)
+    pin_code: str | None = Field(
+        default=None, pattern=r"^\d{4}$", description="4 digits shown with the request, for the administrator to check"
+    )
+    approval_poll_s: float = Field(
+        default=30.0, gt=0, le=3600, description="how often a waiting delivery asks Nx whether the request is approved"
+    )
+
+    @model_validator(mode="after")
+    def _pin_when_enabled(self) -> NxAnalyticsConfig:
+        if self.enabled and self.pin_code is None:
+            raise _PathError("pin_code", "the analytics integration needs a 4-digit pin_code (Nx requires one)")
+        return self
+
+
 class NxSinkConfig(VmsSinkBase):
     """Nx Witness, Nx Meta, DW Spectrum, Hanwha Wave (one server, four brands) over REST v4: a bookmark per incident
     on the camera's timeline and a generic event that Nx rules can turn into an alarm."""
@@ -703,6 +818,9 @@ class NxSinkConfig(VmsSinkBase):
     )
     open_bookmark_s: float = Field(
         default=30.0, gt=0, le=86400, description="bookmark length while the incident is open; its end sets it right"
+    )
+    analytics: NxAnalyticsConfig = Field(
+        default_factory=NxAnalyticsConfig, description="the REST-only analytics integration (off unless enabled)"
     )
 
     @field_validator("cameras")
@@ -1023,6 +1141,7 @@ class Config(Strict):
     storage: StorageConfig = Field(default_factory=StorageConfig)
     triton: TritonConfig = Field(default_factory=TritonConfig)
     detector: DetectorConfig = Field(default_factory=DetectorConfig)
+    pose: PoseConfig = Field(default_factory=PoseConfig)
     web: WebConfig = Field(default_factory=WebConfig)
     cameras: list[CameraConfig] = Field(default_factory=list)
     rules: list[RuleConfig] = Field(default_factory=list)
@@ -1033,6 +1152,7 @@ class Config(Strict):
     alarm_panels: list[AlarmPanelConfig] = Field(
         default_factory=list, description="intrusion alarm panels reporting over SIA DC-09 (verified by video)"
     )
+    access: AccessConfig | None = Field(default=None, description="access control: doors, tailgating, door alarms")
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:
@@ -1043,6 +1163,7 @@ class Config(Strict):
         verify_sink_camera_maps(self)
         verify_pos_lanes(self)
         verify_alarm_panels(self)
+        verify_access_doors(self)
         return self
 
     def camera(self, camera_id: str) -> CameraConfig:
@@ -1081,6 +1202,46 @@ def verify_pos_lanes(config: Config) -> None:
             if zone is not None and zone not in zones[lane.camera]:
                 known = ", ".join(sorted(zones[lane.camera])) or "none"
                 raise _PathError(f"{where}.{key}", f"camera {lane.camera!r} has no zone {zone!r} (zones: {known})")
+
+
+def verify_access_doors(config: Config) -> None:
+    """Every door names a camera that exists, a line_crossing rule on that camera, a zone of it, and an ONVIF
+    device with events."""
+    if config.access is None:
+        return
+    cameras = {c.id: c for c in config.cameras}
+    for i, door in enumerate(config.access.doors):
+        where = f"access.doors[{i}]"
+        if door.camera not in cameras:
+            known = ", ".join(sorted(cameras)) or "none"
+            raise _PathError(f"{where}.camera", f"unknown camera {door.camera!r} (cameras: {known})")
+        lines = sorted(r.id for r in config.rules if isinstance(r, LineCrossingRuleConfig) and r.camera == door.camera)
+        rule = next((r for r in config.rules if r.id == door.line_rule), None)
+        if rule is None:
+            known = ", ".join(lines) or "none"
+            raise _PathError(
+                f"{where}.line_rule", f"unknown rule {door.line_rule!r} (line_crossing rules on {door.camera}: {known})"
+            )
+        if not isinstance(rule, LineCrossingRuleConfig):
+            raise _PathError(f"{where}.line_rule", f"rule {rule.id!r} is a {rule.type} rule, not line_crossing")
+        if rule.camera != door.camera:
+            raise _PathError(
+                f"{where}.line_rule", f"rule {rule.id!r} is on camera {rule.camera!r}, not {door.camera!r}"
+            )
+        zones = {z.id for z in cameras[door.camera].zones}
+        if door.zone is not None and door.zone not in zones:
+            known = ", ".join(sorted(zones)) or "none"
+            raise _PathError(f"{where}.zone", f"camera {door.camera!r} has no zone {door.zone!r} (zones: {known})")
+        if door.onvif is not None:
+            device = door.onvif.camera or door.camera
+            cam = cameras.get(device)
+            if cam is None:
+                known = ", ".join(sorted(cameras)) or "none"
+                raise _PathError(f"{where}.onvif.camera", f"unknown camera {device!r} (cameras: {known})")
+            if cam.onvif is None or cam.onvif.events is None or not cam.onvif.events.enabled:
+                raise _PathError(
+                    f"{where}.onvif.camera", f"camera {device!r} has no onvif.events: its door events are not read"
+                )
 
 
 def verify_sink_camera_maps(config: Config) -> None:

@@ -6,24 +6,26 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 import numpy as np
 import numpy.typing as npt
 
-from plugin.config import CameraConfig, DetectorConfig
-from plugin.errors import ConfigError
+from plugin.config import CameraConfig, DetectorConfig, PoseConfig
+from plugin.errors import ConfigError, InferenceUnavailable, ModelError
 from plugin.incidents import IncidentManager
 from plugin.inference import InferenceClient
 from plugin.insights import InsightsRecorder
 from plugin.metrics import Metrics
+from plugin.pose import PoseClient
 from plugin.presence import PresenceLog
 from plugin.rules import Measurement, Observation, Rule, RuleOutput, StaffFilter
+from plugin.rules.posture import PoseRule
 from plugin.sources import CameraSource
 from plugin.tamper import TamperDetector
 from plugin.tracking import Tracker
-from plugin.types import Detections, Frame
+from plugin.types import Detections, FloatArray, Frame
 from plugin.zones import PolygonZone
 
 log = logging.getLogger(__name__)
@@ -72,6 +74,15 @@ class CameraPipeline:
         self.staff = StaffFilter(camera.staff_zones)
         self.status = PipelineStatus()
         self.last_frame: Frame | None = None
+        # pose: set by the app when a rule of this camera needs keypoints; run only on the tracks those rules name
+        self.pose: PoseClient | None = None
+        self.pose_config = PoseConfig()
+        self.pose_rules: list[PoseRule] = [r for r in self.rules if getattr(r, "needs_pose", False)]  # type: ignore[misc]
+        self._pose_error: str | None = None
+        for rule in self.pose_rules:
+            bind = getattr(rule, "bind_zones", None)
+            if bind is not None:
+                bind(self.zones)
 
     def resolve_classes(self, class_names: Sequence[str]) -> None:
         """Map the configured class names to the model's class ids (read from Triton at start)."""
@@ -117,6 +128,12 @@ class CameraPipeline:
         if self.presence is not None and tracked.track_ids is not None:
             self.presence.record(frame, inside, tracked.track_ids)
         customers = self.staff.customers(obs)  # once per frame, for every rule that excludes staff
+        if self.pose_rules:
+            keypoints = await self._poses(frame, obs, customers)
+            if keypoints:
+                same = customers is obs
+                obs = replace(obs, keypoints=keypoints)
+                customers = obs if same else replace(customers, keypoints=keypoints)
         outputs = [out for r in self.rules for out in r.update(customers if r.rule_config.excludes_staff() else obs)]
         if self.tamper is not None:
             outputs.extend(self.tamper.update(frame))
@@ -131,11 +148,47 @@ class CameraPipeline:
         if outputs:
             await self._apply(frame, outputs)
 
+    async def _poses(self, frame: Frame, obs: Observation, customers: Observation) -> dict[int, FloatArray]:
+        """Keypoints for the tracks the pose rules ask for: the largest `max_persons` boxes tall enough to pose."""
+        if self.pose is None:
+            return {}
+        wanted: set[int] = set()
+        for rule in self.pose_rules:
+            wanted.update(rule.pose_tracks(customers if rule.rule_config.excludes_staff() else obs))
+        dets = obs.detections
+        if not wanted or dets.track_ids is None:
+            return {}
+        xy = dets.xyxy
+        heights = xy[:, 3] - xy[:, 1]
+        rows = [
+            i
+            for i, tid in enumerate(dets.track_ids.tolist())
+            if tid in wanted and heights[i] >= self.pose_config.min_box_height_px
+        ]
+        rows.sort(key=lambda i: -float((xy[i, 2] - xy[i, 0]) * heights[i]))
+        rows = rows[: self.pose_config.max_persons]
+        if not rows:
+            return {}
+        try:
+            keypoints = await self.pose.estimate(frame.image, xy[rows])
+        except (InferenceUnavailable, ModelError) as exc:
+            # the detector and the other rules carry on; pose rules see no keypoints until the model answers
+            if self._pose_error != str(exc):
+                log.warning("%s: pose unavailable, pose rules paused: %s", self.camera.id, exc)
+            self._pose_error = str(exc)
+            return {}
+        if self._pose_error is not None:
+            log.info("%s: pose available again", self.camera.id)
+            self._pose_error = None
+        return {int(dets.track_ids[i]): keypoints[k] for k, i in enumerate(rows)}
+
     async def _apply(self, frame: Frame, outputs: Sequence[RuleOutput]) -> None:
         for hit in outputs:
             if isinstance(hit, Measurement):
                 if self.insights is not None:
                     self.insights.add(hit)
+                if self.presence is not None and hit.track_id is not None:  # a line crossing: kept for fusion
+                    self.presence.record_crossing(hit.camera, hit.rule_id, hit.t, hit.metric, hit.track_id)
                 continue
             zone = self.zones.get(hit.zone) if hit.zone else None
             incident = await self.incidents.handle(hit, frame if hit.state == "start" else None, zone)

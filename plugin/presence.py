@@ -35,6 +35,15 @@ class PresenceAnswer:
     peak_at: datetime | None = None  # the first analysed frame with max_people inside (when max_people > 0)
 
 
+@dataclass(frozen=True)
+class Crossing:
+    """One person over a line_crossing rule's line."""
+
+    t: datetime
+    direction: str  # "in" or "out"
+    track_id: int
+
+
 class PresenceLog:
     """Per (camera, zone): (time, track ids inside) for every analysed frame of the last RETENTION_S."""
 
@@ -42,6 +51,8 @@ class PresenceLog:
         self._zones: dict[tuple[str, str], deque[tuple[datetime, tuple[int, ...]]]] = {}
         self._frames: dict[str, deque[tuple[datetime, bytes]]] = {}
         self._last_frame_at: dict[str, datetime] = {}
+        self._analysed: dict[str, datetime] = {}  # per camera: capture time of the latest analysed frame
+        self._crossings: dict[tuple[str, str], deque[Crossing]] = {}  # (camera, line_crossing rule id)
 
     def record(
         self, frame: Frame, inside: Mapping[str, npt.NDArray[np.bool_]], track_ids: npt.NDArray[np.int32]
@@ -49,6 +60,7 @@ class PresenceLog:
         """Called by the pipeline for every analysed frame."""
         t = frame.captured_at
         horizon = t - timedelta(seconds=RETENTION_S)
+        self._analysed[frame.camera_id] = max(t, self._analysed.get(frame.camera_id, t))
         for zone, mask in inside.items():
             series = self._zones.setdefault((frame.camera_id, zone), deque())
             series.append((t, tuple(int(v) for v in track_ids[mask])))
@@ -86,6 +98,26 @@ class PresenceLog:
         people = max(len(v) for _, v in window)
         peak_at = next((t for t, v in window if len(v) == people), None) if people else None
         return PresenceAnswer(share > 0.5, people, tuple(ids), len(window), round(share, 3), peak_at)
+
+    def record_crossing(self, camera: str, rule_id: str, t: datetime, direction: str, track_id: int) -> None:
+        """Called by the pipeline for every line crossing (a line_crossing rule's Measurement with its track)."""
+        series = self._crossings.setdefault((camera, rule_id), deque())
+        bisect.insort(series, Crossing(t, direction, track_id), key=lambda c: c.t)
+        horizon = t - timedelta(seconds=RETENTION_S)
+        while series and series[0].t < horizon:
+            series.popleft()
+
+    def crossings(
+        self, camera: str, rule_id: str, start: datetime, end: datetime, direction: str | None = None
+    ) -> list[Crossing]:
+        """The crossings of one line in [start, end], oldest first (of one direction, or both)."""
+        series = self._crossings.get((camera, rule_id), ())
+        return [c for c in series if start <= c.t <= end and (direction is None or c.direction == direction)]
+
+    def analysed_until(self, camera: str) -> datetime | None:
+        """Capture time of the camera's latest analysed frame (any zone or none): how far its video has been
+        analysed, so fusion knows when every crossing of a window is in."""
+        return self._analysed.get(camera)
 
     def last_sample(self, camera: str, zone: str) -> datetime | None:
         """Capture time of the zone's latest analysed frame: how far video has been analysed (fusion waits for it

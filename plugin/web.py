@@ -12,6 +12,7 @@ from aiohttp import web
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from adapters.access_webhook import events_handler as access_events_handler
 from adapters.pos.poslog import poslog_handler
 from adapters.pos.webhook import events_handler
 from plugin.app import RUNTIME, Runtime
@@ -226,3 +227,5 @@ def setup_routes(app: web.Application) -> None:
 
     app.router.add_post("/api/pos/poslog", poslog_handler(pos_service))  # POSLog XML; 202 once stored
     app.router.add_post("/api/pos/events", events_handler(pos_service))  # JSON transactions; 202 once stored
+    # door events from access-control software; 202 once stored
+    app.router.add_post("/api/access/events", access_events_handler(lambda: rt.access))

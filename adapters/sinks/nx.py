@@ -40,8 +40,13 @@ per-brand cloud relay hostnames (not supported). This adapter further assumes, b
 - the event log (`GET /rest/v4/events/log?text=`) lists a generic event (it does when a VMS rule handled it; without
   any rule Nx may log nothing, and then a lost reply on the event can mean a second event).
 - lists may arrive as `[...]` or `{"reply": [...]}`; both are accepted.
-Not done yet: the REST-only analytics integration (registration, approval, object metadata), cloud-relay URLs
-(their cross-host redirect is reported, not followed), and the legacy `/api/createEvent` for servers before 6.1.
+With `analytics: {enabled: true}`, each incident is also an analytics event with its tracks as object metadata
+through Nx's REST-only analytics integration; registration, approval, the engine-to-integration link (inferred [I])
+and what it assumes are in `adapters/sinks/nx_analytics.py`. While the integration waits for approval, deliveries
+raise SinkNotReady "... waiting for approval in Nx ..." after their bookmark and generic event went out (kept in
+SinkRefs, so the retry after approval only adds the analytics part).
+Not done yet: cloud-relay URLs (their cross-host redirect is reported, not followed), and the legacy
+`/api/createEvent` for servers before 6.1.
 """
 
 from __future__ import annotations
@@ -59,6 +64,7 @@ from urllib.parse import quote
 
 import aiohttp
 
+from adapters.sinks.nx_analytics import NxAnalytics
 from plugin.config import NxSinkConfig, nx_device_id
 from plugin.redact import redact_url
 from plugin.sinks import (
@@ -156,10 +162,12 @@ class _Ref:
     device: str
     bookmark: str | None = None  # Nx id "{bookmarkId}_{serverId}"; None while a create may be in flight
     event: Literal["pending", "sent"] | None = None  # "pending": a POST went out and its answer is unknown
+    analytics: tuple[str, ...] = ()  # the analytics pushes Nx took ("start:tracks", "start:event", "end:event")
 
     def dump(self) -> str:
         """The stored form."""
-        return json.dumps({"device": self.device, "bookmark": self.bookmark, "event": self.event})
+        doc = {"device": self.device, "bookmark": self.bookmark, "event": self.event}
+        return json.dumps(doc | ({"analytics": list(self.analytics)} if self.analytics else {}))
 
     @staticmethod
     def load(text: str | None) -> _Ref | None:
@@ -168,7 +176,7 @@ class _Ref:
             return None
         try:
             doc = json.loads(text)
-            ref = _Ref(str(doc["device"]), doc.get("bookmark"), doc.get("event"))
+            ref = _Ref(str(doc["device"]), doc.get("bookmark"), doc.get("event"), tuple(doc.get("analytics", ())))
         except (ValueError, TypeError, KeyError):
             return None
         ok = isinstance(ref.bookmark, str | None) and ref.event in ("pending", "sent", None)
@@ -220,6 +228,7 @@ class NxSink:
         self._renew_at = 0.0  # time.monotonic() after which the token is renewed before use
         self._login_lock = asyncio.Lock()
         self._said: set[str] = set()  # what was logged once
+        self.analytics = NxAnalytics(self, config.analytics) if config.analytics.enabled else None
 
     # -- HTTP and session -------------------------------------------------------------------------------------
 
@@ -395,6 +404,15 @@ class NxSink:
         if self.config.generic_event and inc.state == "start":
             ref = await self._generic_event(inc, ref, device)
             done.append("generic event")
+        if self.analytics is not None and inc.state != "update":
+            latest = [ref]  # each part is recorded as soon as Nx took it
+
+            async def mark(part: str) -> None:
+                latest[0] = await self._save(inc.id, replace(latest[0], analytics=(*latest[0].analytics, part)))
+
+            sent = await self.analytics.push(inc, ref.device, incident, ref.analytics, mark)
+            ref = latest[0]
+            done.extend([sent] if sent else [])
         return Receipt(f"Nx {inc.state}: {', '.join(done) or 'nothing to change'} on device {ref.device}")
 
     def _bookmark_body(self, inc: _Incident) -> dict[str, Any]:
@@ -583,12 +601,15 @@ class NxSink:
                     "caption": text, "description": "by storesight vms test", "deviceIds": [device]}  # fmt: skip
             await self._call("POST", f"{API}/events/generic", "send a test generic event", body=body)
             wrote = f"a test generic event on {camera} -> {device}"
-        return f"{self.where}: {len(self.config.cameras)} mapped device(s) found; wrote {wrote}"
+        found = f"{self.where}: {len(self.config.cameras)} mapped device(s) found; wrote {wrote}"
+        return found if self.analytics is None else f"{found}; {await self.analytics.status()}"
 
     async def close(self) -> None:
         """End the Nx session (so it does not linger until expiry) and close the HTTP session."""
         if self._session is None:
             return
+        if self.analytics is not None:
+            await self.analytics.close()
         if self._token is not None:
             try:
                 # "-" = the session whose token is in the Authorization header; keeps the token out of the URL

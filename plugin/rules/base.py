@@ -25,6 +25,9 @@ class Observation:
     width: int = 0  # frame size, for rules with their own geometry (lines)
     height: int = 0
     class_names: tuple[str, ...] = ()  # model class names, indexed by detections.class_ids
+    # track id -> keypoints float32 [17,3] (x, y, score) in frame pixels, COCO order; only for the tracks that a
+    # pose rule asked for this frame (plugin/pose.py), empty without pose rules
+    keypoints: Mapping[int, npt.NDArray[np.float32]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,7 @@ class Measurement:
     value: float
     kind: Literal["count", "gauge"] = "count"
     key: str = ""  # a sub-series, e.g. the class counted
+    track_id: int | None = None  # who was counted (a line crossing's track), for fusion; insights ignore it
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,7 @@ class _TrackSide:
     pending_to: tuple[float, float] = (0.0, 0.0)  # the latest point on the new side
     last_seen: datetime | None = None
     class_name: str = ""
+    track_id: int = 0
 
 
 class LineCrossingRule:
@@ -87,7 +88,7 @@ class LineCrossingRule:
             side = 1 if s > 0 else -1
             st = self._tracks.get(tid)
             if st is None:
-                self._tracks[tid] = _TrackSide(side=side, anchor=p, last_seen=obs.t)
+                self._tracks[tid] = _TrackSide(side=side, anchor=p, last_seen=obs.t, track_id=tid)
                 continue
             st.last_seen = obs.t
             st.class_name = self._class_name(obs, int(dets.class_ids[i]))
@@ -116,7 +117,7 @@ class LineCrossingRule:
         in_sign = -1 if self.config.in_side == "right" else 1
         direction = "in" if st.side == in_sign else "out"
         self.totals[direction] += 1
-        return [Measurement(self.config.id, camera, t, direction, 1.0, "count", st.class_name)]
+        return [Measurement(self.config.id, camera, t, direction, 1.0, "count", st.class_name, track_id=st.track_id)]
 
     @staticmethod
     def _class_name(obs: Observation, class_id: int) -> str:

@@ -10,6 +10,11 @@ spec's response schema (`response_violations`), so the emulator cannot drift fro
 What the spec leaves open, the emulator does as the product is believed to [I]: error bodies are
 `{"error", "errorId", "errorString"}`; a bookmark on an unknown device is 404; the event log lists every generic
 event (the product logs those that a rule handled).
+
+The REST-only analytics integration: a registration request creates the integration user at once (whose login is
+refused until approval when `integration_login_before_approval` is off); `approve()` is the administrator's click
+(as is `POST .../approve`), creating the integration and its engine and filling in the request's `integrationId`
+and `engineId`; metadata pushed to an enabled device agent lands in `object_metadata` and `analytics_events`.
 """
 
 from __future__ import annotations
@@ -122,6 +127,7 @@ class NxEmulator:
     tls: tuple[Path, Path] | None = None  # (certificate, key); None = plain HTTP
     wrap_lists: bool = False  # answer lists as {"reply": [...]} like some versions do
     server_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    integration_login_before_approval: bool = True
 
     def __post_init__(self) -> None:
         self.sessions: dict[str, float] = {}  # token -> monotonic expiry
@@ -138,6 +144,12 @@ class NxEmulator:
         self._port = 0
         self._api = _openapi(spec_path())
         self.user_id = str(uuid.uuid4())
+        self.integration_requests: dict[str, dict[str, Any]] = {}  # requestId -> the request as GET shows it
+        self.integration_users: dict[str, tuple[str, str]] = {}  # username -> (password, requestId)
+        self.engines: dict[str, dict[str, Any]] = {}  # engineId -> {id, name, integrationId}
+        self.device_agents: dict[tuple[str, str], bool] = {}  # (engineId, deviceId) -> isEnabled
+        self.object_metadata: list[dict[str, Any]] = []  # bodies pushed, with "engineId" and "deviceId" added
+        self.analytics_events: list[dict[str, Any]] = []
 
     # -- control ------------------------------------------------------------------------------------------------
 
@@ -168,6 +180,15 @@ class NxEmulator:
         """Every session token expires now (a server restart, an admin revoking sessions)."""
         self.sessions.clear()
 
+    def approve(self, request_id: str | None = None) -> None:
+        """An administrator approves the registration request (every pending one when None)."""
+        for rid, req in self.integration_requests.items():
+            if (request_id is None or rid == request_id) and not req["isApproved"]:
+                integration, engine = str(uuid.uuid4()), str(uuid.uuid4())
+                req.update(isApproved=True, integrationId=integration, engineId=engine)
+                self.engines[engine] = {"id": engine, "name": req["integrationManifest"]["name"],
+                                        "integrationId": integration}  # fmt: skip
+
     def count(self, method: str, path_contains: str, status: int | None = None) -> int:
         """How many requests matched (and got `status`, when given)."""
         return sum(
@@ -190,6 +211,17 @@ class NxEmulator:
         r.add_patch(f"{API}/devices/{{deviceId}}/bookmarks/{{id}}", self._patch_bookmark)
         r.add_post(f"{API}/events/generic", self._generic_event)
         r.add_get(f"{API}/events/log", self._event_log)
+        requests = f"{API}/analytics/integrations/*/requests"
+        r.add_post(requests, self._integration_request)
+        r.add_get(f"{requests}/{{requestId}}", self._get_integration_request)
+        r.add_post(f"{requests}/{{requestId}}/approve", self._approve_request)
+        r.add_get(f"{API}/analytics/engines/{{id}}", self._get_engine)
+        agent = f"{API}/analytics/engines/{{engineId}}/deviceAgents/{{id}}"
+        r.add_get(agent, self._device_agent)
+        r.add_patch(agent, self._device_agent)
+        metadata = f"{API}/analytics/engines/{{id}}/deviceAgents/{{deviceId}}/metadata"
+        r.add_post(f"{metadata}/object", functools.partial(self._metadata, self.object_metadata))
+        r.add_post(f"{metadata}/event", functools.partial(self._metadata, self.analytics_events))
         context = None
         if self.tls is not None:
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -260,8 +292,9 @@ class NxEmulator:
 
     @staticmethod
     def _public(request: web.Request) -> bool:
-        # the spec: "Authorization is not required" for creating and deleting a session
-        return request.path.startswith(f"{API}/login/sessions")
+        # the spec: "Authorization is not required" for creating and deleting a session, and for registering
+        registering = request.method == "POST" and request.path == f"{API}/analytics/integrations/*/requests"
+        return request.path.startswith(f"{API}/login/sessions") or registering
 
     @staticmethod
     def _bearer(request: web.Request) -> str | None:
@@ -320,7 +353,11 @@ class NxEmulator:
     async def _login(self, request: web.Request) -> web.Response:
         body = await request.json()
         self.logins += 1
-        if body.get("username") != self.username or body.get("password") != self.password:
+        integration = self.integration_users.get(body.get("username", ""))
+        if integration is not None and body.get("password") == integration[0]:
+            if not (self.integration_login_before_approval or self.integration_requests[integration[1]]["isApproved"]):
+                return _error(401, "unauthorized", "The integration is not approved yet.")
+        elif body.get("username") != self.username or body.get("password") != self.password:
             return _error(401, "unauthorized", "Wrong user name or password.")
         lifetime = self.token_lifetime_s
         if "durationS" in body and str(body["durationS"]).isdigit():
@@ -328,7 +365,7 @@ class NxEmulator:
         token = "vms-" + secrets.token_hex(16)
         self.sessions[token] = time.monotonic() + lifetime
         return web.json_response(
-            {"id": str(uuid.uuid4()), "username": self.username, "token": token, "ageS": 0, "expiresInS": lifetime}
+            {"id": str(uuid.uuid4()), "username": body["username"], "token": token, "ageS": 0, "expiresInS": lifetime}
         )
 
     async def _logout(self, request: web.Request) -> web.Response:
@@ -451,6 +488,53 @@ class NxEmulator:
                 continue
             out.append({"timestampMs": e["timestampMs"], "eventData": data, "actionData": {}})
         return self._list(out)
+
+    # -- the REST-only analytics integration ----------------------------------------------------------------------
+
+    async def _integration_request(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        rid, username, password = str(uuid.uuid4()), f"integration-{secrets.token_hex(4)}", secrets.token_urlsafe(16)
+        self.integration_requests[rid] = {**body, "requestId": rid, "timestampMs": int(time.time() * 1000),
+                                          "requestAddress": HOST, "isApproved": False}  # fmt: skip
+        self.integration_users[username] = (password, rid)
+        return web.json_response({"requestId": rid, "username": username, "password": password})
+
+    def _request_or_404(self, request: web.Request) -> dict[str, Any] | web.Response:
+        req = self.integration_requests.get(request.match_info["requestId"])
+        return _error(404, "notFound", "No such integration request") if req is None else req
+
+    async def _get_integration_request(self, request: web.Request) -> web.Response:
+        req = self._request_or_404(request)
+        return req if isinstance(req, web.Response) else web.json_response(req)
+
+    async def _approve_request(self, request: web.Request) -> web.Response:
+        req = self._request_or_404(request)
+        if isinstance(req, web.Response):
+            return req
+        self.approve(req["requestId"])
+        return web.Response(status=200)
+
+    async def _get_engine(self, request: web.Request) -> web.Response:
+        engine = self.engines.get(request.match_info["id"])
+        return _error(404, "notFound", "No such engine") if engine is None else web.json_response(engine)
+
+    async def _device_agent(self, request: web.Request) -> web.Response:
+        engine, device = request.match_info["engineId"], request.match_info["id"].strip("{}").lower()
+        if engine not in self.engines or device not in self.devices:
+            return _error(404, "notFound", "No such engine or device")
+        if request.method == "PATCH":
+            self.device_agents[(engine, device)] = bool((await request.json())["isEnabled"])
+        enabled = self.device_agents.get((engine, device), False)
+        return web.json_response({"id": device, "engineId": engine, "isEnabled": enabled})
+
+    async def _metadata(self, into: list[dict[str, Any]], request: web.Request) -> web.Response:
+        engine, device = request.match_info["id"], request.match_info["deviceId"].strip("{}").lower()
+        if engine not in self.engines or device not in self.devices:
+            return _error(404, "notFound", "No such engine or device")
+        if not self.device_agents.get((engine, device)):
+            return _error(400, "invalidParameter", "The Device Agent is disabled on this device")
+        into.append({**await request.json(), "engineId": engine, "deviceId": device})
+        return web.Response(status=200)
 
 
 _ONVIF_TYPE = "1b7181ce-0227-d3f7-9443-c86aab922d96"  # the spec's example driver id
