@@ -90,7 +90,6 @@ class TritonInferenceClient:
         self.info: ModelInfo | None = None
         self.last_error: str | None = None  # why the last ready() was False, for the system_inference_down text
         self._client: Any = None
-        self._lock = asyncio.Lock()
 
     def _make_client(self) -> Any:
         if self.scheme == "grpc":
