@@ -58,6 +58,7 @@ from urllib.parse import quote
 
 import aiohttp
 
+from adapters.sinks.common import incident_time, normalised_box, tls_context
 from plugin.config import FrigateSinkConfig
 from plugin.redact import redact_url
 from plugin.sinks import Receipt, SinkAuthError, SinkHealth, SinkNotReady, SinkRefs, SinkRejected, is_system_incident
@@ -82,28 +83,6 @@ log = logging.getLogger(__name__)
 
 class _NoAnswer(SinkNotReady):
     """Not ready, and whether Frigate did the write is unknown (no reply, or a gateway's 502/504)."""
-
-
-def _time(value: Any, what: str, key: str) -> datetime:
-    try:
-        t = datetime.fromisoformat(str(value))
-    except ValueError:
-        raise SinkRejected(f"incident {key}: {what} {value!r} is not an ISO time") from None
-    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
-
-
-def _box(details: Mapping[str, Any]) -> tuple[float, float, float, float] | None:
-    """`details.box` = [x1, y1, x2, y2] normalised 0..1; else None (pixels or nonsense: no box beats a wrong one)."""
-    raw = details.get("box")
-    if not isinstance(raw, list | tuple) or len(raw) != 4:
-        return None
-    try:
-        x1, y1, x2, y2 = (float(v) for v in raw)
-    except (TypeError, ValueError):
-        return None
-    if not (0.0 <= x1 < x2 <= 1.0 and 0.0 <= y1 < y2 <= 1.0):
-        return None
-    return x1, y1, x2, y2
 
 
 @dataclass(frozen=True)
@@ -134,10 +113,10 @@ class _Incident:
                 camera=str(doc["camera"]),
                 state=str(doc.get("state") or "start"),
                 seq=int(doc.get("seq") or 0),
-                start=_time(doc["start"], "start", key),
-                end=None if doc.get("end") is None else _time(doc["end"], "end", key),
+                start=incident_time(doc["start"], "start", key),
+                end=None if doc.get("end") is None else incident_time(doc["end"], "end", key),
                 explanation=str(doc.get("explanation") or doc["rule_id"]),
-                box=_box(details),
+                box=normalised_box(details),
                 score=float(score) if isinstance(score, int | float) and 0 <= score <= 1 else None,
             )
         except KeyError as exc:
@@ -361,15 +340,7 @@ class FrigateSink:
     # --- HTTP -----------------------------------------------------------------------------------------------------
 
     async def _ssl(self) -> ssl.SSLContext | bool:
-        if not self.config.verify_tls:
-            return False
-        if self.config.ca_bundle is None:
-            return True
-        try:
-            # reads the PEM file: not on the event loop
-            return await asyncio.to_thread(ssl.create_default_context, cafile=str(self.config.ca_bundle))
-        except (OSError, ssl.SSLError) as exc:
-            raise SinkAuthError(f"{self.where}: cannot load ca_bundle {self.config.ca_bundle}: {exc}") from None
+        return await tls_context(self.config.verify_tls, self.config.ca_bundle, self.where)
 
     async def _http(self) -> aiohttp.ClientSession:
         if self._session is None:

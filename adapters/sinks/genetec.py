@@ -46,7 +46,6 @@ What this rests on, with INTEGRATIONS.md's marks ([S] secondary: a third-party g
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import logging
@@ -60,6 +59,7 @@ from urllib.parse import quote
 import aiohttp
 from yarl import URL
 
+from adapters.sinks.common import incident_time, tls_context
 from plugin.config import GenetecSinkConfig
 from plugin.redact import redact_url
 from plugin.sinks import Receipt, SinkAuthError, SinkHealth, SinkNotReady, SinkRefs, SinkRejected, is_system_incident
@@ -105,14 +105,6 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: max(0, limit - 1)].rstrip() + "…"
 
 
-def _time(value: Any, what: str, key: str) -> datetime:
-    try:
-        t = datetime.fromisoformat(str(value))
-    except ValueError:
-        raise SinkRejected(f"incident {key}: {what} {value!r} is not an ISO time") from None
-    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
-
-
 @dataclass(frozen=True)
 class _Incident:
     """The parts of the incident JSON this sink writes, checked once."""
@@ -136,8 +128,8 @@ class _Incident:
                 camera=str(doc["camera"]),
                 state=str(doc.get("state") or "start"),
                 seq=int(doc.get("seq") or 0),
-                start=_time(doc["start"], "start", key),
-                end=None if doc.get("end") is None else _time(doc["end"], "end", key),
+                start=incident_time(doc["start"], "start", key),
+                end=None if doc.get("end") is None else incident_time(doc["end"], "end", key),
                 explanation=str(doc.get("explanation") or doc["rule_id"]),
             )
         except KeyError as exc:
@@ -320,15 +312,7 @@ class GenetecSink:
     # --- HTTP -----------------------------------------------------------------------------------------------------
 
     async def _ssl(self) -> ssl.SSLContext | bool:
-        if not self.config.verify_tls:
-            return False
-        if self.config.ca_bundle is None:
-            return True
-        try:
-            # reads the PEM file: not on the event loop
-            return await asyncio.to_thread(ssl.create_default_context, cafile=str(self.config.ca_bundle))
-        except (OSError, ssl.SSLError) as exc:
-            raise SinkAuthError(f"{self.where}: cannot load ca_bundle {self.config.ca_bundle}: {exc}") from None
+        return await tls_context(self.config.verify_tls, self.config.ca_bundle, self.where)
 
     async def _http(self) -> aiohttp.ClientSession:
         if self._session is None:

@@ -44,6 +44,7 @@ import aiohttp
 from lxml import etree
 from yarl import URL
 
+from adapters.sinks.common import incident_time, normalised_box
 from plugin.config import MilestoneSinkConfig
 from plugin.redact import redact_url
 from plugin.sinks import (
@@ -92,28 +93,6 @@ def _iso(t: datetime) -> str:
     return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
-def _time(value: Any, what: str, key: str) -> datetime:
-    try:
-        t = datetime.fromisoformat(str(value))
-    except ValueError:
-        raise SinkRejected(f"incident {key}: {what} {value!r} is not an ISO time") from None
-    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
-
-
-def _box(details: Mapping[str, Any]) -> tuple[float, float, float, float] | None:
-    """The person's box from the incident details: `box` = [x1, y1, x2, y2], normalised 0..1; else None."""
-    raw = details.get("box")
-    if not isinstance(raw, list | tuple) or len(raw) != 4:
-        return None
-    try:
-        x1, y1, x2, y2 = (float(v) for v in raw)
-    except (TypeError, ValueError):
-        return None
-    if not (0.0 <= x1 < x2 <= 1.0 and 0.0 <= y1 < y2 <= 1.0):
-        return None  # pixels or nonsense: no overlay beats a wrong one
-    return x1, y1, x2, y2
-
-
 @dataclass(frozen=True)
 class IncidentView:
     """The parts of the incident JSON this sink writes, checked once."""
@@ -139,7 +118,7 @@ class IncidentView:
         """From the stored incident JSON; a document missing what every mode needs is rejected."""
         try:
             incident_id, rule_id, camera = str(doc["id"]), str(doc["rule_id"]), str(doc["camera"])
-            start = _time(doc["start"], "start", delivery_key)
+            start = incident_time(doc["start"], "start", delivery_key)
             seq = int(doc.get("seq") or 0)
         except KeyError as exc:
             raise SinkRejected(f"incident {delivery_key} has no {exc.args[0]!r}") from None
@@ -156,11 +135,11 @@ class IncidentView:
             state=str(doc.get("state") or "start"),
             seq=seq,
             start=start,
-            end=None if doc.get("end") is None else _time(doc["end"], "end", delivery_key),
+            end=None if doc.get("end") is None else incident_time(doc["end"], "end", delivery_key),
             explanation=str(doc.get("explanation") or rule_id),
             severity=str(doc.get("severity") or "warning"),
             zone=None if doc.get("zone") is None else str(doc["zone"]),
-            box=_box(details) if isinstance(details, Mapping) else None,
+            box=normalised_box(details) if isinstance(details, Mapping) else None,
             confidence=float(score) if isinstance(score, int | float) and 0 <= score <= 1 else None,
             system_caption=system_caption(doc) if is_system_incident(doc) else None,
         )

@@ -64,6 +64,7 @@ from urllib.parse import quote
 
 import aiohttp
 
+from adapters.sinks.common import tls_context
 from adapters.sinks.nx_analytics import NxAnalytics
 from plugin.config import NxSinkConfig, nx_device_id
 from plugin.redact import redact_url
@@ -233,15 +234,7 @@ class NxSink:
     # -- HTTP and session -------------------------------------------------------------------------------------
 
     async def _ssl(self) -> ssl.SSLContext | bool:
-        if not self.config.verify_tls:
-            return False
-        if self.config.ca_bundle is None:
-            return True
-        try:
-            # Loading a CA file reads the disk: not on the event loop.
-            return await asyncio.to_thread(ssl.create_default_context, cafile=str(self.config.ca_bundle))
-        except (OSError, ssl.SSLError) as exc:
-            raise SinkAuthError(f"{self.where}: cannot load ca_bundle {self.config.ca_bundle}: {exc}") from None
+        return await tls_context(self.config.verify_tls, self.config.ca_bundle, self.where)
 
     async def _http(self) -> aiohttp.ClientSession:
         if self._session is None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import ssl
 import time
 import uuid
 from collections.abc import Mapping
@@ -17,6 +16,7 @@ from typing import Any
 
 import aiohttp
 
+from adapters.sinks.common import tls_context
 from plugin.config import WebhookSinkConfig
 from plugin.redact import redact_url
 from plugin.sinks import Receipt, SinkAuthError, SinkHealth, SinkNotReady, SinkRejected
@@ -56,18 +56,11 @@ class WebhookSink:
         self.health = SinkHealth()
         self._session: aiohttp.ClientSession | None = None
 
-    def _ssl(self) -> ssl.SSLContext | bool:
-        if not self.config.verify_tls:
-            return False
-        if self.config.ca_bundle is not None:
-            return ssl.create_default_context(cafile=str(self.config.ca_bundle))
-        return True
-
-    def _session_(self) -> aiohttp.ClientSession:
+    async def _session_(self) -> aiohttp.ClientSession:
         if self._session is None:
+            tls = await tls_context(self.config.verify_tls, self.config.ca_bundle, redact_url(self.config.url))
             self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self.config.timeout_s),
-                connector=aiohttp.TCPConnector(ssl=self._ssl()),
+                timeout=aiohttp.ClientTimeout(total=self.config.timeout_s), connector=aiohttp.TCPConnector(ssl=tls)
             )
         return self._session
 
@@ -79,7 +72,8 @@ class WebhookSink:
             headers[SIGNATURE_HEADER] = sign(self.config.secret, body, int(time.time()))
         where = redact_url(self.config.url)
         try:
-            async with self._session_().post(self.config.url, data=body, headers=headers) as resp:
+            session = await self._session_()
+            async with session.post(self.config.url, data=body, headers=headers) as resp:
                 text = (await resp.text())[:200]
                 if 200 <= resp.status < 300:
                     return Receipt(f"HTTP {resp.status}")

@@ -1,0 +1,50 @@
+"""Small pieces every VMS sink needs the same way: reading incident times and boxes, and TLS settings."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from plugin.sinks import SinkAuthError, SinkRejected
+
+
+def incident_time(value: Any, what: str, key: str) -> datetime:
+    """An ISO time from the incident JSON (UTC when it has no offset); a bad one rejects the delivery."""
+    try:
+        t = datetime.fromisoformat(str(value))
+    except ValueError:
+        raise SinkRejected(f"incident {key}: {what} {value!r} is not an ISO time") from None
+    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
+
+
+def normalised_box(details: Mapping[str, Any]) -> tuple[float, float, float, float] | None:
+    """`details.box` = [x1, y1, x2, y2] normalised 0..1; else None (pixels or nonsense: no box beats a wrong one)."""
+    raw = details.get("box")
+    if not isinstance(raw, list | tuple) or len(raw) != 4:
+        return None
+    try:
+        x1, y1, x2, y2 = (float(v) for v in raw)
+    except (TypeError, ValueError):
+        return None
+    if not (0.0 <= x1 < x2 <= 1.0 and 0.0 <= y1 < y2 <= 1.0):
+        return None
+    return x1, y1, x2, y2
+
+
+async def tls_context(verify_tls: bool, ca_bundle: Path | None, where: str) -> ssl.SSLContext | bool:
+    """aiohttp's `ssl` argument: off, system CAs, or a CA bundle (read off the event loop).
+
+    A bundle that cannot be loaded is a configuration problem a retry will not fix: the sink holds (auth outcome).
+    """
+    if not verify_tls:
+        return False
+    if ca_bundle is None:
+        return True
+    try:
+        return await asyncio.to_thread(ssl.create_default_context, cafile=str(ca_bundle))
+    except (OSError, ssl.SSLError) as exc:
+        raise SinkAuthError(f"{where}: cannot load ca_bundle {ca_bundle}: {exc}") from None
