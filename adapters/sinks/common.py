@@ -9,7 +9,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from plugin.sinks import SinkAuthError, SinkRejected
+import aiohttp
+
+from plugin.sinks import SinkAuthError, SinkNotReady, SinkRejected
+
+# What a sink's HTTP call may raise when the product did not answer (timeouts, connection errors, resets).
+HTTP_EXCEPTIONS = (TimeoutError, aiohttp.ClientError, OSError)
+# A gateway or reverse proxy in front of the product answers these after it may already have passed the write on.
+GATEWAY_STATUSES = (502, 504)
+
+
+class NoAnswer(SinkNotReady):
+    """Not ready, and whether the product did the write is unknown (no reply, or a gateway's 502/504): a retry
+    must look before it writes again where the product allows it."""
 
 
 def incident_time(value: Any, what: str, key: str) -> datetime:

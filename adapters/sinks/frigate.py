@@ -58,7 +58,14 @@ from urllib.parse import quote
 
 import aiohttp
 
-from adapters.sinks.common import incident_time, normalised_box, tls_context
+from adapters.sinks.common import (
+    GATEWAY_STATUSES,
+    HTTP_EXCEPTIONS,
+    NoAnswer,
+    incident_time,
+    normalised_box,
+    tls_context,
+)
 from plugin.config import FrigateSinkConfig
 from plugin.redact import redact_url
 from plugin.sinks import Receipt, SinkAuthError, SinkHealth, SinkNotReady, SinkRefs, SinkRejected, is_system_incident
@@ -74,15 +81,8 @@ ERROR_TEXT_MAX = 200
 # An event is never ended before its create was answered plus this: Frigate started it at the create, so an end
 # time before that (an incident that ended during an outage) would make a negative range.
 MIN_EVENT_S = 1.0
-# The answers of a gateway (Frigate's nginx, a reverse proxy) that may have passed the request on before failing.
-GATEWAY_STATUSES = (502, 504)
-HTTP_EXCEPTIONS = (TimeoutError, aiohttp.ClientError, OSError)
 
 log = logging.getLogger(__name__)
-
-
-class _NoAnswer(SinkNotReady):
-    """Not ready, and whether Frigate did the write is unknown (no reply, or a gateway's 502/504)."""
 
 
 @dataclass(frozen=True)
@@ -300,7 +300,7 @@ class FrigateSink:
         path = f"{API}/events/{quote(camera, safe='')}/{quote(self.config.label, safe='')}/create"
         try:
             reply = await self._call("POST", path, f"create the event of incident {inc.id}", body)
-        except _NoAnswer:
+        except NoAnswer:
             raise  # still creating: the retry warns that it may duplicate
         except (SinkNotReady, SinkRejected, SinkAuthError):
             ref.creating = False  # Frigate answered: it created nothing
@@ -374,7 +374,7 @@ class FrigateSink:
             ) from None
         except HTTP_EXCEPTIONS as exc:
             reason = str(exc) or "no answer in time"
-            raise _NoAnswer(redact_url(f"{self.where}: {what}: {type(exc).__name__}: {reason}")) from None
+            raise NoAnswer(redact_url(f"{self.where}: {what}: {type(exc).__name__}: {reason}")) from None
 
     async def _bearer(self, stale: str | None = None) -> str | None:
         """The JWT to send: none without auth, the configured token, or one from a login (again when `stale`)."""
@@ -418,7 +418,7 @@ class FrigateSink:
         if reply.status == 403:
             raise SinkAuthError(f"{why} (the Frigate user needs the admin role to create events)")
         if reply.status in GATEWAY_STATUSES:
-            raise _NoAnswer(why)
+            raise NoAnswer(why)
         if reply.status in (408, 425, 429) or reply.status >= 500:
             raise SinkNotReady(why)
         if 300 <= reply.status < 400:

@@ -59,7 +59,7 @@ from urllib.parse import quote
 import aiohttp
 from yarl import URL
 
-from adapters.sinks.common import incident_time, tls_context
+from adapters.sinks.common import GATEWAY_STATUSES, HTTP_EXCEPTIONS, NoAnswer, incident_time, tls_context
 from plugin.config import GenetecSinkConfig
 from plugin.redact import redact_url
 from plugin.sinks import Receipt, SinkAuthError, SinkHealth, SinkNotReady, SinkRefs, SinkRejected, is_system_incident
@@ -74,15 +74,8 @@ TEST_TEXT = "StoreSight connection test: safe to ignore"
 TEXT_MAX = 400
 # How much of an error answer goes into an error message: Genetec's code and message, not a whole HTML page.
 ERROR_TEXT_MAX = 200
-# The answers of a gateway in front of the Web SDK, which may have passed the request on before failing.
-GATEWAY_STATUSES = (502, 504)
-HTTP_EXCEPTIONS = (TimeoutError, aiohttp.ClientError, OSError)
 
 log = logging.getLogger(__name__)
-
-
-class _NoAnswer(SinkNotReady):
-    """Not ready, and whether Security Center did the write is unknown (no reply, or a gateway's 502/504)."""
 
 
 def dsl_guid(guid: str) -> str:
@@ -295,7 +288,7 @@ class GenetecSink:
             what, done = f"raise custom event {event_id} for incident {inc.id}", f"custom event {event_id}"
         try:
             await self._call("POST", "/action", dsl, what)
-        except _NoAnswer:
+        except NoAnswer:
             raise  # stays unanswered: the retry warns that it may duplicate
         except (SinkNotReady, SinkRejected, SinkAuthError):
             progress.unanswered.remove(key)  # Security Center answered: it wrote nothing
@@ -338,7 +331,7 @@ class GenetecSink:
             ) from None
         except HTTP_EXCEPTIONS as exc:
             reason = str(exc) or "no answer in time"
-            raise _NoAnswer(redact_url(f"{self.where}: {what}: {type(exc).__name__}: {reason}")) from None
+            raise NoAnswer(redact_url(f"{self.where}: {what}: {type(exc).__name__}: {reason}")) from None
 
     async def _call(self, method: str, path: str, q: str | None, what: str) -> Any:
         """One Web SDK request; its `Result` when the envelope says Ok, else one of the three outcomes."""
@@ -358,7 +351,7 @@ class GenetecSink:
         if status == 403:
             raise SinkAuthError(f"{why} (the licence lacks the Web SDK option or this SDK certificate's part number)")
         if status in GATEWAY_STATUSES:
-            raise _NoAnswer(why)
+            raise NoAnswer(why)
         if status in (408, 425, 429) or status >= 500:
             raise SinkNotReady(why)
         if 300 <= status < 400:
