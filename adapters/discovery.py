@@ -7,9 +7,15 @@ their endpoint reference, types, scopes (name, hardware, location) and XAddrs (d
 are sent, one per type (the spec's `tds:Device`, and `dn:NetworkVideoTransmitter`, which most devices answer to),
 each repeated once as SOAP-over-UDP asks, because UDP loses packets.
 
-VMS listings use the sink modules' own calls: Nx devices (`GET /rest/v4/devices`), ZoneMinder monitors
-(`monitors.json`, with each monitor's source URL) and Frigate cameras (`/api/config`). The Milestone and Genetec
-sink modules look cameras up one GUID at a time and have no listing call yet, so they are reported as such.
+VMS listings use the sink modules' own calls and log-ins: Nx devices (`GET /rest/v4/devices`), ZoneMinder monitors
+(`monitors.json`, with each monitor's source URL), Frigate cameras (`/api/config`), Milestone XProtect cameras (the
+API Gateway's `GET /api/rest/v1/cameras` with the identity provider's bearer token) and Genetec Security Center
+cameras (the Web SDK's EntityConfiguration report and entity queries). Each camera's VMS id goes into its sink's
+`cameras` map. A stream URL is written only where the VMS serves one at a known address: Nx's RTSP, Frigate's
+go2rtc restream, a ZoneMinder monitor's source, Genetec's Media Gateway RTSP (INTEGRATIONS.md 4.3 [S], assumed
+on the Web SDK's host: a TODO comment says so). XProtect's REST API names no stream, so each XProtect camera gets
+a `${STORESIGHT_<ID>_SOURCE}` placeholder and a TODO comment saying what to fill in: loading the skeleton fails,
+naming the variable, until the user has.
 
 Nothing written or printed holds a password: credentials found in stream URLs become `${ENV}` references (one pair
 of variables per distinct login), and a sink's secrets that were in clear in its config become references too.
@@ -23,6 +29,7 @@ import logging
 import random
 import re
 import socket
+import textwrap
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,7 +42,15 @@ import yaml
 from lxml import etree
 
 from adapters.onvif import OnvifCamera, pick_analysis_profile, pick_evidence_profile, probe
-from plugin.config import Config, FrigateSinkConfig, NxSinkConfig, SinkConfig, ZoneMinderSinkConfig
+from plugin.config import (
+    Config,
+    FrigateSinkConfig,
+    GenetecSinkConfig,
+    MilestoneSinkConfig,
+    NxSinkConfig,
+    SinkConfig,
+    ZoneMinderSinkConfig,
+)
 from plugin.errors import SourceError, StoreSightError
 from plugin.redact import redact_url
 from plugin.sinks import SinkAuthError, SinkNotReady, SinkRejected
@@ -288,8 +303,9 @@ def _netloc(parts: SplitResult, userinfo: str | None) -> str:
     return f"{userinfo}@{host}{port}" if userinfo else f"{host}{port}"
 
 
-def env_credentials(url: str, refs: EnvRefs, *, require_login: bool = False) -> str:
-    """`url` with its user:password replaced by ${USER_VAR}:${PASSWORD_VAR} (added when `require_login`)."""
+def env_credentials(url: str, refs: EnvRefs, *, require_login: bool = False, login_of: str = "") -> str:
+    """`url` with its user:password replaced by ${USER_VAR}:${PASSWORD_VAR} (added when `require_login`; `login_of`
+    names whose login that is, so two VMSs that each need one get a variable pair each)."""
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError for a bad port
@@ -297,7 +313,10 @@ def env_credentials(url: str, refs: EnvRefs, *, require_login: bool = False) -> 
         return redact_url(url)
     if parts.username is None and not require_login:
         return url
-    user_var, pass_var = refs.names(unquote(parts.username or ""), unquote(parts.password or ""))
+    if parts.username is None:
+        user_var, pass_var = refs.names(f"\x00{login_of}", "")  # a key no real login has
+    else:
+        user_var, pass_var = refs.names(unquote(parts.username), unquote(parts.password or ""))
     userinfo = f"${{{user_var}}}:${{{pass_var}}}" if parts.password is not None or require_login else f"${{{user_var}}}"
     return urlunsplit(parts._replace(netloc=_netloc(parts, userinfo)))
 
@@ -309,10 +328,28 @@ def env_credentials(url: str, refs: EnvRefs, *, require_login: bool = False) -> 
 class VmsCamera:
     """A camera as a VMS knows it."""
 
-    ref: str  # the VMS's own id: Nx device id, ZoneMinder monitor Id, Frigate camera name
+    ref: str  # the VMS's own id: Nx device id, ZoneMinder monitor Id, Frigate name, XProtect or Genetec GUID
     name: str
     stream_url: str | None = field(default=None, repr=False)  # may hold credentials: never print it as it is
     note: str | None = None
+    # what the user must check or fill in; with no stream_url the skeleton still gets this camera, its source a
+    # ${STORESIGHT_<ID>_SOURCE} placeholder (without a todo, a camera without a stream is skipped)
+    todo: str | None = None
+
+
+# The product each sink kind talks to, for messages that must say which system answered.
+PRODUCTS = {"nx": "Nx Witness", "milestone": "Milestone XProtect", "genetec": "Genetec Security Center",
+            "zoneminder": "ZoneMinder", "frigate": "Frigate"}  # fmt: skip
+MILESTONE_TODO = (
+    "XProtect's REST API names no stream: set source to the camera's own RTSP URL, or replace it with an onvif "
+    "section for the camera (or for XProtect's Open Network Bridge, ONVIF on port 580; INTEGRATIONS.md 3.7)"
+)
+GENETEC_RTSP_PORT = 654  # the Media Gateway's RTSP port by default (INTEGRATIONS.md 4.3 [S])
+GENETEC_TODO = (
+    "Genetec Media Gateway RTSP [S: INTEGRATIONS.md 4.3], assumed to run on the Web SDK's host: change the host if "
+    "the Media Gateway role runs elsewhere; its login is a Security Center user's; /lowres instead of /live asks "
+    "for the low-resolution stream (5.5+)"
+)
 
 
 @dataclass
@@ -383,11 +420,56 @@ async def list_vms_cameras(sink: SinkConfig) -> VmsListing:
                 # Frigate's go2rtc restream of the camera (its default RTSP port)
                 url = f"rtsp://{_rtsp_host(sink.url)}:8554/{name}"
                 listing.cameras.append(VmsCamera(name, name, url, "Frigate's go2rtc restream"))
+        elif isinstance(sink, MilestoneSinkConfig):
+            listing.cameras += await _milestone_cameras(sink)
+        elif isinstance(sink, GenetecSinkConfig):
+            listing.cameras += await _genetec_cameras(sink)
         else:
             listing.error = f"listing cameras is not supported for {sink.kind} sinks yet: map cameras by hand"
     except (SinkAuthError, SinkNotReady, SinkRejected, StoreSightError) as exc:
-        listing.error = redact_url(str(exc))
+        listing.error = f"{PRODUCTS.get(sink.kind, sink.kind)}: {redact_url(str(exc))}"
     return listing
+
+
+_XPROTECT_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+
+
+async def _milestone_cameras(sink: MilestoneSinkConfig) -> list[VmsCamera]:
+    """XProtect's cameras, by GUID; none has a stream URL (a TODO each), disabled ones are listed but skipped."""
+    from adapters.sinks.milestone import MilestoneSink
+
+    ms = MilestoneSink(sink, _NoRefs())
+    try:
+        found = await ms.cameras()
+    finally:
+        await ms.close()
+    out = []
+    for c in sorted(found, key=lambda c: (c.name, c.id)):
+        if not _XPROTECT_GUID.match(c.id):
+            out.append(VmsCamera(c.id, c.name, None, "its id is not a GUID, which the sink's cameras need"))
+        elif not c.enabled:
+            out.append(VmsCamera(c.id, c.name, None, "disabled in XProtect"))
+        else:
+            out.append(VmsCamera(c.id, c.name, None, "XProtect camera, no stream URL", MILESTONE_TODO))
+    return out
+
+
+async def _genetec_cameras(sink: GenetecSinkConfig) -> list[VmsCamera]:
+    """Security Center's cameras, by GUID, each with the Media Gateway's RTSP URL for its live stream."""
+    from adapters.sinks.genetec import GenetecSink
+
+    sc = GenetecSink(sink, _NoRefs())
+    try:
+        found = await sc.cameras()
+    finally:
+        await sc.close()
+    host = _rtsp_host(sink.url)
+    out = []
+    for c in sorted(found, key=lambda c: (c.name, c.guid)):
+        state = f", {c.running_state}" if c.running_state else ""
+        url = f"rtsp://{host}:{GENETEC_RTSP_PORT}/{c.guid}/live"
+        out.append(VmsCamera(c.guid, c.name, url, f"Media Gateway RTSP, live stream{state}", GENETEC_TODO))
+    return out
 
 
 # --- ONVIF details ------------------------------------------------------------------------------------------------
@@ -486,6 +568,24 @@ class Skeleton:
     document: dict[str, Any]
     env: list[str]
     notes: list[str]
+    todos: dict[str, str] = field(default_factory=dict)  # camera id -> what to check or fill in (a comment)
+
+
+# Sink kinds whose restream needs the VMS's own login (a VMS user allowed to stream), not the camera's.
+_VMS_LOGIN_STREAMS = ("nx", "genetec")
+
+
+def _vms_camera(cid: str, vc: VmsCamera, listing: VmsListing, refs: EnvRefs, env: list[str]) -> dict[str, Any]:
+    """A camera entry for a VMS camera: its stream with the login as references, else a source placeholder."""
+    if vc.stream_url is None:
+        var = _env_name("STORESIGHT", cid, "SOURCE")
+        if var not in env:
+            env.append(var)
+        url = f"${{{var}}}"
+    else:
+        login = listing.kind in _VMS_LOGIN_STREAMS
+        url = env_credentials(vc.stream_url, refs, require_login=login, login_of=listing.sink_id)
+    return {"id": cid, "name": vc.name or cid, "source": _Quoted(url) if "${" in url else url}
 
 
 def build_skeleton(
@@ -526,6 +626,7 @@ def build_skeleton(
         cameras.append(entry)
         by_host[where[0]] = entry
     sink_maps: dict[str, dict[str, str]] = {}
+    todos: dict[str, str] = {}
     for listing in listings:
         if listing.error is not None:
             notes.append(f"sink {listing.sink_id} ({listing.kind}): {listing.error}")
@@ -537,25 +638,28 @@ def build_skeleton(
                 # the ZoneMinder monitor pulls the same camera discovery found: one camera, mapped to both
                 cam_map[by_host[host]["id"]] = vc.ref
                 continue
-            if vc.stream_url is None:
+            if vc.stream_url is None and vc.todo is None:
                 notes.append(f"sink {listing.sink_id}: {listing.kind} camera {vc.ref} {vc.name!r} skipped: {vc.note}")
                 continue
             cid = camera_id(vc.name, f"{listing.kind}-{vc.ref}", taken)
-            # Nx and Frigate restreams need the VMS's login; a monitor's source has the camera's, when it has one
-            url = env_credentials(vc.stream_url, refs, require_login=listing.kind == "nx")
-            cameras.append({"id": cid, "name": vc.name or cid, "source": _Quoted(url) if "${" in url else url})
+            cameras.append(_vms_camera(cid, vc, listing, refs, env))
             cam_map[cid] = vc.ref
+            if vc.todo is not None:
+                todos[cid] = vc.todo
     sinks = []
     for raw in raw_sinks:
         sink = sink_skeleton(raw, refs)
         if sink.get("id") in sink_maps:
             sink["cameras"] = sink_maps[str(sink["id"])]
+            if not sink["cameras"]:
+                notes.append(f"sink {sink['id']}: the VMS listed no camera to map; map at least one (our camera "
+                             "id: its VMS id) under the sink's `cameras` before the file loads")  # fmt: skip
         sinks.append(sink)
     document: dict[str, Any] = {"cameras": cameras}
     if sinks:
         document["sinks"] = sinks
     env += [e for e in refs.required() if e not in env]
-    return Skeleton(document, env, notes)
+    return Skeleton(document, env, notes, todos)
 
 
 def render_skeleton(skeleton: Skeleton, source: str) -> str:
@@ -568,11 +672,33 @@ def render_skeleton(skeleton: Skeleton, source: str) -> str:
         "# go into a URL must be percent-encoded, e.g. @ as %40):",
     ]
     lines += [f"#   {name}" for name in skeleton.env] or ["#   (none)"]
+    if skeleton.todos:
+        lines.append(
+            f"# TODO: {len(skeleton.todos)} camera(s) below carry a TODO comment: check or fill in the source."
+        )
     if skeleton.notes:
         lines.append("# Found:")
         lines += [f"#   {redact_url(n)}" for n in skeleton.notes]
     body = yaml.dump(skeleton.document, Dumper=_SkeletonDumper, sort_keys=False, allow_unicode=True, width=120)
-    return "\n".join(lines) + "\n" + body
+    return "\n".join(lines) + "\n" + _with_todos(body, skeleton.todos)
+
+
+def _with_todos(body: str, todos: Mapping[str, str]) -> str:
+    """`body` with a `# TODO <id>: ...` comment above each camera in `todos` (YAML writers drop comments, so they
+    go in afterwards: above the `- id: <id>` item that starts the camera, in the top-level cameras list only)."""
+    out: list[str] = []
+    in_cameras = False
+    for line in body.splitlines():
+        if line and not line.startswith((" ", "-")):
+            in_cameras = line.startswith("cameras:")
+        elif in_cameras and line.startswith("- id: "):
+            item = yaml.safe_load(line[2:])
+            cid = str(item.get("id")) if isinstance(item, dict) else ""
+            if cid in todos:
+                text = f"TODO {cid}: {todos[cid]}"
+                out += [f"# {part}" for part in textwrap.wrap(text, 116)]
+        out.append(line)
+    return "\n".join(out) + "\n"
 
 
 def write_skeleton(skeleton: Skeleton, path: Path, source: str) -> None:
@@ -697,6 +823,7 @@ def report(result: DiscoveryResult) -> dict[str, Any]:
                     "ref": c.ref,
                     "name": c.name,
                     "note": c.note,
+                    "todo": c.todo,
                     "stream": None if c.stream_url is None else redact_url(c.stream_url),
                 }
                 for c in listing.cameras

@@ -12,6 +12,14 @@ because the camera rebooted is not its business. Driving the operations here kee
 one task with one notion of time. The library still does the parts it does well: WS-Security with the camera's
 clock offset, WS-Addressing headers, service creation from the subscription reference.
 
+Which subscription a request is for: per WS-Addressing, the SubscriptionReference is an endpoint reference, its
+Address plus optional ReferenceParameters, and a client must echo each reference parameter as a SOAP header block
+marked `wsa:IsReferenceParameter="true"` in every message to that endpoint (WS-Addressing 1.0 SOAP Binding, 3.4).
+Many cameras (Axis's `dom0:SubscriptionId`, for one) give all subscriptions one address and tell them apart only
+by that header; without it a pull gets a fault. The parameters are read from the raw reply (zeep turns an element
+it happens to know into an object, which cannot be echoed as it came) and sent, copied verbatim, on PullMessages,
+Renew and Unsubscribe. A reference without them is addressed by its URL alone, as before.
+
 PullMessages replies are parsed here with lxml, not by zeep: the message payload is an `xs:any` with lax processing,
 which zeep turns into a typed object when it knows the element and into a bare element when it does not (vendor
 extensions), and a single malformed message would fail the whole reply. One XML path handles every shape, lets
@@ -21,6 +29,7 @@ a bad message be rejected alone, and is the same parser the property tests hamme
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import random
 import re
@@ -51,6 +60,7 @@ TEV = "http://www.onvif.org/ver10/events/wsdl"
 ONVIF_TOPICS = "http://www.onvif.org/ver10/topics"
 EVENTS_NS = TEV
 PULLPOINT_NS = f"{TEV}/PullPointSubscription"  # the library's key for the subscription's own address
+WSA = "http://www.w3.org/2005/08/addressing"  # WS-Addressing 1.0, what ONVIF's endpoint references use
 
 # A subscription ends this long after its last renewal: long enough that one lost Renew does not end it, short
 # enough that a camera frees the pull point soon after a bridge dies (cameras allow only a few: MaxPullPoints).
@@ -66,6 +76,10 @@ UNSUBSCRIBE_TIMEOUT_S = 2.0  # a courtesy on the way out: never hold up shutdown
 CLOCK_TRUST_S = 5.0  # the camera's clock offset is measured to ~1 s; correct message times only beyond this
 MAX_REPLY_BYTES = 4 * 1024 * 1024  # MESSAGE_LIMIT messages are a few hundred kB at most
 MAX_REMEMBERED = 256  # distinct unknown topics / rejection reasons logged; beyond it a noisy camera stays quiet
+# Reference parameters echoed on every request: cameras send one or two small elements (an id); a reference with
+# more is broken or hostile, and would otherwise be copied into every request for the subscription's life.
+MAX_REFERENCE_PARAMETERS = 8
+MAX_REFERENCE_BYTES = 4096
 
 # what an awaited call to the camera raises when it goes wrong (adapters/onvif.py explains each)
 CALL_EXCEPTIONS: tuple[type[Exception], ...] = (*UNREACHABLE_EXCEPTIONS, *PROTOCOL_EXCEPTIONS)
@@ -400,6 +414,32 @@ def parse_pull_response(content: bytes, camera: str) -> PullBatch:
     return PullBatch(parsed, remaining)
 
 
+def reference_parameters(envelope: Any) -> tuple[Any, ...]:
+    """The ReferenceParameters of a CreatePullPointSubscriptionResponse envelope's SubscriptionReference, each
+    copied as the SOAP header block to echo: marked wsa:IsReferenceParameter="true"; () when there are none.
+    Raises EventsProtocolError for more than MAX_REFERENCE_PARAMETERS or MAX_REFERENCE_BYTES of them."""
+    if envelope is None:
+        return ()
+    body = envelope.find(f"{{{SOAP12}}}Body")
+    if body is None:
+        body = envelope.find(f"{{{SOAP11}}}Body")
+    path = f"{{{TEV}}}CreatePullPointSubscriptionResponse/{{{TEV}}}SubscriptionReference/{{{WSA}}}ReferenceParameters"
+    params = body.find(path) if body is not None else None
+    if params is None:
+        return ()
+    blocks = [p for p in params if isinstance(p.tag, str)]  # elements, not comments or processing instructions
+    size = sum(len(etree.tostring(b)) for b in blocks)
+    if len(blocks) > MAX_REFERENCE_PARAMETERS or size > MAX_REFERENCE_BYTES:
+        raise EventsProtocolError(f"the subscription reference has {len(blocks)} reference parameters, {size} bytes "
+                                  f"(at most {MAX_REFERENCE_PARAMETERS}, {MAX_REFERENCE_BYTES} bytes)")  # fmt: skip
+    echoed = []
+    for block in blocks:
+        header = copy.deepcopy(block)  # keeps the namespaces it uses
+        header.set(f"{{{WSA}}}IsReferenceParameter", "true")
+        echoed.append(header)
+    return tuple(echoed)
+
+
 # --- the client ---------------------------------------------------------------------------------------------------
 
 
@@ -439,6 +479,20 @@ def _remaining(current: Any, termination: Any) -> float | None:
     return float((termination - current).total_seconds())
 
 
+class _LastReply:
+    """A zeep plugin that keeps the last reply envelope as received (zeep calls both hooks of every plugin)."""
+
+    def __init__(self) -> None:
+        self.envelope: Any = None
+
+    def ingress(self, envelope: Any, http_headers: Any, operation: Any) -> tuple[Any, Any]:
+        self.envelope = envelope
+        return envelope, http_headers
+
+    def egress(self, envelope: Any, http_headers: Any, operation: Any, binding_options: Any) -> tuple[Any, Any]:
+        return envelope, http_headers
+
+
 def _raw_replies(service: Any) -> None:
     """Make `service` hand back HTTP replies unparsed. Its own Settings object: the library shares one among all
     services, and zeep's settings() context manager is per thread, not per task, so it would leak to other cameras'
@@ -475,6 +529,7 @@ class OnvifEventsClient:
         self._cam: ONVIFCamera | None = None
         self._pullpoint: Any = None
         self._subscription: Any = None
+        self._reference: tuple[Any, ...] = ()  # SOAP header blocks every request to the subscription carries
         self._expires = 0.0  # monotonic
         self._rejections_logged: set[str] = set()
 
@@ -545,6 +600,8 @@ class OnvifEventsClient:
                 if EVENTS_NS not in cam.xaddrs:
                     raise EventsUnsupported("the device has no event service")
                 events = await cam.create_events_service()
+                reply = _LastReply()
+                events.zeep_client.plugins.append(reply)
                 # relative InitialTerminationTime, so the camera's clock does not matter (the library switches to
                 # absolute times for devices that get relative ones wrong)
                 result = await events.CreatePullPointSubscription(
@@ -553,12 +610,15 @@ class OnvifEventsClient:
                 address = getattr(getattr(result.SubscriptionReference, "Address", None), "_value_1", None)
                 if not address:
                     raise EventsProtocolError("CreatePullPointSubscription answered without an address")
+                self._reference = reference_parameters(reply.envelope)
                 cam.xaddrs[PULLPOINT_NS] = cam.rewrite_url(str(address).strip())
                 self._subscription = await cam.create_subscription_service("PullPointSubscription")
                 self._pullpoint = await cam.create_pullpoint_service()
                 _raw_replies(self._pullpoint)
                 if cam.has_broken_relative_time(interval, result.CurrentTime, result.TerminationTime):
-                    result = await self._subscription.Renew(cam.get_next_termination_time(interval))
+                    result = await self._subscription.Renew(
+                        self._addressed({"TerminationTime": cam.get_next_termination_time(interval)})
+                    )
         except TimeoutError:
             raise SourceError(f"no answer within {cfg.timeout_s:g} s") from None
         except UNREACHABLE_EXCEPTIONS as exc:
@@ -577,9 +637,16 @@ class OnvifEventsClient:
         self.status.subscriptions += 1
         self.status.state, self.status.last_error = "subscribed", None
         log.info(
-            "%s: subscribed (pull point %s, ends in %.0f s unless renewed)",
-            self.where, redact_url(cam.xaddrs[PULLPOINT_NS]), self._expires - time.monotonic(),
+            "%s: subscribed (pull point %s%s, ends in %.0f s unless renewed)",
+            self.where, redact_url(cam.xaddrs[PULLPOINT_NS]),
+            f", {len(self._reference)} reference parameter(s)" if self._reference else "",
+            self._expires - time.monotonic(),
         )  # fmt: skip
+
+    def _addressed(self, params: dict[str, Any]) -> dict[str, Any]:
+        """A request's parameters with the subscription's reference parameters as SOAP headers (zeep copies them
+        into each envelope), when it has any."""
+        return params | {"_soapheaders": list(self._reference)} if self._reference else params
 
     def _expire_in(self, remaining: float | None) -> None:
         # relative to our monotonic clock: the camera's clock may be anywhere
@@ -605,7 +672,9 @@ class OnvifEventsClient:
         interval = timedelta(seconds=self.subscription_s)
         try:
             async with asyncio.timeout(self.config.timeout_s):
-                result = await self._subscription.Renew(self._cam.get_next_termination_time(interval))
+                result = await self._subscription.Renew(
+                    self._addressed({"TerminationTime": self._cam.get_next_termination_time(interval)})
+                )
         except TimeoutError:
             raise SubscriptionLost(f"Renew: no answer within {self.config.timeout_s:g} s") from None
         except CALL_EXCEPTIONS as exc:
@@ -615,11 +684,11 @@ class OnvifEventsClient:
         log.debug("%s: renewed, ends in %.0f s", self.where, self._expires - time.monotonic())
 
     async def _pull(self, timeout_s: float) -> PullBatch:
-        request = {"Timeout": timedelta(seconds=int(timeout_s)), "MessageLimit": MESSAGE_LIMIT}
+        request: dict[str, Any] = {"Timeout": timedelta(seconds=int(timeout_s)), "MessageLimit": MESSAGE_LIMIT}
         try:
             # the camera answers within the Timeout; the extra is for the network and a busy camera
             async with asyncio.timeout(timeout_s + self.config.timeout_s):
-                reply = await self._pullpoint.PullMessages(request)
+                reply = await self._pullpoint.PullMessages(self._addressed(request))
         except TimeoutError:
             raise SubscriptionLost(f"PullMessages: no answer within {timeout_s + self.config.timeout_s:g} s") from None
         except CALL_EXCEPTIONS as exc:
@@ -662,14 +731,15 @@ class OnvifEventsClient:
         await self.on_signal(signal)
 
     async def _teardown(self, unsubscribe: bool) -> None:
-        cam, subscription = self._cam, self._subscription
+        cam, subscription, addressed = self._cam, self._subscription, self._addressed({})
         self._cam = self._pullpoint = self._subscription = None
+        self._reference = ()
         if cam is None:
             return
         if unsubscribe and subscription is not None:
             try:
                 async with asyncio.timeout(UNSUBSCRIBE_TIMEOUT_S):
-                    await subscription.Unsubscribe()
+                    await subscription.Unsubscribe(addressed)
             except CALL_EXCEPTIONS as exc:
                 # the pull point expires by itself at its termination time
                 log.debug("%s: Unsubscribe failed: %s", self.where, redact_url(_describe(exc)))

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -459,3 +460,182 @@ def test_discovery_result_report_redacts() -> None:
 
     listing = VmsListing("zm", "zoneminder", [VmsCamera("3", "x", f"rtsp://a:{CAM_PASSWORD}@h/s")])
     assert CAM_PASSWORD not in json.dumps(report(DiscoveryResult([], [listing])))
+
+
+# --- Milestone XProtect and Genetec Security Center, against their emulators --------------------------------------
+
+MS_CAMS = {"0c5f6a3e-2b1d-4e8f-9a7c-3d2e1f0a9b8c": "Checkout 1", "7a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d": "Stockroom",
+           "f0e1d2c3-b4a5-4697-8877-665544332211": "Old entrance"}  # fmt: skip
+MS_DISABLED = "f0e1d2c3-b4a5-4697-8877-665544332211"
+SC_CAMS = {"5c2b5a0e-8d7f-4c3e-9a1b-0f6e2d4c8a10": "Till 2", "9e8d7c6b-5a4f-4e3d-8c2b-1a0f9e8d7c6b": "Back door",
+           "0a1b2c3d-4e5f-4061-8273-8495a6b7c8d9": "Car park"}  # fmt: skip
+SC_APP_ID = "KxsD11z743Hf5Gq9mv3+5ekxzemlCiUXkTFY5ba1NOGcLCmGstt2n0zYE9NsNimv"
+
+
+def _vms_config(tmp_path: Path, sink: dict[str, Any], cameras: list[dict[str, Any]] | None = None) -> Path:
+    path = tmp_path / "store.yaml"
+    doc = {"cameras": cameras or [{"id": "old", "source": "rtsp://127.0.0.1/x"}], "sinks": [sink]}
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+async def _discover_vms(config: Path, skeleton: Path | None = None) -> dict[str, Any]:
+    opts = DiscoverOptions(vms_only=True, config_path=config, write_config=skeleton)
+    return report_and_write(await discover(opts, load_config(config)), opts)
+
+
+def _todo_above(text: str, camera: str) -> str:
+    """The TODO comment lines right above the camera's `- id:` line."""
+    lines = text.splitlines()
+    at = lines.index(f"- id: {camera}")
+    above = []
+    for line in reversed(lines[:at]):
+        if not line.startswith("# "):
+            break
+        above.insert(0, line[2:])
+    return " ".join(above)
+
+
+@pytest.mark.milestone
+async def test_xprotect_cameras_are_listed_mapped_and_left_to_fill_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from components.milestone_emulator import XProtectEmulator
+
+    async with XProtectEmulator(password=VMS_PASSWORD, cameras=dict(MS_CAMS), disabled={MS_DISABLED}) as emu:
+        config = _vms_config(tmp_path, {"kind": "milestone", "id": "xp", "url": emu.url, "username": "storesight",
+                                        "password": VMS_PASSWORD})  # fmt: skip
+        rep = await _discover_vms(config, tmp_path / "s.yaml")
+    # one log-in, one listing with its bearer token, both answered
+    assert (emu.logins, emu.refused_logins) == (1, 0)
+    (listed,) = emu.requests("GET", "/cameras")
+    assert listed.status == 200 and listed.query == {}
+    (xp,) = rep["vms"]
+    assert xp["error"] is None
+    assert {c["ref"]: c["name"] for c in xp["cameras"]} == MS_CAMS
+    assert all(c["stream"] is None for c in xp["cameras"])
+    assert [c["note"] for c in xp["cameras"] if c["ref"] == MS_DISABLED] == ["disabled in XProtect"]
+    written = (tmp_path / "s.yaml").read_text()
+    assert VMS_PASSWORD not in written and VMS_PASSWORD not in json.dumps(rep)
+    doc = yaml.safe_load(written)
+    assert doc["sinks"][0]["password"] == "${STORESIGHT_XP_PASSWORD}"
+    assert doc["sinks"][0]["cameras"] == {"checkout-1": "0c5f6a3e-2b1d-4e8f-9a7c-3d2e1f0a9b8c",
+                                          "stockroom": "7a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d"}  # fmt: skip
+    assert [(c["id"], c["source"]) for c in doc["cameras"]] == [
+        ("checkout-1", "${STORESIGHT_CHECKOUT_1_SOURCE}"), ("stockroom", "${STORESIGHT_STOCKROOM_SOURCE}")
+    ]  # fmt: skip
+    assert "Open Network Bridge" in _todo_above(written, "checkout-1")
+    assert "names no stream" in _todo_above(written, "stockroom")
+    assert "camera f0e1d2c3-b4a5-4697-8877-665544332211 'Old entrance' skipped: disabled in XProtect" in written
+    assert rep["env"] == ["STORESIGHT_CHECKOUT_1_SOURCE", "STORESIGHT_STOCKROOM_SOURCE", "STORESIGHT_XP_PASSWORD"]
+    # until the sources are filled in, loading it fails and names what is missing
+    monkeypatch.setenv("STORESIGHT_XP_PASSWORD", VMS_PASSWORD)
+    with pytest.raises(StoreSightError, match="STORESIGHT_CHECKOUT_1_SOURCE is not set"):
+        load_config(tmp_path / "s.yaml")
+    monkeypatch.setenv("STORESIGHT_CHECKOUT_1_SOURCE", "rtsp://10.0.0.5/s1")
+    monkeypatch.setenv("STORESIGHT_STOCKROOM_SOURCE", "rtsp://10.0.0.6/s1")
+    loaded = load_config(tmp_path / "s.yaml")
+    assert [c.source for c in loaded.cameras] == ["rtsp://10.0.0.5/s1", "rtsp://10.0.0.6/s1"]
+
+
+@pytest.mark.genetec
+async def test_security_center_cameras_are_listed_with_media_gateway_streams(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from components.genetec_emulator import GenetecEmulator
+
+    import adapters.sinks.genetec as genetec
+
+    # small pages and lookup batches, so paging and several entities per query are exercised on three cameras
+    monkeypatch.setattr(genetec, "LIST_PAGE_SIZE", 2)
+    monkeypatch.setattr(genetec, "LOOKUP_BATCH", 2)
+    async with GenetecEmulator(cameras=dict(SC_CAMS), password=VMS_PASSWORD, application_id=SC_APP_ID) as sc:
+        sc.running_states["0a1b2c3d-4e5f-4061-8273-8495a6b7c8d9".replace("-", "")] = "NotRunning"
+        config = _vms_config(tmp_path, {"kind": "genetec", "id": "sc", "url": sc.url, "username": "storesight",
+                                        "password": "${SC_TEST_PASSWORD}", "application_id": SC_APP_ID,
+                                        "cameras": {"old": next(iter(SC_CAMS))}})  # fmt: skip
+        monkeypatch.setenv("SC_TEST_PASSWORD", VMS_PASSWORD)
+        rep = await _discover_vms(config, tmp_path / "s.yaml")
+    assert sc.violations == [], "requests the documented Web SDK does not take"
+    assert sc.report_pages == 2  # 2 + 1 cameras: the short second page ends the listing
+    assert sc.count("GET", "/entity?q=entity=", 200) == 2  # names looked up two at a time
+    (listed,) = rep["vms"]
+    assert listed["error"] is None
+    assert {c["ref"]: c["name"] for c in listed["cameras"]} == SC_CAMS
+    car_park = next(c for c in listed["cameras"] if c["name"] == "Car park")
+    assert car_park["note"] == "Media Gateway RTSP, live stream, NotRunning"
+    written = (tmp_path / "s.yaml").read_text()
+    assert VMS_PASSWORD not in written and VMS_PASSWORD not in json.dumps(rep)
+    doc = yaml.safe_load(written)
+    assert doc["sinks"][0]["password"] == "${SC_TEST_PASSWORD}"
+    assert doc["sinks"][0]["cameras"] == {"back-door": "9e8d7c6b-5a4f-4e3d-8c2b-1a0f9e8d7c6b",
+                                          "car-park": "0a1b2c3d-4e5f-4061-8273-8495a6b7c8d9",
+                                          "till-2": "5c2b5a0e-8d7f-4c3e-9a1b-0f6e2d4c8a10"}  # fmt: skip
+    till = next(c for c in doc["cameras"] if c["id"] == "till-2")
+    assert till["source"] == ("rtsp://${STORESIGHT_CAMERA_USER}:${STORESIGHT_CAMERA_PASSWORD}@127.0.0.1:654/"
+                              "5c2b5a0e-8d7f-4c3e-9a1b-0f6e2d4c8a10/live")  # fmt: skip
+    assert "Media Gateway role runs elsewhere" in _todo_above(written, "till-2")
+    monkeypatch.setenv("STORESIGHT_CAMERA_USER", "mg-user")
+    monkeypatch.setenv("STORESIGHT_CAMERA_PASSWORD", "mg-pw")
+    loaded = load_config(tmp_path / "s.yaml")
+    assert {c.id for c in loaded.cameras} == {"till-2", "back-door", "car-park"}
+
+
+@pytest.mark.parametrize("vendor", [pytest.param("milestone", marks=pytest.mark.milestone),
+                                    pytest.param("genetec", marks=pytest.mark.genetec)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("password", "cameras", "error"),
+    [
+        ("not-the-password", True, {"milestone": "Milestone XProtect: http://127.0.0.1:PORT: the identity provider "
+                                                 "refused user 'storesight': HTTP 400 invalid_grant",
+                                    "genetec": "Genetec Security Center: http://127.0.0.1:PORT/WebSdk: list the "
+                                               "cameras: HTTP 401 Unauthorized: Invalid credentials twice"}),
+        (VMS_PASSWORD, False, None),
+    ],
+)  # fmt: skip
+async def test_vms_listing_wrong_login_and_empty(
+    tmp_path: Path, vendor: str, password: str, cameras: bool, error: dict[str, str] | None
+) -> None:
+    from components.genetec_emulator import GenetecEmulator
+    from components.milestone_emulator import XProtectEmulator
+
+    if vendor == "milestone":
+        async with XProtectEmulator(password=VMS_PASSWORD, cameras=dict(MS_CAMS) if cameras else {}) as emu:
+            sink = {"kind": "milestone", "id": "xp", "url": emu.url, "username": "storesight", "password": password}
+            rep = await _discover_vms(_vms_config(tmp_path, sink), tmp_path / "s.yaml")
+        port = emu.port
+        assert len(emu.requests("GET", "/cameras")) == (0 if error else 1)
+    else:
+        async with GenetecEmulator(cameras=dict(SC_CAMS) if cameras else {}, password=VMS_PASSWORD,
+                                   application_id=SC_APP_ID) as sc:  # fmt: skip
+            sink = {"kind": "genetec", "id": "sc", "url": sc.url, "username": "storesight", "password": password,
+                    "application_id": SC_APP_ID, "cameras": {"old": next(iter(SC_CAMS))}}  # fmt: skip
+            rep = await _discover_vms(_vms_config(tmp_path, sink), tmp_path / "s.yaml")
+        port = int(urlsplit(sc.url).port or 0)
+        assert sc.violations == []
+    (listed,) = rep["vms"]
+    assert listed["cameras"] == []
+    if error is None:
+        assert listed["error"] is None
+    else:
+        assert str(listed["error"]).startswith(error[vendor].replace("PORT", str(port)))
+    written = (tmp_path / "s.yaml").read_text()
+    # an empty listing leaves an empty camera map, which does not load: the header says what to do
+    assert ("listed no camera to map" in written) == (error is None)
+    assert "not-the-password" not in written and VMS_PASSWORD not in written
+    assert "not-the-password" not in json.dumps(rep) and VMS_PASSWORD not in json.dumps(rep)
+
+
+def test_each_vms_login_gets_its_own_variables() -> None:
+    door = "5c2b5a0e-8d7f-4c3e-9a1b-0f6e2d4c8a10"
+    listings = [
+        VmsListing("nvr", "nx", [VmsCamera("3a4ad4ea-9269-4b1f-a7aa-2cec537d0248", "Till", "rtsp://nvr:7001/3a?stream=1")]),
+        VmsListing("sc", "genetec", [VmsCamera(door, "Door", f"rtsp://sc:654/{door}/live", "x", "check")]),
+    ]  # fmt: skip
+    skeleton = build_skeleton([], listings, onvif_username=None)
+    sources = [c["source"] for c in skeleton.document["cameras"]]
+    assert sources == ["rtsp://${STORESIGHT_CAMERA_USER}:${STORESIGHT_CAMERA_PASSWORD}@nvr:7001/3a?stream=1",
+                       "rtsp://${STORESIGHT_CAMERA2_USER}:${STORESIGHT_CAMERA2_PASSWORD}@sc:654/"
+                       "5c2b5a0e-8d7f-4c3e-9a1b-0f6e2d4c8a10/live"]  # fmt: skip
+    assert skeleton.todos == {"door": "check"}
+    assert "# TODO door: check\n- id: door\n" in render_skeleton(skeleton, "a test")

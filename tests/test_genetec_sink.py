@@ -299,7 +299,11 @@ async def test_the_emulator_rejects_requests_the_documented_api_does_not_take() 
             ("GET", f"action?q=AddCameraBookmark({g32(CAM1)},{ok_time},{ok_text})", {}, 405, "takes POST"),
             ("POST", "action", {}, 400, "q=<DSL>"),
             ("GET", f"entity?q=entity={g32(CAM1)},Password", {}, 400, "unknown entity propert"),
-            ("GET", "report/EntityConfiguration?q=EntityTypes@Camera", {}, 404, "no such endpoint"),
+            ("GET", "report/AlarmActivity?q=EntityTypes@Camera", {}, 404, "no such endpoint"),
+            ("GET", "report/EntityConfiguration?q=EntityTypes@Door", {}, 400, "must start with EntityTypes@Camera"),
+            ("GET", "report/EntityConfiguration?q=EntityTypes@Camera,Page=0", {}, 400, "only Page=<n> and PageSize"),
+            ("POST", "report/EntityConfiguration?q=EntityTypes@Camera", {}, 405, "takes GET"),
+            ("GET", f"entity?q=entity={g32(CAM1)},Name,entity={g32(CAM2)}", {}, 400, "names no property"),
         ]  # fmt: skip
         async with aiohttp.ClientSession() as http:
             for method, target, headers, status, text in cases:

@@ -14,9 +14,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from components.onvif_events_responder import (
     CONCRETE_SET,
+    SUBSCRIPTION_NS,
+    TEV,
     TNS1,
     TT,
     WSNT,
@@ -39,6 +42,7 @@ from adapters.onvif_events import (
     parse_notification,
     parse_notification_xml,
     parse_pull_response,
+    reference_parameters,
 )
 from plugin.app import Runtime, camera_events
 from plugin.camera_signals import CameraSignal, CameraSignals
@@ -664,3 +668,150 @@ async def test_a_forwarded_camera_event_becomes_an_incident(responder: EventsRes
     signals = rt.signals["cam1"]
     assert signals.last_motion_at == T and signals.motion_active  # motion is kept for gating
     assert rt.events["cam1"].describe()["state"] == "stopped"
+
+
+# --- subscriptions told apart by a WS-Addressing reference parameter ----------------------------------------------
+
+WSA10 = "http://www.w3.org/2005/08/addressing"
+SOAP12 = "http://www.w3.org/2003/05/soap-envelope"
+
+
+def _create_reply(params: str) -> Any:
+    return etree.fromstring(
+        f'<env:Envelope xmlns:env="{SOAP12}"><env:Body><tev:CreatePullPointSubscriptionResponse '
+        f'xmlns:tev="http://www.onvif.org/ver10/events/wsdl" xmlns:wsa="{WSA10}" xmlns:wsnt="{WSNT}">'
+        f"<tev:SubscriptionReference><wsa:Address>http://cam/onvif/services</wsa:Address>{params}"
+        "</tev:SubscriptionReference><wsnt:CurrentTime>2026-11-29T14:00:00Z</wsnt:CurrentTime>"
+        "<wsnt:TerminationTime>2026-11-29T14:01:00Z</wsnt:TerminationTime>"
+        "</tev:CreatePullPointSubscriptionResponse></env:Body></env:Envelope>"
+    )
+
+
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    [
+        ("", []),
+        ("<wsa:ReferenceParameters/>", []),
+        (f'<wsa:ReferenceParameters><dom0:SubscriptionId xmlns:dom0="{SUBSCRIPTION_NS}">297'
+         "</dom0:SubscriptionId></wsa:ReferenceParameters>", [(f"{{{SUBSCRIPTION_NS}}}SubscriptionId", "297")]),
+        ('<wsa:ReferenceParameters><v:Session xmlns:v="urn:vendor" v:kind="pull"><v:Id>7</v:Id></v:Session><!-- c -->'
+         '<Plain>x</Plain></wsa:ReferenceParameters>', [("{urn:vendor}Session", None), ("Plain", "x")]),
+        ("<wsa:ReferenceParameters>" + "<n>1</n>" * 9 + "</wsa:ReferenceParameters>", EventsProtocolError),
+        (f"<wsa:ReferenceParameters><big>{'x' * 5000}</big></wsa:ReferenceParameters>", EventsProtocolError),
+    ],
+)  # fmt: skip
+def test_reference_parameters_become_marked_header_blocks(params: str, expected: Any) -> None:
+    reply = _create_reply(params)
+    if expected is EventsProtocolError:
+        with pytest.raises(EventsProtocolError, match="reference parameters"):
+            reference_parameters(reply)
+        return
+    headers = reference_parameters(reply)
+    assert [(h.tag, h.text) for h in headers] == expected
+    assert all(h.get(f"{{{WSA10}}}IsReferenceParameter") == "true" for h in headers)
+    for h in headers:  # copies, with their content and namespaces: the reply itself is left as it was
+        assert h.getparent() is None
+        assert etree.fromstring(etree.tostring(h)).tag == h.tag
+    if expected and expected[0][0] == "{urn:vendor}Session":
+        assert headers[0].findtext("{urn:vendor}Id") == "7" and headers[0].get("{urn:vendor}kind") == "pull"
+    assert not reply.xpath("//*[@wsa:IsReferenceParameter]", namespaces={"wsa": WSA10})
+
+
+def _soap(body: str, header: str = "") -> bytes:
+    return (
+        f'<env:Envelope xmlns:env="{SOAP12}" xmlns:tev="{TEV}" xmlns:wsa="{WSA10}" '
+        f'xmlns:dom0="{SUBSCRIPTION_NS}"><env:Header>{header}</env:Header><env:Body>{body}</env:Body></env:Envelope>'
+    ).encode()
+
+
+PULL = "<tev:PullMessages><tev:Timeout>PT0S</tev:Timeout><tev:MessageLimit>1</tev:MessageLimit></tev:PullMessages>"
+
+
+@onvif
+async def test_the_responder_needs_the_reference_parameter() -> None:
+    # the camera this section's client tests run against: it must refuse what a client without the echo sends
+    async with EventsResponder(reference_parameters=True) as r, aiohttp.ClientSession() as http:
+        base = f"http://127.0.0.1:{r.port}"
+        create = "<tev:CreatePullPointSubscription><tev:InitialTerminationTime>PT60S</tev:InitialTerminationTime>"
+        async with http.post(f"{base}/onvif/events", data=_soap(create + "</tev:CreatePullPointSubscription>")) as resp:
+            reply = etree.fromstring(await resp.read())
+        address = reply.findtext(f".//{{{WSA10}}}Address")
+        (ident,) = reply.iterfind(f".//{{{WSA10}}}ReferenceParameters/{{{SUBSCRIPTION_NS}}}SubscriptionId")
+        marked = f'<dom0:SubscriptionId wsa:IsReferenceParameter="true">{ident.text}</dom0:SubscriptionId>'
+        cases = [
+            (address, "", 400, "ter:InvalidArgs"),
+            (address, f"<dom0:SubscriptionId>{ident.text}</dom0:SubscriptionId>", 400, "ter:InvalidArgs"),  # unmarked
+            (address, '<dom0:SubscriptionId wsa:IsReferenceParameter="true">99</dom0:SubscriptionId>', 400,
+             "ResourceUnknownFault"),
+            (f"{base}/onvif/pullpoint/{ident.text}", marked, 500, "ActionNotSupported"),
+            (address, marked, 200, "PullMessagesResponse"),
+        ]  # fmt: skip
+        for url, header, status, text in cases:
+            async with http.post(url, data=_soap(PULL, header)) as resp:
+                assert (resp.status, text in await resp.text()) == (status, True), header
+    assert address == f"http://127.0.0.1:{r.port}/onvif/subscription"
+    assert r.errors == []
+
+
+@onvif
+async def test_subscriptions_on_one_address_are_told_apart_by_their_reference_parameter(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, "adapters.onvif_events")
+    async with EventsResponder(USER, PASSWORD, reference_parameters=True) as r:
+        # two subscriptions on the one address; a's are short, so it renews
+        a = Client(r, subscription_s=2.0, pull_timeout_s=1.0)
+        b = Client(r)
+        try:
+            await a.until(lambda: a.client.status.state == "subscribed")
+            await b.until(lambda: b.client.status.state == "subscribed")
+            await asyncio.sleep(3.0)  # longer than a's subscription: only renewals (with the header) keep it
+            r.publish(crossing("Line1"))
+            await a.until(lambda: len(a.signals) == 1)
+            await b.until(lambda: len(b.signals) == 1)
+            ids = set(r.subscriptions)
+        finally:
+            await a.stop()
+        # a's Unsubscribe named a's subscription: b's is still there, and b still gets messages
+        assert len(ids) == 2 and len(r.subscriptions) == 1
+        try:
+            r.publish(crossing("Line2"))
+            await b.until(lambda: len(b.signals) == 2)
+        finally:
+            await b.stop()
+        assert r.subscriptions == {}
+    assert r.errors == []
+    assert a.client.status.renewals >= 1 and a.client.status.subscriptions == 1, "renewed, never lost"
+    assert b.client.status.subscriptions == 1 and [s.rule for s in b.signals] == ["Line1", "Line2"]
+    shared = [q for q in r.requests if q.path == "/onvif/subscription"]
+    assert {q.operation for q in shared} == {"PullMessages", "Renew", "Unsubscribe"}
+    for q in shared:  # every request to a subscription echoed exactly one id, marked, of a live subscription
+        (ref,) = q.reference_parameters
+        assert ref.startswith(f"{{{SUBSCRIPTION_NS}}}SubscriptionId=") and int(ref.split("=")[1]) in ids
+    assert {q.reference_parameters for q in shared if q.operation == "Unsubscribe"} == {
+        (f"{{{SUBSCRIPTION_NS}}}SubscriptionId={i}",) for i in ids
+    }
+    assert not [q for q in r.requests if q.path.startswith("/onvif/pullpoint/")]
+    assert "1 reference parameter(s)" in caplog.text
+
+
+@onvif
+async def test_without_the_echo_such_a_camera_refuses_every_pull(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # what the client did before: the address only. The camera faults each pull and no message arrives.
+    import adapters.onvif_events as events
+
+    monkeypatch.setattr(events, "reference_parameters", lambda envelope: ())
+    async with EventsResponder(USER, PASSWORD, reference_parameters=True) as r:
+        c = Client(r)
+        try:
+            await c.until(lambda: c.client.status.state == "subscribed")
+            r.publish(crossing())
+            # stopped while it waits to subscribe again, not in the middle of making a subscription
+            await c.until(lambda: c.client.status.subscriptions >= 3 and c.client.status.state == "reconnecting")
+        finally:
+            await c.stop()
+        pulls = [q for q in r.requests if q.operation == "PullMessages"]
+    assert "PullMessages: SOAP fault env:Sender / ter:InvalidArgs" in caplog.text
+    assert c.signals == [] and pulls and all(q.reference_parameters == () for q in pulls)

@@ -60,7 +60,7 @@ import aiohttp
 from yarl import URL
 
 from adapters.sinks.common import GATEWAY_STATUSES, HTTP_EXCEPTIONS, NoAnswer, incident_time, tls_context
-from plugin.config import GenetecSinkConfig
+from plugin.config import GenetecSinkConfig, genetec_guid
 from plugin.redact import redact_url
 from plugin.sinks import Receipt, SinkAuthError, SinkHealth, SinkNotReady, SinkRefs, SinkRejected, is_system_incident
 
@@ -74,8 +74,32 @@ TEST_TEXT = "StoreSight connection test: safe to ignore"
 TEXT_MAX = 400
 # How much of an error answer goes into an error message: Genetec's code and message, not a whole HTML page.
 ERROR_TEXT_MAX = 200
+# Listing cameras (`storesight discover`): report pages of this many GUIDs, at most LIST_MAX_PAGES of them (a
+# runaway server cannot keep us paging), then names looked up LOOKUP_BATCH GUIDs per entity query: each costs
+# ~60 characters of URL, and the query string must stay well under the few KB Windows HTTP stacks accept.
+LIST_PAGE_SIZE = 500
+LIST_MAX_PAGES = 40
+LOOKUP_BATCH = 20
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SecurityCenterCamera:
+    """A camera entity as the Web SDK lists it (`storesight discover`)."""
+
+    guid: str  # lower-case dashed, as `cameras` in the sink config takes it
+    name: str
+    running_state: str | None  # Running, NotRunning, Warning... as Security Center says it
+
+
+def _camera_row(row: Any) -> SecurityCenterCamera | None:
+    """A camera from a report row or an entity answer; None without a GUID."""
+    guid = genetec_guid(str(_lookup(row, "Guid") or "")) if isinstance(row, dict) else None
+    if guid is None:
+        return None
+    state = _lookup(row, "RunningState")
+    return SecurityCenterCamera(guid, str(_lookup(row, "Name") or ""), None if state is None else str(state))
 
 
 def dsl_guid(guid: str) -> str:
@@ -375,6 +399,35 @@ class GenetecSink:
             return None
         name = _lookup(result, "Name") if isinstance(result, dict) else None
         return str(name) if name else guid
+
+    async def cameras(self) -> list[SecurityCenterCamera]:
+        """Every camera entity this user may see: the GUIDs from the EntityConfiguration report, paged
+        (`GET <base>/report/EntityConfiguration?q=EntityTypes@Camera,Page=<n>,PageSize=<m>`), then their names and
+        running states from entity queries, several entities per request (`entity=<guid>,Guid,Name,RunningState,
+        entity=<guid>,...`).
+
+        [S] both shapes are a third-party Web SDK client's (Result: a list of `{"Guid"}` rows; for several entities
+        a list of property objects); [I] one entity may come back as a single object, as the sink's lookup reads it,
+        so both are accepted, and a report row that carries Name already needs no lookup.
+        """
+        rows: list[Any] = []
+        for page in range(1, LIST_MAX_PAGES + 1):
+            q = f"EntityTypes@Camera,Page={page},PageSize={LIST_PAGE_SIZE}"
+            result = await self._call("GET", "/report/EntityConfiguration", q, "list the cameras")
+            batch = result if isinstance(result, list) else []
+            rows += batch
+            if len(batch) < LIST_PAGE_SIZE:
+                break
+        found = {c.guid: c for c in map(_camera_row, rows) if c is not None}
+        todo = [g for g, c in found.items() if not c.name]
+        for i in range(0, len(todo), LOOKUP_BATCH):
+            q = ",".join(f"entity={dsl_guid(g)},Guid,Name,RunningState" for g in todo[i : i + LOOKUP_BATCH])
+            result = await self._call("GET", "/entity", q, "read the cameras' names")
+            for item in result if isinstance(result, list) else [result]:
+                cam = _camera_row(item)
+                if cam is not None and cam.guid in found:
+                    found[cam.guid] = cam
+        return list(found.values())
 
     async def self_test(self) -> str:
         """Sign in, check every mapped camera exists, and write a labelled test bookmark on the first one."""

@@ -269,6 +269,15 @@ async def _nothing() -> None:
     return None
 
 
+@dataclass(frozen=True)
+class XProtectCamera:
+    """A camera as the Configuration REST API lists it (`storesight discover`)."""
+
+    id: str  # the camera GUID, what `cameras` in the sink config maps to
+    name: str  # displayName, else name
+    enabled: bool
+
+
 def _error_text(data: Any) -> str:
     """Milestone's error body `{"httpCode", "details": [{"errorText", "property"}]}`, else the start of the reply."""
     if isinstance(data, Mapping) and isinstance(data.get("details"), list):
@@ -682,6 +691,20 @@ class MilestoneSink:
         return created
 
     # --- self-test and lifecycle --------------------------------------------------------------------------------
+
+    async def cameras(self) -> list[XProtectCamera]:
+        """Every camera this user may see: `GET /api/rest/v1/cameras` answers `{"array": [{"id", "displayName",
+        ...}]}` (Milestone's RestfulCommunicationPython sample); `name` and `enabled` are read when present [S]."""
+        data = await self._call("GET", "/cameras")
+        items = data.get("array") if isinstance(data, Mapping) else None
+        if not isinstance(items, list):
+            raise SinkNotReady(f"{self.where}: GET /cameras: the reply has no array: {str(data)[:200]}")
+        found = []
+        for item in items:
+            if isinstance(item, Mapping) and item.get("id"):
+                name = item.get("displayName") or item.get("name") or ""
+                found.append(XProtectCamera(str(item["id"]), str(name), item.get("enabled") is not False))
+        return found
 
     async def self_test(self) -> str:
         """Log in, check every mapped camera exists, and write a labelled test entry in each configured mode."""

@@ -3,7 +3,9 @@ INTEGRATIONS.md section 4 and nothing else, and behaves like the product where t
 
 Checked on every request (a request that fails a check is answered 400, or 404/405 for an unknown endpoint or
 method, and recorded in `violations`):
-- the endpoint: `GET /WebSdk/` (ping), `POST /WebSdk/action?q=<action>`, `GET /WebSdk/entity?q=entity=<guid>,...`;
+- the endpoint: `GET /WebSdk/` (ping), `POST /WebSdk/action?q=<action>`, `GET /WebSdk/entity?q=entity=<guid>,...`
+  (one or several `entity=<guid>,<property>,...` groups), `GET /WebSdk/report/EntityConfiguration?q=EntityTypes@Camera`
+  with optional `,Page=<n>,PageSize=<m>`;
 - `Accept: text/json` (without it the product answers XML), no request body, `q` as the only query parameter;
 - the query DSL as written on the wire: `Name(arg,arg,...)`, GUIDs as 32 hex digits without dashes, times as
   `yyyy-MM-ddTHH:mm:ss`, texts percent-encoded with none of the DSL's characters (`=`, `@`, `\\`, `(`, `)`, `,`),
@@ -13,7 +15,9 @@ method, and recorded in `violations`):
 The product's side: HTTP Basic with `<user>;<application id>` and the password (401 otherwise), 403 when the licence
 lacks the Web SDK part, answers in the `{"Rsp": {"Status": "Ok"|"Fail", ...}}` envelope. What INTEGRATIONS.md does
 not document, the emulator does as the product is believed to [I]: a camera or custom event the system does not
-have is a "Fail" envelope with HTTP 200; the entity lookup answers the asked properties in `Result`.
+have is a "Fail" envelope with HTTP 200; the entity lookup answers the asked properties in `Result` (an object for
+one entity, a list for several, as a third-party client reads them [S]); the report answers a list of `{"Guid"}`
+rows [S], dashed GUIDs, one page at a time.
 """
 
 from __future__ import annotations
@@ -124,6 +128,12 @@ def _guid32(value: str) -> str:
     return value.replace("-", "").strip("{}").lower()
 
 
+def _dashed(guid32: str) -> str:
+    """A GUID as Security Center writes it in answers: 8-4-4-4-12 [I]."""
+    g = guid32
+    return f"{g[:8]}-{g[8:12]}-{g[12:16]}-{g[16:20]}-{g[20:]}"
+
+
 def rsp_ok(result: Any = None) -> web.Response:
     """The success envelope."""
     rsp: dict[str, Any] = {"Status": "Ok"}
@@ -157,6 +167,8 @@ class GenetecEmulator:
         self.cameras = {_guid32(g): n for g, n in self.cameras.items()}
         self.bookmarks: list[dict[str, Any]] = []  # {"camera": guid32, "time": aware UTC, "text": str}
         self.custom_events: list[dict[str, Any]] = []  # {"id": int, "entity": guid32 | None, "message": str | None}
+        self.running_states: dict[str, str] = {}  # guid32 -> RunningState other than Running
+        self.report_pages = 0  # EntityConfiguration report pages served
         self.seen: list[Seen] = []
         self.violations: list[str] = []
         self.plan = FaultPlan()
@@ -262,7 +274,8 @@ class GenetecEmulator:
         """The handler for a valid request, or (status, why) for one the documented API does not take."""
         base = f"/{self.base_uri}"
         path, _, query = request.raw_path.partition("?")
-        endpoints = {f"{base}/": "GET", f"{base}/action": "POST", f"{base}/entity": "GET"}
+        report = f"{base}/report/EntityConfiguration"
+        endpoints = {f"{base}/": "GET", f"{base}/action": "POST", f"{base}/entity": "GET", report: "GET"}
         if path not in endpoints:
             return None, (404, f"no such endpoint {path!r} (INTEGRATIONS.md section 4.2)")
         if request.method != endpoints[path]:
@@ -280,6 +293,8 @@ class GenetecEmulator:
         try:
             if path == f"{base}/action":
                 return self._action(parse_call(query[2:])), None
+            if path == report:
+                return self._report(query[2:]), None
             return self._entity(query[2:]), None
         except DslError as exc:
             return None, (400, str(exc))
@@ -337,22 +352,45 @@ class GenetecEmulator:
         raise DslError(f"unknown action {call.name!r} (AddCameraBookmark, RaiseCustomEvent)")
 
     def _entity(self, q: str) -> Callable[[], web.Response]:
-        parts = q.split(",")
-        head, props = parts[0], parts[1:]
-        if not head.startswith("entity="):
-            raise DslError("the entity query starts with entity=<guid>")
-        guid = guid_arg(head[len("entity=") :], "entity")
-        if not props:
-            raise DslError("the entity query names no property")
-        unknown = [p for p in props if p not in ENTITY_PROPERTIES]
-        if unknown:
-            raise DslError(f"unknown entity propert(ies) {', '.join(unknown)}")
+        groups: list[tuple[str, list[str]]] = []
+        for part in q.split(","):
+            if part.startswith("entity="):
+                groups.append((guid_arg(part[len("entity=") :], "entity"), []))
+            elif not groups:
+                raise DslError("the entity query starts with entity=<guid>")
+            elif part not in ENTITY_PROPERTIES:
+                raise DslError(f"unknown entity property {part!r}")
+            else:
+                groups[-1][1].append(part)
+        if any(not props for _, props in groups):
+            raise DslError("an entity in the query names no property")
 
         def lookup() -> web.Response:
-            if guid not in self.cameras:
-                return rsp_fail("UnknownEntity", f"Entity {guid} was not found")
-            values = {"Name": self.cameras[guid], "Description": "", "Guid": guid, "EntityType": "Camera",
-                      "RunningState": "Running"}  # fmt: skip
-            return rsp_ok({p: values[p] for p in props})
+            results = []
+            for guid, props in groups:
+                if guid not in self.cameras:
+                    return rsp_fail("UnknownEntity", f"Entity {guid} was not found")
+                values = {"Name": self.cameras[guid], "Description": "", "Guid": _dashed(guid), "EntityType": "Camera",
+                          "RunningState": self.running_states.get(guid, "Running")}  # fmt: skip
+                results.append({p: values[p] for p in props})
+            return rsp_ok(results[0] if len(results) == 1 else results)
 
         return lookup
+
+    def _report(self, q: str) -> Callable[[], web.Response]:
+        parts = q.split(",")
+        if parts[0] != "EntityTypes@Camera":
+            raise DslError(f"the report query must start with EntityTypes@Camera, not {parts[0]!r}")
+        paging = {"Page": 1, "PageSize": 1000}
+        for part in parts[1:]:
+            name, eq, value = part.partition("=")
+            if name not in paging or not eq or not value.isdigit() or int(value) < 1:
+                raise DslError(f"report option {part!r}: only Page=<n> and PageSize=<n>, n >= 1")
+            paging[name] = int(value)
+        size, start = paging["PageSize"], (paging["Page"] - 1) * paging["PageSize"]
+
+        def rows() -> web.Response:
+            self.report_pages += 1
+            return rsp_ok([{"Guid": _dashed(g)} for g in list(self.cameras)[start : start + size]])
+
+        return rows

@@ -105,6 +105,7 @@ class XProtectEmulator:
     username: str = "storesight"
     password: str = "Correct-Horse-7"
     cameras: Mapping[str, str] = field(default_factory=dict)  # GUID -> display name
+    disabled: set[str] = field(default_factory=set)  # GUIDs of cameras disabled in XProtect
     token_lifetime_s: float = 3600.0
     received: list[Received] = field(default_factory=list)
     bookmarks: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -241,11 +242,15 @@ class XProtectEmulator:
     # --- configuration: cameras ---
 
     def _camera_doc(self, guid: str) -> dict[str, Any]:
+        # the documented fields (id, displayName: Milestone's samples) and, as third-party clients read them [S],
+        # name, enabled and the parent hardware relation
+        hardware = str(uuid.uuid5(uuid.NAMESPACE_OID, guid))
         return {
             "id": guid,
             "displayName": self.cameras[guid],
-            "enabled": True,
-            "relations": {"self": {"type": "cameras", "id": guid}},
+            "name": self.cameras[guid],
+            "enabled": guid not in self.disabled,
+            "relations": {"self": {"type": "cameras", "id": guid}, "parent": {"type": "hardware", "id": hardware}},
         }
 
     def _known(self, guid: Any) -> str | None:
@@ -254,6 +259,11 @@ class XProtectEmulator:
         return next((g for g in self.cameras if g.lower() == guid.lower()), None)
 
     async def _cameras(self, request: web.Request) -> web.Response:
+        # the listing as the sink asks for it: no body, no query (paging and filters are not used)
+        if request.query:
+            return _error(400, "unexpected query parameter", sorted(request.query)[0])
+        if request[BODY] is not None:
+            return _error(400, "GET takes no body")
         return web.json_response({"array": [self._camera_doc(g) for g in self.cameras]})
 
     async def _camera(self, request: web.Request) -> web.Response:

@@ -13,7 +13,11 @@ that the WSDL imports by URL come from onvif-zeep-async's bundled copies (no net
 
 Switches for tests: `lose()` forgets every subscription (the next pull gets the camera's ResourceUnknown fault),
 `restart()` is a reboot (the port goes away and comes back with no subscriptions), `queue_raw()` queues a message
-fragment as is, for replies no schema would allow.
+fragment as is, for replies no schema would allow. `reference_parameters=True` makes it a camera that tells its
+subscriptions apart by a WS-Addressing reference parameter instead of by URL: every subscription reference carries
+one shared address and a `<dom0:SubscriptionId>` in its ReferenceParameters (the element and namespace Axis cameras
+use, as third-party clients quote them [S]), and a request to that address without the matching SOAP header,
+marked `wsa:IsReferenceParameter="true"`, gets a `ter:InvalidArgs` fault, as those cameras answer.
 """
 
 from __future__ import annotations
@@ -52,6 +56,8 @@ XS = "http://www.w3.org/2001/XMLSchema"
 WSSE = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd"
 WSU = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-utility-1.0.xsd"
 CONCRETE_SET = "http://www.onvif.org/ver10/tev/topicExpression/ConcreteSet"
+SUBSCRIPTION_NS = "http://www.axis.com/2009/event"  # the reference parameter's namespace [S]
+SHARED_PATH = "/onvif/subscription"  # the one subscription address with reference_parameters
 
 
 def specs_dir() -> Path:
@@ -218,6 +224,7 @@ class Seen:
     path: str
     operation: str
     authenticated: bool
+    reference_parameters: tuple[str, ...] = ()  # "{ns}name=text" of each header marked IsReferenceParameter
 
 
 class EventsResponder:
@@ -231,7 +238,9 @@ class EventsResponder:
         events_service: bool = True,
         max_pull_timeout_s: float = 60.0,
         clock_offset_s: float = 0.0,
+        reference_parameters: bool = False,
     ) -> None:
+        self.reference_parameters = reference_parameters
         self.username = username
         self.password = password
         self.events_service = events_service
@@ -324,9 +333,16 @@ class EventsResponder:
             op = body[0]
             name = etree.QName(op).localname
             authenticated = self._authenticated(envelope)
-            self.requests.append(Seen(path, name, authenticated))
+            refs = _reference_headers(envelope)
+            self.requests.append(
+                Seen(path, name, authenticated, tuple(f"{etree.QName(h).text}={h.text}" for h in refs))
+            )
             if self.username and not authenticated and name != "GetSystemDateAndTime":  # ONVIF: PRE_AUTH
                 raise _Fault("Sender", "ter:NotAuthorized", "Sender not authorized")
+            if path == SHARED_PATH and self.reference_parameters:
+                path = f"/onvif/pullpoint/{self._referenced(refs)}"
+            elif path.startswith("/onvif/pullpoint/") and self.reference_parameters:
+                raise _Fault("Receiver", "ter:ActionNotSupported", f"nothing at {path}", status=500)
             reply = await self._dispatch(path, op, name)
         except _Fault as fault:
             return self._fault(fault)
@@ -388,6 +404,15 @@ class EventsResponder:
             etree.SubElement(version, f"{{{TT}}}Minor").text = "60"
         return resp
 
+    def _referenced(self, refs: list[Any]) -> str:
+        """The subscription id a request to the shared address names in its reference parameter header."""
+        ids = [h.text or "" for h in refs if h.tag == f"{{{SUBSCRIPTION_NS}}}SubscriptionId"]
+        if len(ids) != 1:
+            raise _Fault("Sender", "ter:InvalidArgs", "no SubscriptionId reference parameter in the SOAP header")
+        if not ids[0].strip().isdigit():
+            raise _Fault("Sender", "wsrf-rw:ResourceUnknownFault", f"no subscription {ids[0]!r}")
+        return ids[0].strip()
+
     def _subscription(self, sub_id: int) -> Subscription:
         sub = self.subscriptions.get(sub_id)
         now = self.now()
@@ -408,7 +433,13 @@ class EventsResponder:
             f"{{{TEV}}}CreatePullPointSubscriptionResponse", nsmap={"tev": TEV, "wsnt": WSNT, "wsa": WSA}
         )
         ref = etree.SubElement(resp, f"{{{TEV}}}SubscriptionReference")
-        etree.SubElement(ref, f"{{{WSA}}}Address").text = f"http://{HOST}:{self.port}/onvif/pullpoint/{sub.id}"
+        if self.reference_parameters:
+            etree.SubElement(ref, f"{{{WSA}}}Address").text = f"http://{HOST}:{self.port}{SHARED_PATH}"
+            params = etree.SubElement(ref, f"{{{WSA}}}ReferenceParameters")
+            ident = etree.SubElement(params, f"{{{SUBSCRIPTION_NS}}}SubscriptionId", nsmap={"dom0": SUBSCRIPTION_NS})
+            ident.text = str(sub.id)
+        else:
+            etree.SubElement(ref, f"{{{WSA}}}Address").text = f"http://{HOST}:{self.port}/onvif/pullpoint/{sub.id}"
         etree.SubElement(resp, f"{{{WSNT}}}CurrentTime").text = xs_datetime(now)
         etree.SubElement(resp, f"{{{WSNT}}}TerminationTime").text = xs_datetime(sub.termination)
         return _reply(resp, self.errors)
@@ -457,6 +488,14 @@ class EventsResponder:
             "</env:Fault></env:Body></env:Envelope>"
         )
         return web.Response(status=fault.status, body=xml.encode(), content_type="application/soap+xml")
+
+
+def _reference_headers(envelope: Any) -> list[Any]:
+    """The SOAP header blocks marked wsa:IsReferenceParameter="true" (WS-Addressing 1.0 SOAP Binding 3.4)."""
+    header = envelope.find(f"{{{SOAP12}}}Header")
+    if header is None:
+        return []
+    return [h for h in header if isinstance(h.tag, str) and h.get(f"{{{WSA}}}IsReferenceParameter") in ("true", "1")]
 
 
 def _escape(text: str) -> str:
