@@ -13,6 +13,7 @@ import numpy as np
 import numpy.typing as npt
 
 from plugin.errors import InferenceUnavailable, ModelError
+from plugin.triton_shm import SharedMemoryMode, SharedMemoryPool, Slot, wants_shared_memory
 from plugin.types import Detections, ImageArray
 
 log = logging.getLogger(__name__)
@@ -49,13 +50,26 @@ class Letterbox:
 
 def letterbox(image: ImageArray, size: int) -> tuple[ImageArray, Letterbox]:
     """Resize keeping aspect ratio into a size x size uint8 canvas, top-left, padded with 114 (as YOLOX trained)."""
+    canvas = np.empty((size, size, 3), np.uint8)
+    return canvas, letterbox_into(image, canvas)
+
+
+def letterbox_into(image: ImageArray, canvas: ImageArray) -> Letterbox:
+    """`letterbox` written into an existing square canvas (a row of a batch, a shared memory region): no copies."""
+    size = canvas.shape[0]
     h, w = image.shape[:2]
     scale = min(size / h, size / w)
     nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
-    canvas = np.full((size, size, 3), PAD_VALUE, np.uint8)
     interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
     canvas[:nh, :nw] = cv2.resize(image, (nw, nh), interpolation=interp)
-    return canvas, Letterbox(scale)
+    canvas[nh:] = PAD_VALUE
+    canvas[:nh, nw:] = PAD_VALUE
+    return Letterbox(scale)
+
+
+def letterbox_batch(images: Sequence[ImageArray], out: ImageArray) -> list[Letterbox]:
+    """Letterbox each image into `out[i]` ([N,S,S,3] uint8, N >= len(images)); runs in a worker thread."""
+    return [letterbox_into(img, out[i]) for i, img in enumerate(images)]
 
 
 @dataclass(frozen=True)
@@ -82,7 +96,9 @@ def _parse_url(url: str) -> tuple[str, str]:
 class TritonInferenceClient:
     """A tritonclient aio client (gRPC or HTTP) shared by all cameras so dynamic batching sees them together."""
 
-    def __init__(self, url: str, model: str, request_timeout_s: float = 10.0) -> None:
+    def __init__(
+        self, url: str, model: str, request_timeout_s: float = 10.0, shared_memory: SharedMemoryMode = "auto"
+    ) -> None:
         self.url = url
         self.model = model
         self.request_timeout_s = request_timeout_s
@@ -90,6 +106,13 @@ class TritonInferenceClient:
         self.info: ModelInfo | None = None
         self.last_error: str | None = None  # why the last ready() was False, for the system_inference_down text
         self._client: Any = None
+        self._use_shm = wants_shared_memory(shared_memory, self._address)
+        self._shm: SharedMemoryPool | None = None
+
+    @property
+    def shared_memory_active(self) -> bool:
+        """True while inputs travel through registered system shared memory rather than the wire."""
+        return self._shm is not None and self._shm.active
 
     def _make_client(self) -> Any:
         if self.scheme == "grpc":
@@ -181,16 +204,71 @@ class TritonInferenceClient:
         return out
 
     async def _detect_batch(self, images: Sequence[ImageArray]) -> list[Detections]:
+        client = await self._ensure()
+        slot = await self._acquire_slot(client)
+        try:
+            try:
+                result, boxed = await self._infer(client, images, slot)
+            except _SharedMemoryLost as lost:
+                assert self._shm is not None
+                log.warning(
+                    "triton %s: %s; registering shared memory again, this request over the wire", self.url, lost
+                )
+                slot = None
+                await self._shm.reset()
+                result, boxed = await self._infer(client, images, None)
+        except BaseException:
+            if slot is not None and self._shm is not None:
+                await self._shm.discard(slot)
+            raise
+        if slot is not None and self._shm is not None:
+            self._shm.release(slot)
+        boxes = result.as_numpy("boxes")
+        scores = result.as_numpy("scores")
+        classes = result.as_numpy("classes")
+        counts = result.as_numpy("count").reshape(-1)
+        dets = []
+        for i, lb in enumerate(boxed):
+            n = int(counts[i])
+            dets.append(Detections.from_arrays(lb.to_frame(boxes[i, :n]), scores[i, :n], classes[i, :n]))
+        return dets
+
+    async def _acquire_slot(self, client: Any) -> Slot | None:
+        """A shared memory slot for one request, or None for the wire (off, failed, or all slots busy)."""
+        if not self._use_shm:
+            return None
+        if self._shm is None:
+            assert self.info is not None
+            size = self.info.input_size
+            shape = (self.info.max_batch_size, size, size, 3)
+            self._shm = SharedMemoryPool(client, self.url, shape, self.request_timeout_s)
+        return await self._shm.acquire()
+
+    def _wire_input(self, images: Sequence[ImageArray]) -> tuple[Any, list[Letterbox]]:
+        """The letterboxed batch as request bytes; runs in a worker thread (resize and serialisation are per-frame
+        work that would otherwise hold the event loop every camera shares)."""
+        assert self.info is not None
+        size = self.info.input_size
+        batch = np.empty((len(images), size, size, 3), np.uint8)
+        boxed = letterbox_batch(images, batch)
+        inp = self._module().InferInput("images_u8", list(batch.shape), "UINT8")
+        inp.set_data_from_numpy(batch)
+        return inp, boxed
+
+    async def _infer(self, client: Any, images: Sequence[ImageArray], slot: Slot | None) -> tuple[Any, list[Letterbox]]:
+        """Letterbox (in a worker thread) into the slot or the request, then one Triton call."""
         from tritonclient.utils import InferenceServerException
 
         assert self.info is not None
-        boxed = [letterbox(img, self.info.input_size) for img in images]
-        batch = np.stack([b[0] for b in boxed])
         mod = self._module()
-        inp = mod.InferInput("images_u8", list(batch.shape), "UINT8")
-        inp.set_data_from_numpy(batch)
+        if slot is not None and slot.view is not None:
+            boxed = await asyncio.to_thread(letterbox_batch, images, slot.view)
+            size = self.info.input_size
+            inp = mod.InferInput("images_u8", [len(images), size, size, 3], "UINT8")
+            inp.set_shared_memory(slot.name, len(images) * size * size * 3)
+        else:
+            inp, boxed = await asyncio.to_thread(self._wire_input, images)
         outputs = [mod.InferRequestedOutput(n) for n in ("boxes", "scores", "classes", "count")]
-        client = await self._ensure()
         try:
             result = await asyncio.wait_for(
                 client.infer(self.model, [inp], outputs=outputs), timeout=self.request_timeout_s
@@ -198,21 +276,24 @@ class TritonInferenceClient:
         except TimeoutError:
             raise InferenceUnavailable(f"Triton at {self.url}: no answer in {self.request_timeout_s:.0f} s") from None
         except InferenceServerException as exc:
+            if slot is not None and "shared memory" in exc.message().lower():
+                raise _SharedMemoryLost(exc.message()) from None
             raise InferenceUnavailable(f"Triton at {self.url}: {exc.message()}") from None
         except OSError as exc:
             raise InferenceUnavailable(f"Triton at {self.url}: {exc}") from None
-        boxes = result.as_numpy("boxes")
-        scores = result.as_numpy("scores")
-        classes = result.as_numpy("classes")
-        counts = result.as_numpy("count").reshape(-1)
-        dets = []
-        for i, (_, lb) in enumerate(boxed):
-            n = int(counts[i])
-            dets.append(Detections.from_arrays(lb.to_frame(boxes[i, :n]), scores[i, :n], classes[i, :n]))
-        return dets
+        return result, boxed
 
     async def close(self) -> None:
-        """Close the underlying client (Triton waits on open connections when it shuts down)."""
+        """Unregister shared memory, close the client (Triton waits on open connections when it shuts down)."""
+        if self._shm is not None:
+            try:
+                await self._shm.close()
+            finally:
+                self._shm = None
         if self._client is not None:
             await self._client.close()
             self._client = None
+
+
+class _SharedMemoryLost(Exception):
+    """Triton no longer knows a region this client registered (it restarted, or someone unregistered it)."""

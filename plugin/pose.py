@@ -124,20 +124,16 @@ class PoseClient:
         try:
             if self.max_batch_size == 0:
                 await self._load_info(client)
-            crops = [crop_person(image_bgr, b) for b in boxes]
+            requests = await asyncio.to_thread(self._requests, image_bgr, boxes)
             out: list[FloatArray] = []
             mod = self._module()
-            for start in range(0, len(crops), self.max_batch_size):
-                part = crops[start : start + self.max_batch_size]
-                batch = np.stack([c for c, _ in part])
-                inp = mod.InferInput("crops_u8", list(batch.shape), "UINT8")
-                inp.set_data_from_numpy(batch)
+            for inp, windows in requests:
                 result = await asyncio.wait_for(
                     client.infer(self.model, [inp], outputs=[mod.InferRequestedOutput("keypoints")]),
                     timeout=self.request_timeout_s,
                 )
-                raw = result.as_numpy("keypoints").reshape(len(part), 17, 3)
-                out.extend(win.to_frame(raw[i]) for i, (_, win) in enumerate(part))
+                raw = result.as_numpy("keypoints").reshape(len(windows), 17, 3)
+                out.extend(win.to_frame(raw[i]) for i, win in enumerate(windows))
         except TimeoutError:
             raise InferenceUnavailable(
                 f"Triton at {self.url}: no pose answer in {self.request_timeout_s:.0f} s"
@@ -147,6 +143,20 @@ class PoseClient:
         except OSError as exc:
             raise InferenceUnavailable(f"Triton at {self.url}: {exc}") from None
         return np.stack(out).astype(np.float32)
+
+    def _requests(self, image_bgr: ImageArray, boxes: npt.NDArray[np.float32]) -> list[tuple[Any, list[CropWindow]]]:
+        """Crops of the boxes as request inputs of at most max_batch_size each; runs in a worker thread (cutting,
+        resizing and serialising crops is per-frame work that would hold the event loop all cameras share)."""
+        crops = [crop_person(image_bgr, b) for b in boxes]
+        mod = self._module()
+        requests = []
+        for start in range(0, len(crops), self.max_batch_size):
+            part = crops[start : start + self.max_batch_size]
+            batch = np.stack([c for c, _ in part])
+            inp = mod.InferInput("crops_u8", list(batch.shape), "UINT8")
+            inp.set_data_from_numpy(batch)
+            requests.append((inp, [win for _, win in part]))
+        return requests
 
     async def close(self) -> None:
         """Close the underlying client."""

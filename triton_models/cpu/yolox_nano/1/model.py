@@ -65,21 +65,54 @@ class TritonPythonModel:
             raise pb_utils.TritonModelException(
                 f"model file missing: {onnx_path}; run `storesight models fetch` to put it in place"
             )
+        # `storesight models fetch` writes a symbolic-batch copy of the shipped (batch 1) export; use it when it is
+        # there, else the file as given (an IT-supplied model may have a fixed batch).
+        batch_file = params.get("onnx_batch_file", "")
+        batch_path = os.path.join(version_dir, batch_file) if batch_file else ""
+        path = batch_path if batch_path and os.path.isfile(batch_path) else onnx_path
         options = ort.SessionOptions()
         threads = int(params.get("ort_threads", "0"))
         if threads > 0:
             options.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(onnx_path, options, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
-        # The shipped export has a fixed batch of 1; a symbolic-batch export runs the whole batch at once.
-        self.fixed_batch = self.session.get_inputs()[0].shape[0] == 1
+        self.per_call = self._images_per_call()
+        pb_utils.Logger.log_info(
+            f"yolox_nano: {os.path.basename(path)}, "
+            + ("whole batch per onnxruntime call" if self.per_call is None else f"{self.per_call} image(s) per call")
+        )
+
+    def _images_per_call(self) -> int | None:
+        """None when the session runs any batch in one call, else the fixed batch it takes.
+
+        A symbolic batch dimension is only a declaration: a graph with constant reshapes fails at batch 2, so it is
+        probed once here rather than failing the first real batch."""
+        dim = self.session.get_inputs()[0].shape[0]
+        if isinstance(dim, int) and dim > 0:
+            return dim
+        probe = np.zeros((2, 3, self.input_size, self.input_size), np.float32)
+        try:
+            out = self.session.run(None, {self.input_name: probe})[0]
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidArgument types: any means "cannot batch"
+            pb_utils.Logger.log_warn(f"yolox_nano: the model cannot run a batch of 2 ({exc}); one image per call")
+            return 1
+        return None if out.shape[0] == 2 else 1
 
     def _forward(self, images: np.ndarray) -> np.ndarray:
         """Raw head output [B,N,85] for uint8 BGR [B,S,S,3]."""
         x = images.transpose(0, 3, 1, 2).astype(np.float32)
-        if self.fixed_batch and len(x) > 1:
+        n = self.per_call
+        if n is None or len(x) == n:
+            return self.session.run(None, {self.input_name: x})[0]
+        if n == 1:
             return np.concatenate([self.session.run(None, {self.input_name: x[i : i + 1]})[0] for i in range(len(x))])
-        return self.session.run(None, {self.input_name: x})[0]
+        # a fixed batch larger than 1: pad the last chunk with copies of its first image, drop their outputs
+        chunks = []
+        for start in range(0, len(x), n):
+            part = x[start : start + n]
+            padded = np.concatenate([part, np.repeat(part[:1], n - len(part), axis=0)])
+            chunks.append(self.session.run(None, {self.input_name: padded})[0][: len(part)])
+        return np.concatenate(chunks)
 
     def _decode(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
         """One image's raw output to padded (boxes, scores, classes) and the valid count."""

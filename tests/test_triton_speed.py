@@ -1,0 +1,262 @@
+"""The detector's speed work, checked for sameness against the real tritonserver: the symbolic-batch copy of the
+ONNX, one onnxruntime call per dynamic batch (and the per-image fallback), frames through system shared memory
+(and the fallback to the wire when Triton cannot map it), and the config key that chooses it."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from conftest import MODEL_FILE, require
+from helpers import run_cli
+
+from plugin.assets import BATCH_COPY_KEY, write_batch_copy
+from plugin.config import parse_config
+from plugin.errors import ConfigError
+from plugin.inference import TritonInferenceClient
+from plugin.triton_server import DEFAULT_MODEL_REPOSITORY, REPO_ROOT, EmbeddedTriton
+from plugin.triton_shm import wants_shared_memory
+from plugin.types import Detections, ImageArray
+
+PINNED = "d39bee73564e338080378b0ad567fbb40e818b55bbfaf971de82a0267ed16b8a"
+
+
+@pytest.fixture(scope="module")
+def frames(clip: Path) -> list[ImageArray]:
+    """Six real frames of the clip (768x432): empty table, one person, people walking in and out."""
+    cap = cv2.VideoCapture(str(clip))
+    out: list[ImageArray] = []
+    for index in (0, 150, 300, 450, 700, 1000):
+        cap.set(cv2.CAP_PROP_POS_FRAMES, index)
+        ok, img = cap.read()
+        assert ok
+        out.append(img)
+    cap.release()
+    return out
+
+
+@pytest.fixture(scope="module")
+def source_onnx() -> Path:
+    """The pinned, fixed-batch YOLOX-nano export."""
+    require(None if MODEL_FILE.is_file() else f"{MODEL_FILE} missing: run `storesight models fetch`")
+    return MODEL_FILE
+
+
+def _assert_same(a: list[Detections], b: list[Detections], atol: float = 1e-4) -> None:
+    assert len(a) == len(b)
+    for x, y in zip(a, b, strict=True):
+        assert len(x) == len(y)
+        np.testing.assert_allclose(x.xyxy, y.xyxy, atol=atol)
+        np.testing.assert_allclose(x.scores, y.scores, atol=atol)
+        np.testing.assert_array_equal(x.class_ids, y.class_ids)
+
+
+def test_batch_copy_is_symbolic_records_its_source_and_runs_batch_3(source_onnx: Path, tmp_path: Path) -> None:
+    try:
+        import onnx
+        import onnxruntime as ort
+    except ImportError:
+        require("onnx and onnxruntime are needed: pip install -e '.[embedded]'")
+
+    dest = write_batch_copy(source_onnx, tmp_path / "yolox_nano.batch.onnx")
+    model = onnx.load(str(dest))
+    assert [d.dim_param for d in model.graph.input[0].type.tensor_type.shape.dim][:1] == ["batch"]
+    assert [d.dim_param for d in model.graph.output[0].type.tensor_type.shape.dim][:1] == ["batch"]
+    props = {p.key: p.value for p in model.metadata_props}
+    assert f"sha256={PINNED}" in props[BATCH_COPY_KEY]
+
+    fixed = ort.InferenceSession(str(source_onnx), providers=["CPUExecutionProvider"])
+    batched = ort.InferenceSession(str(dest), providers=["CPUExecutionProvider"])
+    assert fixed.get_inputs()[0].shape[0] == 1 and batched.get_inputs()[0].shape[0] == "batch"
+    x = np.random.default_rng(7).integers(0, 255, (3, 3, 416, 416)).astype(np.float32)
+    name = fixed.get_inputs()[0].name
+    one_by_one = np.concatenate([fixed.run(None, {name: x[i : i + 1]})[0] for i in range(3)])
+    at_once = batched.run(None, {name: x})[0]
+    assert at_once.shape == (3, 3549, 85)
+    np.testing.assert_allclose(at_once, one_by_one, atol=1e-4)
+
+
+def test_models_fetch_pins_the_source_and_derives_the_batch_copy(source_onnx: Path, tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    res = run_cli("models", "fetch", "--from", str(source_onnx.parent), "--repository", str(repo), "--model",
+                  "yolox_nano.onnx")  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    version = repo / "yolox_nano" / "1"
+    assert hashlib.sha256((version / "yolox_nano.onnx").read_bytes()).hexdigest() == PINNED
+    assert f"ok {version / 'yolox_nano.batch.onnx'}" in res.stdout
+    # the copy is rebuilt from the verified source on every fetch, so a damaged copy never survives one
+    (version / "yolox_nano.batch.onnx").write_bytes(b"damaged")
+    again = run_cli("models", "fetch", "--from", str(source_onnx.parent), "--repository", str(repo), "--model",
+                    "yolox_nano.onnx")  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert (version / "yolox_nano.batch.onnx").stat().st_size > 1_000_000
+
+
+@pytest.mark.triton
+async def test_a_batch_gives_the_same_boxes_as_single_frames_and_runs_as_one_execution(
+    triton: EmbeddedTriton, frames: list[ImageArray]
+) -> None:
+    require(None if (MODEL_FILE.parent / "yolox_nano.batch.onnx").is_file() else "run `storesight models fetch`")
+    client = TritonInferenceClient(triton.grpc_url, "yolox_nano", shared_memory="off")
+    try:
+        await client.wait_ready(10)
+        singles = [(await client.detect([img]))[0] for img in frames]
+        before = await _executions(triton.grpc_url)
+        batch = await client.detect(frames)
+        after = await _executions(triton.grpc_url)
+    finally:
+        await client.close()
+    assert sum(len(d) for d in singles) > 0  # real people, not six empty answers
+    _assert_same(batch, singles)
+    assert after[0] - before[0] == len(frames) and after[1] - before[1] == 1  # six images, one execution
+    assert "yolox_nano.batch.onnx, whole batch per onnxruntime call" in (triton.log_path or Path()).read_text()
+
+
+@pytest.mark.triton
+@pytest.mark.slow
+async def test_a_fixed_batch_model_runs_per_image_with_the_same_boxes(
+    triton: EmbeddedTriton, frames: list[ImageArray], tmp_path: Path
+) -> None:
+    repo = tmp_path / "repo"
+    shutil.copytree(DEFAULT_MODEL_REPOSITORY / "yolox_nano", repo / "yolox_nano",
+                    ignore=shutil.ignore_patterns("__pycache__", "yolox_nano.batch.onnx"))  # fmt: skip
+    fixed_server = EmbeddedTriton(model_repository=repo, cache_dir=tmp_path / "cache")
+    fixed_server.start()
+    batched = TritonInferenceClient(triton.grpc_url, "yolox_nano", shared_memory="off")
+    fixed = TritonInferenceClient(fixed_server.grpc_url, "yolox_nano", shared_memory="off")
+    try:
+        fixed_server.wait_ready("yolox_nano", 90)
+        expected = await batched.detect(frames)
+        got = await fixed.detect(frames)
+    finally:
+        await batched.close()
+        await fixed.close()
+        fixed_server.stop()
+    _assert_same(got, expected)
+    assert "yolox_nano.onnx, 1 image(s) per call" in (fixed_server.log_path or Path()).read_text()
+
+
+@pytest.mark.triton
+async def test_shared_memory_gives_the_same_detections_as_the_wire_and_unregisters_on_close(
+    triton: EmbeddedTriton, frames: list[ImageArray]
+) -> None:
+    import tritonclient.grpc.aio as grpcclient
+
+    wire = TritonInferenceClient(triton.grpc_url, "yolox_nano", shared_memory="off")
+    shm = TritonInferenceClient(triton.grpc_url, "yolox_nano", shared_memory="auto")  # 127.0.0.1: on
+    admin = grpcclient.InferenceServerClient(triton.grpc_url.removeprefix("grpc://"))
+    try:
+        expected = [(await wire.detect([img]))[0] for img in frames] + await wire.detect(frames[:3])
+        got = [(await shm.detect([img]))[0] for img in frames] + await shm.detect(frames[:3])
+        assert shm.shared_memory_active and not wire.shared_memory_active
+        # the server is shared with the other tests (a CLI killed by one may have left its regions): look at ours
+        before = set((await admin.get_system_shared_memory_status(as_json=True)).get("regions") or {})
+        await shm.close()
+        after = set((await admin.get_system_shared_memory_status(as_json=True)).get("regions") or {})
+        ours = {name for name in before - after if name.startswith(f"storesight_{os.getpid()}_")}
+        assert ours and not {name for name in after if name.startswith(f"storesight_{os.getpid()}_")}
+    finally:
+        await wire.close()
+        await shm.close()
+        await admin.close()
+    _assert_same(got, expected)
+
+
+@pytest.mark.triton
+async def test_regions_the_server_forgot_are_registered_again(
+    triton: EmbeddedTriton, frames: list[ImageArray], caplog: pytest.LogCaptureFixture
+) -> None:
+    import tritonclient.grpc.aio as grpcclient
+
+    client = TritonInferenceClient(triton.grpc_url, "yolox_nano", shared_memory="on")
+    admin = grpcclient.InferenceServerClient(triton.grpc_url.removeprefix("grpc://"))
+    try:
+        first = await client.detect(frames[2:3])
+        await admin.unregister_system_shared_memory()  # what a Triton restart does to every registration
+        with caplog.at_level(logging.WARNING, logger="plugin.inference"):
+            second = await client.detect(frames[2:3])  # over the wire, the pool emptied
+        third = await client.detect(frames[2:3])  # a fresh region
+        assert client.shared_memory_active
+        assert (await admin.get_system_shared_memory_status(as_json=True)).get("regions")
+    finally:
+        await client.close()
+        await admin.close()
+    assert "registering shared memory again" in caplog.text
+    _assert_same(second, first)
+    _assert_same(third, first)
+
+
+@pytest.mark.triton
+def test_a_server_that_cannot_map_the_region_gets_frames_over_the_wire(
+    triton: EmbeddedTriton, frames: list[ImageArray], tmp_path: Path
+) -> None:
+    """The CLI in its own mount namespace with a private /dev/shm: Triton cannot open the bridge's region, as when
+    it runs in another container behind a published port."""
+    unshare = shutil.which("unshare")
+    require(None if unshare and os.geteuid() == 0 else "needs root and unshare for a private /dev/shm")
+    assert unshare is not None
+    img = tmp_path / "frame.jpg"
+    cv2.imwrite(str(img), frames[2])  # frame 300: one person at the table
+    script = 'mount -t tmpfs -o size=64m tmpfs /dev/shm && exec "$@"'
+    cmd = [unshare, "--mount", "--propagation", "private", "sh", "-c", script, "sh", sys.executable, "-m",
+           "plugin.cli", "detect", "--json", "--triton-url", triton.grpc_url, str(img), str(img)]  # fmt: skip
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=REPO_ROOT)
+    require(None if "mount" not in res.stderr.split("\n")[0] else f"cannot mount a private /dev/shm: {res.stderr}")
+    assert res.returncode == 0, res.stderr
+    assert res.stderr.count("shared memory off, sending frames over the wire") == 1, res.stderr
+    assert '"class": "person"' in res.stdout
+
+
+@pytest.mark.parametrize(
+    ("mode", "address", "expected"),
+    [
+        ("auto", "127.0.0.1:8001", True),
+        ("auto", "localhost:8001", True),
+        ("auto", "[::1]:8001", True),
+        ("auto", "10.0.0.5:8001", False),
+        ("auto", "triton.store.lan:8001", False),
+        ("on", "10.0.0.5:8001", True),
+        ("off", "127.0.0.1:8001", False),
+    ],
+)
+def test_when_shared_memory_is_tried(mode: str, address: str, expected: bool) -> None:
+    assert wants_shared_memory(mode, address) is expected  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("auto", None),
+        ("off", None),
+        ("on", None),
+        ("sometimes", "triton.shared_memory"),
+        (True, "triton.shared_memory"),
+    ],
+)
+def test_shared_memory_config_key(value: object, expected: str | None) -> None:
+    doc = {"triton": {"url": "grpc://127.0.0.1:8001", "shared_memory": value}}
+    if expected is None:
+        assert parse_config(doc).triton.shared_memory == value
+        return
+    with pytest.raises(ConfigError) as err:
+        parse_config(doc, "store.yaml")
+    assert expected in str(err.value) and "'auto', 'on' or 'off'" in str(err.value)
+
+
+async def _executions(url: str) -> tuple[int, int]:
+    import tritonclient.grpc.aio as grpcclient
+
+    admin = grpcclient.InferenceServerClient(url.removeprefix("grpc://"))
+    try:
+        stats = (await admin.get_inference_statistics("yolox_nano", as_json=True))["model_stats"][0]
+    finally:
+        await admin.close()
+    return int(stats.get("inference_count", 0)), int(stats.get("execution_count", 0))
