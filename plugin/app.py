@@ -10,6 +10,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import assert_never
 
@@ -33,6 +34,7 @@ from plugin.business import BusinessHub
 from plugin.camera_signals import CameraSignal, CameraSignals
 from plugin.config import (
     POSE_RULE_TYPES,
+    SYSTEM_CAMERA,
     Config,
     FrigateSinkConfig,
     GenetecSinkConfig,
@@ -59,6 +61,7 @@ from plugin.rules.zone_intrusion import ZoneIntrusionRule
 from plugin.sinks import IncidentSink, SinkRefs
 from plugin.sources import CameraSource
 from plugin.store import AsyncStore
+from plugin.store_occupancy import ONCE_TICK_S, StoreOccupancyService
 from plugin.system_health import SystemHealthMonitor
 from plugin.tamper import TamperDetector
 from plugin.triton_server import DEFAULT_MODEL_REPOSITORY, EmbeddedTriton
@@ -90,6 +93,7 @@ class Runtime:
     alarms: AlarmVerifier | None = None
     pos: PosIntake | None = None  # the `pos:` section's intake, exceptions and fusion
     access: AccessService | None = None  # the `access:` section's door events, tailgating and door alarms
+    occupancy: StoreOccupancyService | None = None  # the `store_occupancy:` counts, fed by the entrance lines
     incidents: IncidentManager | None = None
     pipelines: dict[str, CameraPipeline] = field(default_factory=dict)
     tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
@@ -164,7 +168,7 @@ async def inference_ctx(app: web.Application) -> AsyncIterator[None]:
             rt.triton.stop()
             raise
         url = rt.triton.grpc_url
-    rt.client = TritonInferenceClient(url, tc.model, tc.request_timeout_s)
+    rt.client = TritonInferenceClient(url, tc.model, tc.request_timeout_s, shared_memory=tc.shared_memory)
     if any(r.type in POSE_RULE_TYPES for r in rt.config.rules):
         if rt.triton is not None:  # a missing MoveNet file is a clear start error, not silently idle pose rules
             try:
@@ -212,6 +216,7 @@ async def sinks_ctx(app: web.Application) -> AsyncIterator[None]:
         rt.store, rt.storage / "evidence", Explainer(rt.config.site.timezone), list(rt.sinks),
         on_saved=lambda _incident: rt.outbox.notify() if rt.outbox else None,
     )  # fmt: skip
+    await rt.incidents.close_left_open(datetime.now(UTC), keep_cameras=(SYSTEM_CAMERA,))
     task = asyncio.create_task(rt.outbox.run(), name="outbox")
     yield
     task.cancel()
@@ -282,6 +287,45 @@ async def access_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
     rt.access = None
     await service.close()
+
+
+async def store_occupancy_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Store occupancy (after sinks: overcrowding is an incident; before cameras: their crossings feed it): the
+    counts carry on from the store; live runs tick them with the wall clock so closing resets them even when
+    nobody crosses. At the end open overcrowding incidents close (live: now; `--once`: at the footage's end)."""
+    rt = app[RUNTIME]
+    if not rt.config.store_occupancy:
+        yield
+        return
+    assert rt.store is not None and rt.incidents is not None
+    service = StoreOccupancyService(
+        rt.config.store_occupancy, rt.config.site.timezone, rt.store, rt.incidents, rt.insights
+    )
+    await service.load()
+    rt.occupancy = service
+
+    def media_clock() -> datetime | None:
+        """`--once`: the media time every running file has reached (a lagging camera's crossings are still due)."""
+        times = [t for p in rt.pipelines.values() if p.status.state == "running" and (t := p.media_time()) is not None]
+        return min(times, default=None)
+
+    if rt.once:
+        task = asyncio.create_task(service.run(media_clock, ONCE_TICK_S), name="store-occupancy")
+    else:
+        task = asyncio.create_task(service.run(lambda: datetime.now(UTC)), name="store-occupancy")
+
+    def ended(t: asyncio.Task[None]) -> None:
+        # the counts go on with every crossing; only the reset and durations without crossings wait for them
+        if not t.cancelled() and t.exception() is not None:
+            log.error("store occupancy clock stopped", exc_info=t.exception())
+
+    task.add_done_callback(ended)
+    yield
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    media_end = [t for p in rt.pipelines.values() if (t := p.media_time()) is not None]
+    await service.finish(max(media_end, default=None) if rt.once else datetime.now(UTC))
+    rt.occupancy = None
 
 
 async def system_health_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -379,10 +423,13 @@ def _new_pipeline(rt: Runtime, camera_id: str) -> CameraPipeline:
             rule.panels = rt.panels
     pipeline = CameraPipeline(cam, source, rt.client, rt.config.detector, rules, rt.incidents, rt.metrics, rt.insights)
     pipeline.presence = rt.presence
+    pipeline.store_occupancy = rt.occupancy
     if pipeline.pose_rules:
         pipeline.pose, pipeline.pose_config = rt.pose, rt.config.pose
     if cam.tamper is not None:
         pipeline.tamper = TamperDetector(cam.id, cam.tamper)
+    # camera-native motion for the gate: the events task creates the camera's state, maybe after this pipeline
+    pipeline.gate.signals = lambda: rt.signals.get(camera_id)
     return pipeline
 
 
@@ -491,8 +538,7 @@ def build_app(config: Config, once: bool = False) -> web.Application:
 
     app = web.Application()
     app[RUNTIME] = Runtime(config=config, once=once)
-    app.cleanup_ctx.extend(
-        [store_ctx, inference_ctx, sinks_ctx, system_health_ctx, alarms_ctx, pos_ctx, access_ctx, cameras_ctx]
-    )
+    contexts = [store_ctx, inference_ctx, sinks_ctx, system_health_ctx, alarms_ctx, pos_ctx, access_ctx]
+    app.cleanup_ctx.extend([*contexts, store_occupancy_ctx, cameras_ctx])
     setup_routes(app)
     return app

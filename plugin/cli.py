@@ -139,11 +139,14 @@ def cmd_models_fetch(args: argparse.Namespace) -> int:
 
 
 def cmd_media_fetch(args: argparse.Namespace) -> int:
-    """Put the demo clip in place."""
-    from plugin.assets import fetch_demo_media
+    """Put the demo clip (or, with --vtest, OpenCV's vtest.avi for the scenario tests) in place."""
+    from plugin.assets import fetch_demo_media, fetch_vtest
 
     env = os.environ.get("STORESIGHT_MEDIA_DIR")
     source = Path(args.from_dir) if args.from_dir else (Path(env) if env else None)
+    if args.vtest:
+        print(fetch_vtest(source, Path(args.dest)))
+        return 0
     print(fetch_demo_media(source, Path(args.dest)))
     return 0
 
@@ -175,7 +178,7 @@ async def _detect(config: Config, images: Sequence[str]) -> list[dict[str, Any]]
             server.stop()
             raise
         url = server.grpc_url
-    client = TritonInferenceClient(url, tc.model, tc.request_timeout_s)
+    client = TritonInferenceClient(url, tc.model, tc.request_timeout_s, shared_memory=tc.shared_memory)
     try:
         info = await client.wait_ready(tc.ready_timeout_s)
         results = await client.detect([img for _, img in loaded])
@@ -226,6 +229,20 @@ def _progress_line(rt: Any, started: float) -> str:
     return " | ".join(parts)
 
 
+def _gating_line(rt: Any) -> str:
+    """What motion gating saved in a one-shot run: detector calls skipped, and what the gate itself cost."""
+    parts = []
+    for cid, p in rt.pipelines.items():
+        st = p.status
+        share = st.frames_skipped / max(st.frames, 1)
+        gate_ms = 1000.0 * st.gate_seconds / max(st.frames, 1)
+        parts.append(
+            f"{cid}: detector on {st.frames_detected} of {st.frames} frames, {st.frames_skipped} skipped "
+            f"({100 * share:.0f}%), gate {gate_ms:.2f} ms/frame"
+        )
+    return "motion gating: " + ("; ".join(parts) or "no camera")
+
+
 async def _run(config: Config, once: bool) -> int:
     from aiohttp import web
 
@@ -264,6 +281,7 @@ async def _run(config: Config, once: bool) -> int:
             total = sum(p.status.incidents for p in rt.pipelines.values())
             print(f"analysed {len(rt.pipelines)} source(s) in {time.monotonic() - started:.1f} s: "
                   f"{total} incident(s)", file=sys.stderr)  # fmt: skip
+            print(_gating_line(rt), file=sys.stderr)
         else:
             site = web.TCPSite(runner, config.web.host, config.web.port)
             await site.start()
@@ -352,14 +370,17 @@ def cmd_insights(args: argparse.Namespace) -> int:
     db = config.storage.path / "storesight.db"
     rows: list[dict[str, Any]] = []
     incidents: list[dict[str, Any]] = []
+    resets: list[dict[str, Any]] = []
     if db.exists():
         store = Store(db)
         try:
             rows = store.rollups(hour_bucket(start), end.astimezone(UTC).isoformat())
             incidents = store.incidents_between(start.astimezone(UTC).isoformat(), end.astimezone(UTC).isoformat())
+            resets = store.occupancy_resets(start.astimezone(UTC).isoformat(), end.astimezone(UTC).isoformat())
         finally:
             store.close()
-    doc = {"site": config.site.id, "from": start.isoformat(), "to": end.isoformat(), **summarise(rows, incidents)}
+    summary = summarise(rows, incidents, resets)
+    doc = {"site": config.site.id, "from": start.isoformat(), "to": end.isoformat(), **summary}
     if args.json:
         print(json.dumps(doc, indent=2))
         return 0
@@ -371,6 +392,9 @@ def cmd_insights(args: argparse.Namespace) -> int:
     for rule_id, q in doc["queues"].items():
         print(f"  queue {rule_id} (zone {q['zone']}): longest {q['max_length']}, mean {q['avg_length']}; ", end="")
         print(f"wait up to {q['max_wait_s']} s, mean {q['avg_wait_s']} s")
+    for store_id, s in doc["store_occupancy"].items():
+        print(f"  store occupancy {store_id}: max {s['max']}, mean {s['avg']}, last {s['last']}; drift: ", end="")
+        print(f"{s['out_at_zero']} out(s) at zero, {s['removed_at_reset']} removed at {s['resets']} closing reset(s)")
     for zone, d in doc["dwell"].items():
         print(f"  dwell in {zone}: {d['visits']} visit(s) over threshold, mean {d['avg_s']} s, longest {d['max_s']} s")
     for rule_id, n in doc["incidents"].items():
@@ -502,7 +526,7 @@ def build_parser() -> argparse.ArgumentParser:
     dis.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for answers (default 3)")
     dis.add_argument("--probe", action="store_true", help="also ask each device for its profiles and stream URIs")
     dis.add_argument("--username", help="for --probe, or $STORESIGHT_ONVIF_USERNAME ($STORESIGHT_ONVIF_PASSWORD)")
-    dis.add_argument("-c", "--config", help="list the cameras of this config's VMS sinks (Nx, ZoneMinder, Frigate)")
+    dis.add_argument("-c", "--config", help="list the cameras of this config's VMS sinks (all VMS kinds)")
     dis.add_argument("--vms-only", action="store_true", help="with -c: list VMS cameras only, no network probe")
     dis.add_argument("--write-config", metavar="FILE", help="write a config skeleton (credentials as ${ENV} refs)")
     dis.add_argument("--json", action="store_true")
@@ -564,6 +588,12 @@ def build_parser() -> argparse.ArgumentParser:
     md = media.add_parser("fetch", help="put the demo clip in place, sha256-checked")
     md.add_argument("--from", dest="from_dir", help="directory holding it (default: $STORESIGHT_MEDIA_DIR)")
     md.add_argument("--dest", default="storesight-data/media")
+    md.add_argument(
+        "--vtest",
+        action="store_true",
+        help="OpenCV's vtest.avi instead (scenario tests): from --from DIR when it holds it, else unpacked from "
+        "Debian's opencv-doc package (apt-get download)",
+    )
     md.set_defaults(func=cmd_media_fetch)
     return p
 

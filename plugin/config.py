@@ -86,6 +86,12 @@ class TritonConfig(Strict):
     model_repository: Path | None = Field(default=None, description="embedded server only; default: triton_models/cpu")
     ready_timeout_s: float = Field(default=60.0, gt=0, description="how long one-shot commands wait for readiness")
     request_timeout_s: float = Field(default=10.0, gt=0)
+    shared_memory: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="send frames through system shared memory instead of the socket: auto = when Triton is on this "
+        "host (embedded, or a 127.0.0.1/localhost URL); on = try with any URL; a server that cannot map the region "
+        "(another host or container) falls back to the wire, logged once",
+    )
 
     @field_validator("url")
     @classmethod
@@ -211,6 +217,56 @@ class TamperConfig(Strict):
     severity: Literal["info", "warning", "critical"] = "critical"
 
 
+class MotionGatingConfig(Strict):
+    """Skip detection on frames where nothing moves in the analysed area; tracks are kept, rules still run."""
+
+    enabled: bool = Field(
+        default=True,
+        description="on by default: a frame is skipped only when nothing changed in the zones since the last "
+        "detection and no tracked person moves, and max_skip_s bounds the wait; off: every analysed frame is detected",
+    )
+    source: Literal["pixels", "camera", "both"] = Field(
+        default="pixels",
+        description="what counts as motion: pixel change in the zones (and line neighbourhoods; the whole view when "
+        "a rule has no zone), the camera's own motion events (needs onvif.events), or either",
+    )
+    max_skip_s: float = Field(
+        default=1.0,
+        gt=0,
+        le=10,
+        description="detect at least this often in a still scene; longer saves more, a person the gate misses is "
+        "seen this much later",
+    )
+    pixel_threshold: int = Field(
+        default=15, ge=1, le=255, description="grey-level change (0-255, blurred 160 px copy) that counts a pixel as "
+        "changed; lower sees fainter motion and more sensor noise"
+    )  # fmt: skip
+    min_changed_share: float = Field(
+        default=0.0005,
+        gt=0,
+        le=1,
+        description="motion when at least this share of the frame's pixels changed inside the analysed area "
+        "(0.0005: 7 pixels of a 160x90 copy); higher ignores small movements",
+    )
+    min_track_speed: float = Field(
+        default=0.1,
+        ge=0,
+        description="a confirmed track faster than this (person heights per second) keeps detection on; walking "
+        "is ~0.5-1, a person standing still reads ~0",
+    )
+    zone_margin: float = Field(
+        default=0.1,
+        ge=0,
+        le=0.5,
+        description="zones and lines are widened by this share of the frame width, so people are tracked before "
+        "their feet reach them",
+    )
+    camera_hold_s: float = Field(
+        default=2.0, ge=0, le=60, description="camera source: keep detecting this long after the camera last "
+        "reported motion (its events arrive late and end early)"
+    )  # fmt: skip
+
+
 SYSTEM_CAMERA = "system"  # the camera of StoreSight's own health incidents: no real camera may take the name
 
 
@@ -235,6 +291,9 @@ class CameraConfig(Strict):
         default_factory=list,
         description="zones of this camera where only staff appear first (stockroom door, behind the till): a track "
         "whose first confirmed sighting is in one is staff, and rules with exclude_staff ignore it",
+    )
+    motion_gating: MotionGatingConfig = Field(
+        default_factory=MotionGatingConfig, description="skip detection on frames without motion (on by default)"
     )
 
     @field_validator("start_time")
@@ -263,6 +322,17 @@ class CameraConfig(Strict):
             if zone not in known:
                 names = ", ".join(sorted(known)) or "none"
                 raise _PathError(f"staff_zones[{k}]", f"camera {self.id!r} has no zone {zone!r} (zones: {names})")
+        return self
+
+    @model_validator(mode="after")
+    def _camera_motion_needs_events(self) -> CameraConfig:
+        gating = self.motion_gating
+        if gating.enabled and gating.source != "pixels":
+            events = self.onvif.events if self.onvif is not None else None
+            if events is None or not events.enabled:
+                raise _PathError(
+                    "motion_gating.source", f"{gating.source!r} needs onvif.events on this camera (its motion events)"
+                )
         return self
 
     @model_validator(mode="after")
@@ -501,19 +571,71 @@ class RepeatVisitRuleConfig(RuleBase):
     exclude_staff: bool = Field(default=True, description=_EXCLUDE_STAFF + " (restocking)")
 
 
+# COCO classes (the model's names) that obstruct an exit when left standing in it; boxes and trolleys have none.
+# Not tv or refrigerator: YOLOX-nano gives those to windows and large flat doors, which is what fire exits are.
+BLOCKING_OBJECTS = (
+    "bicycle", "motorcycle", "bench", "backpack", "suitcase", "chair", "couch", "potted plant", "dining table",
+)  # fmt: skip
+
+
+class ExitReferenceConfig(Strict):
+    """blocked_exit's learned empty-zone view: a persistent change against it is an obstruction nobody detected."""
+
+    enabled: bool = Field(default=True, description="learn the empty zone and flag persistent changes against it")
+    learn_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="seconds of empty, still zone before it is used, and the time constant of its slow updates "
+        "while empty (longer ignores more passing shadows, follows daylight more slowly)",
+    )
+    change_share: float = Field(
+        default=0.15,
+        gt=0,
+        lt=1,
+        description="changed when this share of the zone's visible pixels differ from the reference; lower finds "
+        "smaller objects and more shadows",
+    )
+    pixel_delta: float = Field(
+        default=1.5,
+        gt=0,
+        description="a pixel differs when it is this many spreads (interquartile range / 1.349 of the zone's grey "
+        "levels, after brightness normalisation) from the reference; lower finds low-contrast objects and noise",
+    )
+
+
 class BlockedExitRuleConfig(RuleBase):
-    """A fire-exit zone obstructed for `min_duration_s` by a stationary person (people walking through do not)."""
+    """A fire-exit zone obstructed for `min_duration_s` by a stationary person, a stationary object the detector
+    knows (`object_classes`), or a persistent change against the learned empty-zone view (`reference`)."""
 
     type: Literal["blocked_exit"]
     zone: str
-    min_duration_s: float = Field(default=30.0, gt=0, description="how long a person must stand still in the zone")
+    min_duration_s: float = Field(default=30.0, gt=0, description="how long an obstruction must stay in the zone")
     max_motion_px: float = Field(
         default=10.0,
         gt=0,
         description="stationary: 90% of the feet positions over min_duration_s stay this close "
         "(analysed-frame pixels) to their median; larger tolerates a jittery detector, smaller misses fidgeting people",
     )
+    object_classes: list[str] = Field(
+        default_factory=lambda: list(BLOCKING_OBJECTS),
+        description="model classes that block the exit when they stand still in it (bottom-centre of the box in the "
+        "zone), detected whatever detector.classes says; checked against the model's names at start; [] = none",
+    )
+    reference: ExitReferenceConfig = Field(
+        default_factory=ExitReferenceConfig, description="the learned empty-zone view, for objects COCO cannot name"
+    )
     severity: Literal["info", "warning", "critical"] = "critical"
+
+    @model_validator(mode="after")
+    def _objects_not_people(self) -> BlockedExitRuleConfig:
+        seen: set[str] = set()
+        for k, name in enumerate(self.object_classes):
+            if name == "person":
+                raise _PathError(f"object_classes[{k}]", "people are always watched; list only object classes")
+            if name in seen:
+                raise _PathError(f"object_classes[{k}]", f"lists {name!r} twice")
+            seen.add(name)
+        return self
 
 
 _MIN_KP = "keypoints below this MoveNet score are ignored; higher drops more noise and more real joints"
@@ -1134,6 +1256,51 @@ class AlarmPanelConfig(Strict):
         return self
 
 
+_HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+
+
+class StoreOccupancyConfig(Strict):
+    """People in the store (or a floor), fused from the in/out counts of several entrance line_crossing rules on
+    any cameras; reset to zero at closing, never below zero; an incident while over `max_people`."""
+
+    id: str = Field(pattern=_ID, description="names the count in insights and its incidents' rule_id")
+    lines: list[str] = Field(
+        min_length=1, description="line_crossing rule ids, one per entrance: their in adds one, their out takes one"
+    )
+    max_people: int | None = Field(default=None, ge=0, description="overcrowding threshold; none = only measure")
+    min_duration_s: float = Field(default=10.0, ge=0, description="how long over the threshold before it fires")
+    reset_at: str | None = Field(
+        default=None,
+        description='closing time "HH:MM" (local, in `timezone`): the count goes back to zero, and what it held is '
+        "recorded as drift; none: never reset (a store open around the clock; drift then accumulates)",
+    )
+    timezone: str | None = Field(default=None, description="of reset_at; default: site.timezone")
+    severity: Literal["info", "warning", "critical"] = "warning"
+
+    @field_validator("reset_at")
+    @classmethod
+    def _hhmm(cls, v: str | None) -> str | None:
+        if v is not None and not _HHMM.match(v):
+            raise ValueError(f'{v!r} is not a time like "22:00"')
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str | None) -> str | None:
+        return None if v is None else _check_tz(v)
+
+    @field_validator("lines")
+    @classmethod
+    def _unique_lines(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("lists a line twice (each crossing would count twice)")
+        return v
+
+    def closing(self) -> time | None:
+        """The local closing time, when the count resets."""
+        return None if self.reset_at is None else _parse_hhmm(self.reset_at)
+
+
 class Config(Strict):
     """The whole file."""
 
@@ -1153,6 +1320,9 @@ class Config(Strict):
         default_factory=list, description="intrusion alarm panels reporting over SIA DC-09 (verified by video)"
     )
     access: AccessConfig | None = Field(default=None, description="access control: doors, tailgating, door alarms")
+    store_occupancy: list[StoreOccupancyConfig] = Field(
+        default_factory=list, description="people in the store, fused from the entrance lines' in/out counts"
+    )
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:
@@ -1164,6 +1334,7 @@ class Config(Strict):
         verify_pos_lanes(self)
         verify_alarm_panels(self)
         verify_access_doors(self)
+        verify_store_occupancy(self)
         return self
 
     def camera(self, camera_id: str) -> CameraConfig:
@@ -1242,6 +1413,27 @@ def verify_access_doors(config: Config) -> None:
                 raise _PathError(
                     f"{where}.onvif.camera", f"camera {device!r} has no onvif.events: its door events are not read"
                 )
+
+
+def verify_store_occupancy(config: Config) -> None:
+    """Store occupancy ids are unique and no rule's (incidents and insights are keyed by it); each line names a
+    line_crossing rule."""
+    rules = {r.id: r for r in config.rules}
+    lines = ", ".join(sorted(r.id for r in config.rules if isinstance(r, LineCrossingRuleConfig))) or "none"
+    seen: set[str] = set()
+    for i, store in enumerate(config.store_occupancy):
+        where = f"store_occupancy[{i}]"
+        if store.id in seen:
+            raise _PathError(f"{where}.id", f"duplicate id {store.id!r}")
+        if store.id in rules:
+            raise _PathError(f"{where}.id", f"{store.id!r} is also a rule id: insights and incidents need it unique")
+        seen.add(store.id)
+        for k, line in enumerate(store.lines):
+            rule = rules.get(line)
+            if rule is None:
+                raise _PathError(f"{where}.lines[{k}]", f"unknown rule {line!r} (line_crossing rules: {lines})")
+            if not isinstance(rule, LineCrossingRuleConfig):
+                raise _PathError(f"{where}.lines[{k}]", f"rule {line!r} is a {rule.type} rule, not line_crossing")
 
 
 def verify_sink_camera_maps(config: Config) -> None:

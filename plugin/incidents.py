@@ -6,13 +6,14 @@ import asyncio
 import logging
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from plugin.evidence import draw_snapshot, write_jpeg
 from plugin.explain import Explainer
 from plugin.rules import RuleHit
-from plugin.store import AsyncStore
+from plugin.store import AsyncStore, incident_from_json
 from plugin.types import Frame, Incident
 from plugin.zones import PolygonZone
 
@@ -61,6 +62,40 @@ class IncidentManager:
     def adopt(self, incident: Incident, key: str) -> None:
         """Take over an incident an earlier run left open (keyed as its hits are), so the next end hit closes it."""
         self._open[(incident.camera, incident.rule_id, key)] = incident
+
+    async def close_left_open(self, now: datetime, keep_cameras: Collection[str] = ()) -> list[Incident]:
+        """End the camera incidents a run that stopped (crash, kill, power cut) left open.
+
+        Rule state does not survive a restart, so nothing would ever end them: they would stay open in every VMS.
+        Each gets its end now, saying so; a condition that still holds opens a fresh incident once its rule has
+        seen it again. `keep_cameras` (StoreSight's own health camera) are left to whoever adopts them."""
+        docs = await self.store.call(self.store.sync.open_incidents)
+        closed: list[Incident] = []
+        for doc in docs:
+            if doc["camera"] in keep_cameras:
+                continue
+            opened = incident_from_json(doc)
+            note = (
+                f" Closed at restart: StoreSight stopped while this was open and ended it at {now:%Y-%m-%d %H:%M:%S} "
+                "UTC; if the condition still holds, a new incident opens."
+            )
+            incident = replace(
+                opened,
+                state="end",
+                seq=opened.seq + 1,
+                end=max(now, opened.start),
+                explanation=opened.explanation + note,
+                details={**opened.details, "closed_by": "restart"},
+            )
+            await self.store.call(self.store.sync.save, incident, self.sink_ids)
+            log.warning(
+                "%s: incident %s (%s) was left open by the last run; closed at restart", incident.camera,
+                incident.id[:8], incident.rule_id,
+            )  # fmt: skip
+            if self.on_saved is not None:
+                self.on_saved(incident)
+            closed.append(incident)
+        return closed
 
     async def handle(
         self,

@@ -17,6 +17,9 @@ log = logging.getLogger(__name__)
 FLUSH_EVERY_S = 10.0  # buffered in memory between writes: gauges arrive with every analysed frame
 QUEUE_METRICS = {"queue_length": "length", "queue_wait_s": "wait_s"}  # the queue rule's gauges -> summary names
 _QUEUE_FIELDS = ("max_length", "length_samples", "length_sum", "max_wait_s", "wait_s_samples", "wait_s_sum")
+# store occupancy (plugin/store_occupancy.py): the fused count's gauge, and its drift counters -> summary names
+STORE_PEOPLE = "store_people"
+STORE_COUNTERS = {"out_at_zero": "out_at_zero", "resets": "resets", "reset_removed": "removed_at_reset"}
 
 
 @dataclass
@@ -74,10 +77,14 @@ class InsightsRecorder:
                 await asyncio.shield(self.flush())
 
 
-def summarise(rows: list[dict[str, Any]], incidents: list[dict[str, Any]]) -> dict[str, Any]:
-    """The insights document for a range: line totals, occupancy, queues, hourly series, incidents and dwell."""
+def summarise(
+    rows: list[dict[str, Any]], incidents: list[dict[str, Any]], resets: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """The insights document for a range: line totals, occupancy, queues, store occupancy with its drift and
+    closing `resets` (the store's rows), hourly series, incidents and dwell."""
     lines: dict[str, dict[str, int]] = {}
     occupancy: dict[str, dict[str, Any]] = {}
+    stores: dict[str, dict[str, Any]] = {}
     queues: dict[str, dict[str, Any]] = {}
     hourly: list[dict[str, Any]] = []
     for r in rows:
@@ -94,6 +101,8 @@ def summarise(rows: list[dict[str, Any]], incidents: list[dict[str, Any]]) -> di
             q[f"max_{name}"] = max(q[f"max_{name}"], r["peak"])
             q[f"{name}_samples"] += r["n"]
             q[f"{name}_sum"] += r["total"]
+        elif r["metric"] == STORE_PEOPLE or r["metric"] in STORE_COUNTERS:
+            _add_store(stores.setdefault(r["rule_id"], _new_store()), r)
         hourly.append(
             {
                 "hour": r["bucket"],
@@ -114,6 +123,7 @@ def summarise(rows: list[dict[str, Any]], incidents: list[dict[str, Any]]) -> di
             q[f"avg_{name}"] = round(total / n, 3) if n else 0.0
         q["max_length"] = int(q["max_length"])
         q["max_wait_s"] = round(q["max_wait_s"], 1)
+    _finish_stores(stores, resets or [])
     by_rule: dict[str, int] = {}
     dwell: dict[str, dict[str, float]] = {}
     for inc in incidents:
@@ -132,7 +142,39 @@ def summarise(rows: list[dict[str, Any]], incidents: list[dict[str, Any]]) -> di
         "lines": lines,
         "occupancy": occupancy,
         "queues": queues,
+        "store_occupancy": stores,
         "incidents": by_rule,
         "dwell": dwell,
         "hourly": hourly,
     }
+
+
+def _new_store() -> dict[str, Any]:
+    counters = dict.fromkeys(STORE_COUNTERS.values(), 0)
+    return {"max": 0.0, "samples": 0, "sum": 0.0, "last": None, "last_t": ""} | counters
+
+
+def _add_store(s: dict[str, Any], r: dict[str, Any]) -> None:
+    """Fold one hourly row of a store occupancy into its summary."""
+    if r["metric"] == STORE_PEOPLE:
+        s["max"] = max(s["max"], r["peak"])
+        s["samples"] += r["n"]
+        s["sum"] += r["total"]
+        if r["last_t"] >= s["last_t"]:
+            s["last"], s["last_t"] = int(r["last"]), r["last_t"]
+    else:
+        s[STORE_COUNTERS[r["metric"]]] += int(r["count"])
+
+
+def _finish_stores(stores: dict[str, dict[str, Any]], resets: list[dict[str, Any]]) -> None:
+    """Means from sums, and each closing reset listed under its count."""
+    for row in resets:
+        s = stores.setdefault(row["id"], _new_store())
+        s.setdefault("reset_log", []).append(
+            {"at": row["at"], "removed": row["removed"], "out_at_zero": row["out_at_zero"]}
+        )
+    for s in stores.values():
+        s["avg"] = round(s.pop("sum") / s["samples"], 3) if s["samples"] else 0.0
+        s["max"] = int(s["max"])
+        s.pop("last_t")
+        s.setdefault("reset_log", [])

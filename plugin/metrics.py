@@ -23,6 +23,13 @@ class Metrics:
             buckets=(0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56),
             registry=r,
         )
+        self.gate_frames = Counter(
+            "storesight_motion_gate_frames",
+            "Analysed frames by motion gate decision (detect, skip) and why (pixels, tracks, max_skip, camera, first, "
+            "disabled; still for a skip)",
+            ["camera", "decision", "reason"],
+            registry=r,
+        )
         self.camera_state = Gauge(
             "storesight_camera_state", "1 for the camera's current health state", ["camera", "state"], registry=r
         )

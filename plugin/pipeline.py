@@ -18,17 +18,21 @@ from plugin.incidents import IncidentManager
 from plugin.inference import InferenceClient
 from plugin.insights import InsightsRecorder
 from plugin.metrics import Metrics
+from plugin.motion import MotionGate
 from plugin.pose import PoseClient
 from plugin.presence import PresenceLog
 from plugin.rules import Measurement, Observation, Rule, RuleOutput, StaffFilter
 from plugin.rules.posture import PoseRule
 from plugin.sources import CameraSource
+from plugin.store_occupancy import StoreOccupancyService
 from plugin.tamper import TamperDetector
-from plugin.tracking import Tracker
+from plugin.tracking import Tracker, TrackerConfig
 from plugin.types import Detections, FloatArray, Frame
 from plugin.zones import PolygonZone
 
 log = logging.getLogger(__name__)
+
+OBJECT_MAX_AGE_S = 5.0  # a still object the detector misses for a few seconds keeps its track (people: 1.5 s)
 
 
 @dataclass
@@ -41,6 +45,11 @@ class PipelineStatus:
     incidents: int = 0
     started_monotonic: float = 0.0
     media_processed_s: float = 0.0
+    # motion gating: frames the detector ran on and frames it skipped (frames = detected + skipped), and the time
+    # the gate itself took
+    frames_detected: int = 0
+    frames_skipped: int = 0
+    gate_seconds: float = 0.0
 
 
 class CameraPipeline:
@@ -68,9 +77,18 @@ class CameraPipeline:
         self.class_ids: npt.NDArray[np.int32] | None = None
         self.class_names: tuple[str, ...] = ()
         self.insights = insights
+        self.store_occupancy: StoreOccupancyService | None = None  # set by the app: the entrance lines' counts
         self.tamper: TamperDetector | None = None
         self.presence: PresenceLog | None = None
         self.tracker = Tracker()
+        # objects a rule watches (blocked_exit): their own tracker, patient with still objects that flicker
+        self.object_tracker = Tracker(TrackerConfig(max_age_s=OBJECT_MAX_AGE_S))
+        self.object_ids = np.zeros(0, np.int32)
+        self._objects = Detections.empty()
+        # the app sets gate.signals for cameras with ONVIF events (camera-native motion)
+        self.gate = MotionGate(camera, [r.rule_config for r in self.rules])
+        self._held = Detections.empty()  # the last tracked detections, what a skipped frame shows the rules
+        self._keypoints: dict[int, FloatArray] = {}  # the last detected frame's poses, likewise
         self.staff = StaffFilter(camera.staff_zones)
         self.status = PipelineStatus()
         self.last_frame: Frame | None = None
@@ -79,7 +97,7 @@ class CameraPipeline:
         self.pose_config = PoseConfig()
         self.pose_rules: list[PoseRule] = [r for r in self.rules if getattr(r, "needs_pose", False)]  # type: ignore[misc]
         self._pose_error: str | None = None
-        for rule in self.pose_rules:
+        for rule in self.rules:  # pose rules and blocked_exit look at zone geometry themselves
             bind = getattr(rule, "bind_zones", None)
             if bind is not None:
                 bind(self.zones)
@@ -92,11 +110,36 @@ class CameraPipeline:
             raise ConfigError(f"detector.classes: the model has no class {unknown} (it has {known}, ...)")
         self.class_ids = np.asarray([list(class_names).index(c) for c in self.detector.classes], np.int32)
         self.class_names = tuple(class_names)
+        self.object_ids = self._object_class_ids(class_names)
+
+    def _object_class_ids(self, class_names: Sequence[str]) -> npt.NDArray[np.int32]:
+        """The model's ids of the object classes rules watch (blocked_exit's object_classes), checked like
+        detector.classes: a name the model does not have stops the camera with the rule and key named."""
+        wanted: set[int] = set()
+        for rule in self.rules:
+            names: Sequence[str] = getattr(rule, "object_classes", ())
+            for k, name in enumerate(names):
+                if name not in class_names:
+                    known = ", ".join(class_names[:8])
+                    raise ConfigError(
+                        f"rule {rule.rule_config.id!r}: object_classes[{k}]: the model has no class {name!r} "
+                        f"(it has {known}, ...)"
+                    )
+                wanted.add(list(class_names).index(name))
+        return np.asarray(sorted(wanted), np.int32)
 
     def _filter(self, dets: Detections) -> Detections:
         assert self.class_ids is not None, "resolve_classes() first"
         keep = np.isin(dets.class_ids, self.class_ids) & (dets.scores >= self.detector.min_score)
         return dets[keep]
+
+    def _track_objects(self, dets: Detections, t: float) -> Detections:
+        """Tracked detections of the watched object classes, on their own tracker: kept apart from `detections`
+        (other rules see only detector.classes) and from the people's ids."""
+        if not len(self.object_ids):
+            return self._objects
+        keep = np.isin(dets.class_ids, self.object_ids) & (dets.scores >= self.detector.min_score)
+        return self.object_tracker.update(dets[keep], t)
 
     async def run(self) -> None:
         """Process frames until the source ends."""
@@ -119,17 +162,19 @@ class CameraPipeline:
     async def process(self, frame: Frame) -> None:
         """One frame through detector, tracker and rules."""
         cam = self.camera.id
-        t0 = time.perf_counter()
-        dets = (await self.client.detect([frame.image]))[0]
-        self.metrics.detect_seconds.labels(camera=cam).observe(time.perf_counter() - t0)
-        tracked = self.tracker.update(self._filter(dets), frame.captured_at.timestamp())
+        tracked, detected = await self._detect_or_hold(frame)
         inside = {zid: z.contains(tracked, frame.width, frame.height) for zid, z in self.zones.items()}
-        obs = Observation(cam, frame.captured_at, tracked, inside, frame.width, frame.height, self.class_names)
+        obs = Observation(
+            cam, frame.captured_at, tracked, inside, frame.width, frame.height, self.class_names,
+            image=frame.image, objects=self._objects,
+        )  # fmt: skip
         if self.presence is not None and tracked.track_ids is not None:
             self.presence.record(frame, inside, tracked.track_ids)
         customers = self.staff.customers(obs)  # once per frame, for every rule that excludes staff
         if self.pose_rules:
-            keypoints = await self._poses(frame, obs, customers)
+            if detected:  # a skipped frame shows the same people, unmoved: the last keypoints still hold
+                self._keypoints = await self._poses(frame, obs, customers)
+            keypoints = self._keypoints
             if keypoints:
                 same = customers is obs
                 obs = replace(obs, keypoints=keypoints)
@@ -147,6 +192,30 @@ class CameraPipeline:
         self.metrics.frames_dropped.labels(camera=cam).set(self.source.status.frames_dropped)
         if outputs:
             await self._apply(frame, outputs)
+
+    async def _detect_or_hold(self, frame: Frame) -> tuple[Detections, bool]:
+        """This frame's tracked detections and whether the detector ran: the motion gate may skip it, and then the
+        tracks seen last are held where they were (kept alive, not moved)."""
+        cam = self.camera.id
+        t = frame.captured_at.timestamp()
+        g0 = time.perf_counter()
+        decision = self.gate.decide(frame, self.tracker.activity)
+        self.status.gate_seconds += time.perf_counter() - g0
+        outcome = "detect" if decision.detect else "skip"
+        self.metrics.gate_frames.labels(camera=cam, decision=outcome, reason=decision.reason).inc()
+        if not decision.detect:
+            self.tracker.hold(t)
+            self.object_tracker.hold(t)
+            self.status.frames_skipped += 1
+            return self._held, False
+        t0 = time.perf_counter()
+        dets = (await self.client.detect([frame.image]))[0]
+        self.metrics.detect_seconds.labels(camera=cam).observe(time.perf_counter() - t0)
+        self._held = self.tracker.update(self._filter(dets), t)
+        self._objects = self._track_objects(dets, t)
+        self.gate.detected(frame)
+        self.status.frames_detected += 1
+        return self._held, True
 
     async def _poses(self, frame: Frame, obs: Observation, customers: Observation) -> dict[int, FloatArray]:
         """Keypoints for the tracks the pose rules ask for: the largest `max_persons` boxes tall enough to pose."""
@@ -189,6 +258,8 @@ class CameraPipeline:
                     self.insights.add(hit)
                 if self.presence is not None and hit.track_id is not None:  # a line crossing: kept for fusion
                     self.presence.record_crossing(hit.camera, hit.rule_id, hit.t, hit.metric, hit.track_id)
+                if self.store_occupancy is not None and hit.track_id is not None:  # a line crossing: store count
+                    await self.store_occupancy.on_measurement(hit, frame)
                 continue
             zone = self.zones.get(hit.zone) if hit.zone else None
             incident = await self.incidents.handle(hit, frame if hit.state == "start" else None, zone)

@@ -87,6 +87,21 @@ CREATE TABLE IF NOT EXISTS sink_refs (
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox(sink_id, delivered, dead, next_attempt);
 CREATE INDEX IF NOT EXISTS outbox_incident ON outbox(incident_id);
+CREATE TABLE IF NOT EXISTS store_occupancy (  -- the live count of each store_occupancy, so a restart keeps it
+    id TEXT PRIMARY KEY,
+    people INTEGER NOT NULL,
+    last_reset TEXT,  -- UTC ISO: the closing the count was last reset at
+    out_at_zero INTEGER NOT NULL DEFAULT 0,  -- drift since that reset: outs counted while the count was zero
+    last_t TEXT NOT NULL,  -- the latest crossing or tick applied
+    updated TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS store_occupancy_resets (  -- each closing reset and the drift it removed
+    id TEXT NOT NULL,
+    at TEXT NOT NULL,
+    removed INTEGER NOT NULL,  -- people still counted at closing (ins never counted out)
+    out_at_zero INTEGER NOT NULL,  -- outs counted at zero since the previous reset
+    PRIMARY KEY (id, at)
+);
 """
 
 
@@ -112,6 +127,26 @@ def incident_to_json(incident: Incident) -> dict[str, Any]:
         "snapshot": incident.snapshot,
         "details": dict(incident.details),
     }
+
+
+def incident_from_json(doc: Mapping[str, Any]) -> Incident:
+    """The inverse of `incident_to_json`: an Incident from its stored public shape."""
+    return Incident(
+        id=str(doc["id"]),
+        rule_id=str(doc["rule_id"]),
+        type=str(doc["type"]),
+        camera=str(doc["camera"]),
+        start=datetime.fromisoformat(str(doc["start"])),
+        state=doc["state"],
+        seq=int(doc["seq"]),
+        explanation=str(doc["explanation"]),
+        end=None if doc.get("end") is None else datetime.fromisoformat(str(doc["end"])),
+        severity=str(doc["severity"]),
+        zone=doc.get("zone"),
+        track_ids=tuple(int(t) for t in doc.get("track_ids") or ()),
+        snapshot=doc.get("snapshot"),
+        details=dict(doc.get("details") or {}),
+    )
 
 
 def _delivery_json(row: sqlite3.Row) -> dict[str, Any]:
@@ -213,6 +248,15 @@ class Store:
         docs = [_row_to_json(r) for r in self.db.execute(sql, args)]
         self._attach_deliveries(docs)
         return docs
+
+    def open_incidents(self, exclude_camera: str | None = None) -> list[dict[str, Any]]:
+        """Incidents whose last stored state is not an end (what a run that stopped left open), oldest first."""
+        sql = "SELECT * FROM incidents WHERE state != 'end'"
+        args: list[Any] = []
+        if exclude_camera is not None:
+            sql += " AND camera != ?"
+            args.append(exclude_camera)
+        return [_row_to_json(r) for r in self.db.execute(sql + " ORDER BY start, id", args)]
 
     def incident(self, incident_id: str) -> dict[str, Any] | None:
         """One incident by id."""
@@ -352,6 +396,37 @@ class Store:
         rows = self.db.execute(
             "SELECT * FROM rollups WHERE bucket >= ? AND bucket < ? ORDER BY bucket, camera, rule_id, metric, key",
             (start, end),
+        )
+        return [dict(r) for r in rows]
+
+    def save_occupancy(self, state: Mapping[str, Any], reset: Mapping[str, Any] | None = None) -> None:
+        """Upsert one store occupancy's live state, and record the reset that led to it, in one transaction."""
+        with self.db:
+            self.db.execute(
+                """INSERT INTO store_occupancy (id, people, last_reset, out_at_zero, last_t, updated)
+                   VALUES (?,?,?,?,?,?)
+                   ON CONFLICT(id) DO UPDATE SET people=excluded.people, last_reset=excluded.last_reset,
+                     out_at_zero=excluded.out_at_zero, last_t=excluded.last_t, updated=excluded.updated""",
+                (
+                    state["id"], state["people"], state["last_reset"], state["out_at_zero"], state["last_t"],
+                    datetime.now(UTC).isoformat(),
+                ),
+            )  # fmt: skip
+            if reset is not None:
+                self.db.execute(
+                    "INSERT OR REPLACE INTO store_occupancy_resets (id, at, removed, out_at_zero) VALUES (?,?,?,?)",
+                    (reset["id"], reset["at"], reset["removed"], reset["out_at_zero"]),
+                )
+
+    def occupancy_state(self, occupancy_id: str) -> dict[str, Any] | None:
+        """One store occupancy's saved live state."""
+        row = self.db.execute("SELECT * FROM store_occupancy WHERE id = ?", (occupancy_id,)).fetchone()
+        return None if row is None else dict(row)
+
+    def occupancy_resets(self, start: str, end: str) -> list[dict[str, Any]]:
+        """Closing resets in [start, end) (ISO UTC text), oldest first."""
+        rows = self.db.execute(
+            "SELECT * FROM store_occupancy_resets WHERE at >= ? AND at < ? ORDER BY at, id", (start, end)
         )
         return [dict(r) for r in rows]
 

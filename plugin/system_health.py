@@ -36,7 +36,7 @@ from plugin.metrics import Metrics
 from plugin.redact import redact_url
 from plugin.rules import RuleHit
 from plugin.sinks import IncidentSink
-from plugin.store import AsyncStore
+from plugin.store import AsyncStore, incident_from_json
 from plugin.types import Incident
 
 log = logging.getLogger(__name__)
@@ -338,7 +338,7 @@ class SystemHealthMonitor:
             key = (kind, subject)
             if key in self._conditions:
                 continue
-            incident = _incident_from_doc(doc)
+            incident = incident_from_json(doc)
             self._conditions[key] = _Condition(
                 kind,
                 subject,
@@ -428,23 +428,3 @@ class SystemHealthMonitor:
             "last_check": None if self.last_check is None else self.last_check.isoformat(),
             "error": self.error,
         }
-
-
-def _incident_from_doc(doc: Mapping[str, Any]) -> Incident:
-    """An Incident from its stored JSON (the store's public shape)."""
-    return Incident(
-        id=str(doc["id"]),
-        rule_id=str(doc["rule_id"]),
-        type=str(doc["type"]),
-        camera=str(doc["camera"]),
-        start=datetime.fromisoformat(str(doc["start"])),
-        state=doc["state"],
-        seq=int(doc["seq"]),
-        explanation=str(doc["explanation"]),
-        end=None if doc.get("end") is None else datetime.fromisoformat(str(doc["end"])),
-        severity=str(doc["severity"]),
-        zone=doc.get("zone"),
-        track_ids=tuple(int(t) for t in doc.get("track_ids") or ()),
-        snapshot=doc.get("snapshot"),
-        details=dict(doc.get("details") or {}),
-    )

@@ -56,6 +56,15 @@ class TrackerConfig:
             raise ValueError(f"max_age_s must be >= 0, got {self.max_age_s}")
 
 
+@dataclass(frozen=True)
+class TrackActivity:
+    """What a motion gate asks the tracker: how fast each confirmed, visible track moves, and how many tracks are
+    not settled (tentative, or lost and being searched for)."""
+
+    speeds: F64Array  # person heights per second (Kalman velocity / box height), one per confirmed visible track
+    uncertain: int
+
+
 # --- box geometry -------------------------------------------------------------------------------------------
 
 
@@ -308,6 +317,23 @@ class Tracker:
             out_ids.append(born_ids)
 
         return self._output(detections, np.concatenate(out_dets), np.concatenate(out_ids))
+
+    def activity(self) -> TrackActivity:
+        """Speeds of the confirmed visible tracks and the count of unsettled ones, as of the last update."""
+        tracks = self._tracks
+        visible = tracks.confirmed & ~tracks.lost
+        mean = tracks.mean[visible]
+        speeds: F64Array = np.hypot(mean[:, 4], mean[:, 5]) / np.maximum(mean[:, 3], _MIN_SIZE)
+        return TrackActivity(speeds, int(len(tracks) - visible.sum()))
+
+    def hold(self, t: float) -> None:
+        """A frame without detection because nothing moved (motion gating): the tracks seen on the last update are
+        taken as still there at t, so they do not age out; nothing moves and the Kalman clock stays, so the next
+        update predicts over the whole gap."""
+        if self._last_t is None or t < self._last_t:
+            return
+        seen = ~self._tracks.lost
+        self._tracks.last_seen[seen] = t
 
     def _advance_clock(self, t: float) -> float:
         """Seconds since the previous update; a clock running backwards means a new stream, so start over."""

@@ -59,6 +59,9 @@ async def readyz(request: web.Request) -> web.Response:
             "source": redact_url(p.camera.describe_source()),
             "connected": src.connected,
             "frames_analysed": p.status.frames,
+            # motion gating: analysed frames the detector ran on, and those it skipped (nothing moved)
+            "frames_detected": p.status.frames_detected,
+            "frames_skipped": p.status.frames_skipped,
             "frames_dropped": src.frames_dropped,
             "incidents": p.status.incidents,
             "error": None if p.status.last_error is None else redact_url(p.status.last_error),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import shutil
 import threading
 from collections.abc import Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -76,3 +77,31 @@ def test_media_fetch_from_a_directory(clip: Path, tmp_path: Path) -> None:
     res = run_cli("media", "fetch", "--from", str(clip.parent), "--dest", str(tmp_path / "media"))
     assert res.returncode == 0, res.stderr
     assert (tmp_path / "media" / clip.name).stat().st_size == clip.stat().st_size
+
+
+VTEST_SHA256 = "45cddc9490be69345cbdab64ca583be65987e864ca408038e648db99e10516cf"
+
+
+def test_vtest_from_a_directory_must_match_its_hash(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "vtest.avi").write_bytes(b"RIFF but not the clip")
+    dest = tmp_path / "media"
+    res = run_cli("media", "fetch", "--vtest", "--from", str(src), "--dest", str(dest))
+    assert res.returncode == 1
+    assert VTEST_SHA256 in res.stderr and "sha256 mismatch" in res.stderr and "Traceback" not in res.stderr
+    assert not (dest / "vtest.avi").exists()
+
+
+@pytest.mark.slow
+def test_vtest_is_unpacked_from_debians_opencv_doc(tmp_path: Path) -> None:
+    # the real path CI takes: apt-get download (about 96 MB) and dpkg-deb -x, then the pinned hash
+    require(None if shutil.which("apt-get") and shutil.which("dpkg-deb") else "apt-get/dpkg-deb not available")
+    empty = tmp_path / "empty"  # a media directory without the clip: the package is the fallback
+    empty.mkdir()
+    res = run_cli("media", "fetch", "--vtest", "--from", str(empty), "--dest", str(tmp_path / "media"), timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    placed = tmp_path / "media" / "vtest.avi"
+    assert hashlib.sha256(placed.read_bytes()).hexdigest() == VTEST_SHA256
+    assert res.stdout.strip() == str(placed)
+    assert [p.name for p in (tmp_path / "media").iterdir()] == ["vtest.avi"]  # no package or temp dir left behind

@@ -17,7 +17,7 @@ from conftest import MODEL_FILE, require
 from helpers import run_cli
 
 from plugin.assets import DEMO_MEDIA
-from plugin.triton_server import REPO_ROOT
+from plugin.triton_server import REPO_ROOT, EmbeddedTriton
 
 RESULT_KEYS = {
     "cameras",
@@ -152,3 +152,20 @@ def test_ctrl_c_stops_triton_and_the_rtsp_server(clip: Path, tmp_path: Path) -> 
     while any(_alive(k) for k in kids) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not [k for k in kids if _alive(k)], f"children left running: {kids}"
+
+
+@pytest.mark.triton
+def test_stage_profile_splits_the_time(clip: Path, triton: EmbeddedTriton) -> None:
+    """packaging/scripts/profile_stages.py times each stage on the real clip through the real Triton."""
+    script = REPO_ROOT / "packaging" / "scripts" / "profile_stages.py"
+    out = subprocess.run(
+        [sys.executable, str(script), "--clip", str(clip), "--frames", "8", "--triton-url", triton.grpc_url, "--json"],
+        capture_output=True, text=True, timeout=120, cwd=REPO_ROOT, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    report = json.loads(out.stdout)
+    assert set(report["stage_ms"]) == {"decode", "letterbox", "infer", "track", "zones_rules"}
+    assert report["stage_ms"]["letterbox"]["n"] == 8 and report["stage_ms"]["decode"]["n"] >= 16  # 10 fps -> 5 fps
+    server = report["triton_server_ms_per_execution"]
+    assert server["compute_infer"] > 0 and report["stage_ms"]["infer"]["mean"] > server["compute_infer"]
+    assert report["cpu_ms_per_camera_second"] > 0 and report["upper_bound_cameras"] >= 0

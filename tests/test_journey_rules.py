@@ -502,6 +502,7 @@ def test_explanations_for_journey_incidents() -> None:
         "Person #2 entered zone hv 3 times within 95 s (threshold 3 in 300 s) on cam1, 14:00:00-14:00:40"
     )
     facts = base | {"zone": "fire", "people": 1, "who": "#4", "duration_s": 40.0, "threshold_s": 30.0}
+    facts |= {"objects": "", "object_count": 0, "unrecognised": False, "changed_share": 0.0}  # a person only
     assert ex.render("blocked_exit", facts) == (
         "Exit zone fire was blocked by a person standing still (#4) for 40 s (threshold 30 s) on cam1, "
         "14:00:00-14:00:40"
@@ -522,6 +523,6 @@ def test_summarise_adds_queues_without_changing_other_keys() -> None:
     assert doc["queues"] == {
         "till-1": {"zone": "q", "max_length": 3, "max_wait_s": 60.0, "avg_length": 1.5, "avg_wait_s": 25.0}
     }
-    assert set(doc) == {"lines", "occupancy", "queues", "incidents", "dwell", "hourly"}
-    assert doc["occupancy"] == {} and doc["lines"] == {}
+    assert set(doc) == {"lines", "occupancy", "queues", "incidents", "dwell", "hourly", "store_occupancy"}
+    assert doc["occupancy"] == {} and doc["lines"] == {} and doc["store_occupancy"] == {}
     assert summarise([], [])["queues"] == {}

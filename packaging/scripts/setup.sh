@@ -56,3 +56,13 @@ if [ -z "${STORESIGHT_MODELS_DIR:-}" ] && [ -d ../shared/models ]; then
   export STORESIGHT_MODELS_DIR="$(cd ../shared/models && pwd)"
 fi
 .venv/bin/storesight models fetch
+
+if [ "$want_test" = 1 ]; then
+  # vtest.avi for the scenario tests: from $STORESIGHT_MEDIA_DIR when it holds it, else unpacked from Debian's
+  # opencv-doc package into storesight-data/media (gitignored). A stale or missing apt package list is the usual
+  # reason `apt-get download` fails, so refresh it once and try again.
+  if ! .venv/bin/storesight media fetch --vtest --dest storesight-data/media; then
+    sudo_ apt-get update -qq
+    .venv/bin/storesight media fetch --vtest --dest storesight-data/media
+  fi
+fi

@@ -11,7 +11,7 @@ import numpy as np
 import numpy.typing as npt
 
 from plugin.config import RuleBase
-from plugin.types import Detections
+from plugin.types import Detections, ImageArray
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,11 @@ class Observation:
     # track id -> keypoints float32 [17,3] (x, y, score) in frame pixels, COCO order; only for the tracks that a
     # pose rule asked for this frame (plugin/pose.py), empty without pose rules
     keypoints: Mapping[int, npt.NDArray[np.float32]] = field(default_factory=dict)
+    # the analysed frame, for rules that look at pixels (blocked_exit's empty-zone reference); None in unit tests
+    image: ImageArray | None = None
+    # confirmed tracks of the object classes a rule watches (blocked_exit's object_classes), from their own tracker
+    # so an object never takes over a person's id; kept out of `detections`, which only hold detector.classes
+    objects: Detections = field(default_factory=Detections.empty)
 
 
 @dataclass(frozen=True)
