@@ -70,9 +70,18 @@ BENCH_ZONE = ZoneConfig(id="table", polygon=[(0.39, 0.67), (0.83, 0.67), (0.83, 
 # Short, so a run of tens of seconds sees incidents; no cooldown, so each person standing there counts.
 BENCH_DWELL_S = 2.0
 
-# RTSP clients see their first frame ~2 s after connecting; dozens of decoders starting at once on 2 cores take
-# longer. A camera silent past this is a setup problem, not a measurement.
-FIRST_FRAME_TIMEOUT_S = 45.0
+# RTSP clients see their first frame ~2.8 s after connecting (FFmpeg probing the stream), and OpenCV's FFmpeg
+# backend opens one stream at a time per process (a lock around open; reads run in parallel), so N cameras take
+# ~2.8 N s to all start. A camera silent past this is a setup problem, not a measurement.
+FIRST_FRAME_BASE_S = 20.0
+FIRST_FRAME_PER_CAMERA_S = 4.0
+
+
+def first_frame_timeout(cameras: int) -> float:
+    """How long `cameras` cameras may take until each delivered its first frame."""
+    return FIRST_FRAME_BASE_S + FIRST_FRAME_PER_CAMERA_S * cameras
+
+
 # After every camera delivered: the tracker confirms tracks, Triton and onnxruntime finish their first allocations.
 WARMUP_S = 3.0
 # After the window: frames still in flight get this long to finish (their latency counts), then are cancelled.
@@ -708,8 +717,9 @@ def _rules(env: BenchEnv, camera_id: str) -> list[Any]:
 
 
 async def _wait_started(trial: _Trial, tasks: list[asyncio.Task[None]], rtsp: RtspCameras | None) -> None:
-    deadline = time.monotonic() + FIRST_FRAME_TIMEOUT_S
     ids = [p.camera.id for p in trial.pipelines]
+    timeout_s = first_frame_timeout(len(ids))
+    deadline = time.monotonic() + timeout_s
     while True:
         missing = [c for c in ids if c not in trial.recorder.first_frame]
         if not missing:
@@ -719,7 +729,7 @@ async def _wait_started(trial: _Trial, tasks: list[asyncio.Task[None]], rtsp: Rt
             return
         if time.monotonic() > deadline:
             what = (
-                f"{len(missing)} camera(s) delivered no frame within {FIRST_FRAME_TIMEOUT_S:.0f} s "
+                f"{len(missing)} camera(s) delivered no frame within {timeout_s:.0f} s "
                 f"({', '.join(missing[:4])}{'...' if len(missing) > 4 else ''})"
             )
             if len(missing) < len(ids):
@@ -928,7 +938,8 @@ async def _setup_and_run(opts: BenchOptions, children: Children, workdir: Path) 
     clip = await asyncio.to_thread(probe_clip, clip_path)
     if opts.analysis_fps > clip.fps:
         raise StoreSightError(f"--analysis-fps {opts.analysis_fps:g} is above the clip's native {clip.fps:g} fps")
-    needed = FIRST_FRAME_TIMEOUT_S + WARMUP_S + opts.duration_s + DRAIN_TIMEOUT_S
+    most = max(opts.cameras, opts.max_cameras) if opts.find_max else opts.cameras
+    needed = first_frame_timeout(most) + WARMUP_S + opts.duration_s + DRAIN_TIMEOUT_S
     served = await asyncio.to_thread(loop_clip, clip, needed, workdir)
     model_dir = DEFAULT_MODEL_REPOSITORY / opts.model
     settings: YoloxSettings | None = None

@@ -209,6 +209,10 @@ def serve(gi: Gi, mounts: list[Mount], address: str, port: int, verbose: bool) -
     server = GstRtspServer.RTSPServer()
     server.set_address(address)
     server.set_service(str(port))
+    # One thread per client instead of the pool's default single thread: a client's setup waits for its media to
+    # preroll, and with one thread every camera waited for all those before it (2.8 s each: 16 cameras took 45 s to
+    # start, more never did within a benchmark's start timeout).
+    server.get_thread_pool().set_max_threads(-1)
     mount_points = server.get_mount_points()
     for mount in mounts:
         mount_points.add_factory(mount.path, make_factory(gi, mount.file))
