@@ -265,7 +265,7 @@ def fetch_vtest(source_dir: Path | None, dest_dir: Path) -> Path:
             log.warning("%s: existing file fails its checksum, fetching again", dest)
     dest_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=dest_dir) as tmpdir:
-        tmp = Path(tmpdir)
+        tmp = Path(tmpdir).resolve()  # absolute: the tools run inside it, and a relative --dest would nest
         log.info("downloading Debian package %s for %s", VTEST_PACKAGE, VTEST.name)
         _run_tool(["apt-get", "download", "-q", VTEST_PACKAGE], tmp)
         debs = sorted(tmp.glob(f"{VTEST_PACKAGE}_*.deb"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 import shutil
 import threading
 from collections.abc import Iterator
@@ -99,9 +100,11 @@ def test_vtest_is_unpacked_from_debians_opencv_doc(tmp_path: Path) -> None:
     require(None if shutil.which("apt-get") and shutil.which("dpkg-deb") else "apt-get/dpkg-deb not available")
     empty = tmp_path / "empty"  # a media directory without the clip: the package is the fallback
     empty.mkdir()
-    res = run_cli("media", "fetch", "--vtest", "--from", str(empty), "--dest", str(tmp_path / "media"), timeout=600)
+    # a relative --dest, as setup.sh passes it (the tools run inside the temporary directory)
+    dest = os.path.relpath(tmp_path / "media")
+    res = run_cli("media", "fetch", "--vtest", "--from", str(empty), "--dest", dest, timeout=600)
     assert res.returncode == 0, res.stderr[-2000:]
     placed = tmp_path / "media" / "vtest.avi"
     assert hashlib.sha256(placed.read_bytes()).hexdigest() == VTEST_SHA256
-    assert res.stdout.strip() == str(placed)
+    assert Path(res.stdout.strip()).resolve() == placed.resolve()
     assert [p.name for p in (tmp_path / "media").iterdir()] == ["vtest.avi"]  # no package or temp dir left behind
