@@ -92,14 +92,22 @@ def _download(url: str, dest: Path) -> None:
     tmp.replace(dest)
 
 
+def _in_place(dest: Path, asset: Asset, accept: str | None) -> bool:
+    """Whether `dest` already holds `asset` (a file that fails its checksum is fetched again)."""
+    if not dest.is_file():
+        return False
+    try:
+        _check(dest, asset, accept)
+        return True
+    except ModelError:
+        log.warning("%s: existing file fails its checksum, fetching again", dest)
+        return False
+
+
 def fetch(asset: Asset, source_dir: Path | None, dest: Path, url: str | None = None, accept: str | None = None) -> Path:
     """Put `asset` at `dest`, copying from `source_dir` if given, else downloading; verified either way."""
-    if dest.is_file():
-        try:
-            _check(dest, asset, accept)
-            return dest
-        except ModelError:
-            log.warning("%s: existing file fails its checksum, fetching again", dest)
+    if _in_place(dest, asset, accept):
+        return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=dest.parent) as tmpdir:
         staged = Path(tmpdir) / asset.name
@@ -257,12 +265,8 @@ def fetch_vtest(source_dir: Path | None, dest_dir: Path) -> Path:
     dest = dest_dir / VTEST.name
     if source_dir is not None and (source_dir / VTEST.name).is_file():
         return fetch(VTEST, source_dir, dest)
-    if dest.is_file():
-        try:
-            _check(dest, VTEST, None)
-            return dest
-        except ModelError:
-            log.warning("%s: existing file fails its checksum, fetching again", dest)
+    if _in_place(dest, VTEST, None):
+        return dest
     dest_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=dest_dir) as tmpdir:
         tmp = Path(tmpdir).resolve()  # absolute: the tools run inside it, and a relative --dest would nest
