@@ -31,7 +31,7 @@ from typing import Any, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 from plugin.access_config import AccessConfig, AccessDoorConfig, door_text
-from plugin.business import BusinessHub
+from plugin.business import BusinessHub, PendingJudgements
 from plugin.camera_signals import CameraSignal
 from plugin.incidents import IncidentManager
 from plugin.metrics import Metrics
@@ -109,21 +109,17 @@ class AccessService:
         self.metrics = metrics
         self._grants: dict[str, list[tuple[datetime, int]]] = defaultdict(list)  # per door: (time, arrival no.)
         self._arrivals = 0
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._judgements = PendingJudgements("access")
         self.counts = {"events": 0, "duplicates": 0, "incidents": 0, "unverified": 0}
         hub.subscribe(self._on_event)
 
     async def close(self) -> None:
         """Stop judgements still waiting for video."""
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._judgements.cancel()
 
     async def idle(self, timeout_s: float = 60.0) -> None:
         """Wait until no judgement is pending (tests)."""
-        async with asyncio.timeout(timeout_s):
-            while self._tasks:
-                await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self._judgements.idle(timeout_s)
 
     # -- intake
 
@@ -190,14 +186,7 @@ class AccessService:
         if self.incidents is None:
             work.close()
             return
-        task = asyncio.create_task(work, name=f"access-{door.id}-{event_id[:8]}")
-        self._tasks.add(task)
-        task.add_done_callback(self._done)
-
-    def _done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("access: judging %s failed", task.get_name(), exc_info=task.exception())
+        self._judgements.start(work, f"access-{door.id}-{event_id[:8]}")
 
     async def _video_until(self, camera: str, t: datetime) -> bool:
         """Wait until the camera's analysed video has passed `t` (True), or wait_max_s has gone by (False)."""

@@ -28,6 +28,7 @@ from typing import Literal
 import cv2
 import numpy as np
 
+from plugin.business import PendingJudgements
 from plugin.config import AlarmAccountConfig, AlarmPanelConfig, AlarmZoneView, Config
 from plugin.incidents import IncidentManager
 from plugin.presence import PresenceAnswer, PresenceLog
@@ -179,7 +180,7 @@ class AlarmVerifier:
         self._accounts: dict[tuple[str, str], tuple[AlarmPanelConfig, AlarmAccountConfig]] = {
             (p.id, a.account): (p, a) for p in config.alarm_panels for a in p.accounts
         }
-        self._tasks: set[asyncio.Task[Incident | None]] = set()
+        self._judgements = PendingJudgements("alarm verification")
         self._closing = asyncio.Event()
         self._unmapped: set[tuple[str, str, str]] = set()
         self.verified = 0
@@ -194,14 +195,7 @@ class AlarmVerifier:
             log.info("%s: panel %s (account %s area %s)", event.source, "armed" if kind == "arm" else "disarmed",
                      event.payload.get("account"), event.payload.get("area"))  # fmt: skip
         elif kind in VERIFIED_KINDS:
-            task = asyncio.create_task(self._verify_later(event_id, event), name=f"verify-{event_id[:8]}")
-            self._tasks.add(task)
-            task.add_done_callback(self._done)
-
-    def _done(self, task: asyncio.Task[Incident | None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("alarm verification failed", exc_info=task.exception())
+            self._judgements.start(self._verify_later(event_id, event), f"verify-{event_id[:8]}")
 
     def _views(self, event: BusinessEvent) -> tuple[AlarmPanelConfig, list[AlarmZoneView]] | None:
         p = event.payload
@@ -297,5 +291,4 @@ class AlarmVerifier:
     async def close(self) -> None:
         """Judge pending alarms now, on the video there is (shutdown), rather than drop them."""
         self._closing.set()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._judgements.wait()

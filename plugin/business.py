@@ -6,9 +6,11 @@ committed to SQLite. Fusion handlers run after storage; a failing handler is log
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 from plugin.store import AsyncStore
 from plugin.types import BusinessEvent
@@ -16,6 +18,46 @@ from plugin.types import BusinessEvent
 log = logging.getLogger(__name__)
 
 Handler = Callable[[str, BusinessEvent], Awaitable[None]]
+
+
+class PendingJudgements:
+    """Fusion judgements waiting for video (POS, access, alarm verification), one task each: a failure is logged
+    with the task's name, never lost in the task; `cancel` or `wait` at shutdown, `idle` in tests and --once."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label  # the log prefix, e.g. "pos"
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def start(self, work: Coroutine[Any, Any, Any], name: str) -> None:
+        """Run `work` as a task until it judges, fails or is cancelled."""
+        task = asyncio.create_task(work, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("%s: judging %s failed", self.label, task.get_name(), exc_info=task.exception())
+
+    async def cancel(self) -> None:
+        """Stop every judgement still waiting."""
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def wait(self) -> None:
+        """Let every judgement still waiting finish."""
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def idle(self, timeout_s: float = 60.0) -> None:
+        """Wait until none is pending, including those started meanwhile."""
+        async with asyncio.timeout(timeout_s):
+            while self._tasks:
+                await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
 
 class BusinessHub:

@@ -27,7 +27,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import ValidationError
 
-from plugin.business import BusinessHub
+from plugin.business import BusinessHub, PendingJudgements
 from plugin.incidents import IncidentManager
 from plugin.metrics import Metrics
 from plugin.pos import TRANSACTION_KIND, Transaction, receipt_summary, render_receipt
@@ -94,7 +94,7 @@ class PosService:
         self.rules = PosExceptionRules(config)
         self.listeners: list[ReceiptListener] = []
         self._recent: OrderedDict[tuple[str, str, str], Transaction] = OrderedDict()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._judgements = PendingJudgements("pos")
         self._unknown_lanes: set[str] = set()
         self.counts = {"transactions": 0, "duplicates": 0, "exceptions": 0, "incidents": 0}
         hub.subscribe(self._on_event)
@@ -119,15 +119,11 @@ class PosService:
 
     async def close(self) -> None:
         """Stop judgements still waiting for video."""
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._judgements.cancel()
 
     async def idle(self, timeout_s: float = 60.0) -> None:
         """Wait until no judgement is pending (tests, --once)."""
-        async with asyncio.timeout(timeout_s):
-            while self._tasks:
-                await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self._judgements.idle(timeout_s)
 
     async def submit(self, txn: Transaction, source: str) -> SubmitResult:
         """Store one transaction (returns after it is committed: acknowledge the sender then)."""
@@ -167,14 +163,7 @@ class PosService:
             return
         if self.incidents is None:
             return
-        task = asyncio.create_task(self._judge(txn, receipt, found, lane, event_id), name=f"pos-{txn.key}")
-        self._tasks.add(task)
-        task.add_done_callback(self._done)
-
-    def _done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("pos: judging %s failed", task.get_name(), exc_info=task.exception())
+        self._judgements.start(self._judge(txn, receipt, found, lane, event_id), f"pos-{txn.key}")
 
     def _remember(self, txn: Transaction) -> None:
         self._recent[(txn.store or "-", txn.lane, txn.id)] = txn
