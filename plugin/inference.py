@@ -82,6 +82,25 @@ class ModelInfo:
     class_names: tuple[str, ...]
 
 
+def triton_aio_module(scheme: str) -> Any:
+    """tritonclient's asyncio module for a URL scheme: grpc, else HTTP (http, https)."""
+    if scheme == "grpc":
+        import tritonclient.grpc.aio as grpcclient
+
+        return grpcclient
+    import tritonclient.http.aio as httpclient
+
+    return httpclient
+
+
+def triton_aio_client(scheme: str, address: str) -> Any:
+    """A tritonclient asyncio client for `address` (host:port) over the URL's scheme."""
+    mod = triton_aio_module(scheme)
+    if scheme == "grpc":
+        return mod.InferenceServerClient(address)
+    return mod.InferenceServerClient(address, ssl=scheme == "https")
+
+
 def _short_error(exc: BaseException) -> str:
     """The first line of an error, cut short: gRPC's run to several lines of debug detail."""
     text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
@@ -114,27 +133,9 @@ class TritonInferenceClient:
         """True while inputs travel through registered system shared memory rather than the wire."""
         return self._shm is not None and self._shm.active
 
-    def _make_client(self) -> Any:
-        if self.scheme == "grpc":
-            import tritonclient.grpc.aio as grpcclient
-
-            return grpcclient.InferenceServerClient(self._address)
-        import tritonclient.http.aio as httpclient
-
-        return httpclient.InferenceServerClient(self._address, ssl=self.scheme == "https")
-
-    def _module(self) -> Any:
-        if self.scheme == "grpc":
-            import tritonclient.grpc.aio as grpcclient
-
-            return grpcclient
-        import tritonclient.http.aio as httpclient
-
-        return httpclient
-
     async def _ensure(self) -> Any:
         if self._client is None:
-            self._client = self._make_client()
+            self._client = triton_aio_client(self.scheme, self._address)
         return self._client
 
     async def ready(self) -> bool:
@@ -251,7 +252,7 @@ class TritonInferenceClient:
         size = self.info.input_size
         batch = np.empty((len(images), size, size, 3), np.uint8)
         boxed = letterbox_batch(images, batch)
-        inp = self._module().InferInput("images_u8", list(batch.shape), "UINT8")
+        inp = triton_aio_module(self.scheme).InferInput("images_u8", list(batch.shape), "UINT8")
         inp.set_data_from_numpy(batch)
         return inp, boxed
 
@@ -260,7 +261,7 @@ class TritonInferenceClient:
         from tritonclient.utils import InferenceServerException
 
         assert self.info is not None
-        mod = self._module()
+        mod = triton_aio_module(self.scheme)
         if slot is not None and slot.view is not None:
             boxed = await asyncio.to_thread(letterbox_batch, images, slot.view)
             size = self.info.input_size

@@ -19,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from plugin.errors import InferenceUnavailable, ModelError
+from plugin.inference import triton_aio_client, triton_aio_module
 from plugin.types import FloatArray, ImageArray
 
 log = logging.getLogger(__name__)
@@ -86,22 +87,9 @@ class PoseClient:
         self.max_batch_size = 0
         self._client: Any = None
 
-    def _module(self) -> Any:
-        if self.scheme == "grpc":
-            import tritonclient.grpc.aio as grpcclient
-
-            return grpcclient
-        import tritonclient.http.aio as httpclient
-
-        return httpclient
-
     async def _ensure(self) -> Any:
         if self._client is None:
-            mod = self._module()
-            if self.scheme == "grpc":
-                self._client = mod.InferenceServerClient(self._address)
-            else:
-                self._client = mod.InferenceServerClient(self._address, ssl=self.scheme == "https")
+            self._client = triton_aio_client(self.scheme, self._address)
         return self._client
 
     async def _load_info(self, client: Any) -> None:
@@ -126,7 +114,7 @@ class PoseClient:
                 await self._load_info(client)
             requests = await asyncio.to_thread(self._requests, image_bgr, boxes)
             out: list[FloatArray] = []
-            mod = self._module()
+            mod = triton_aio_module(self.scheme)
             for inp, windows in requests:
                 result = await asyncio.wait_for(
                     client.infer(self.model, [inp], outputs=[mod.InferRequestedOutput("keypoints")]),
@@ -148,7 +136,7 @@ class PoseClient:
         """Crops of the boxes as request inputs of at most max_batch_size each; runs in a worker thread (cutting,
         resizing and serialising crops is per-frame work that would hold the event loop all cameras share)."""
         crops = [crop_person(image_bgr, b) for b in boxes]
-        mod = self._module()
+        mod = triton_aio_module(self.scheme)
         requests = []
         for start in range(0, len(crops), self.max_batch_size):
             part = crops[start : start + self.max_batch_size]
