@@ -127,6 +127,9 @@ class TritonInferenceClient:
         self._client: Any = None
         self._use_shm = wants_shared_memory(shared_memory, self._address)
         self._shm: SharedMemoryPool | None = None
+        # letterbox threads writing into shared memory: a region is never unmapped under one (that is a segfault,
+        # and tritonclient's numpy views of a region are not tracked by the mapping)
+        self._writing: set[asyncio.Future[list[Letterbox]]] = set()
 
     @property
     def shared_memory_active(self) -> bool:
@@ -256,6 +259,18 @@ class TritonInferenceClient:
         inp.set_data_from_numpy(batch)
         return inp, boxed
 
+    async def _letterbox_into_slot(self, images: Sequence[ImageArray], view: npt.NDArray[np.uint8]) -> list[Letterbox]:
+        """Letterbox into a shared memory slot in a worker thread. Cancelled (shutdown, a timeout further up), it
+        still waits for the thread: the caller then discards the slot, which unmaps the region."""
+        work = asyncio.ensure_future(asyncio.to_thread(letterbox_batch, images, view))
+        self._writing.add(work)
+        work.add_done_callback(self._writing.discard)
+        try:
+            return await asyncio.shield(work)
+        except asyncio.CancelledError:
+            await asyncio.wait({work})
+            raise
+
     async def _infer(self, client: Any, images: Sequence[ImageArray], slot: Slot | None) -> tuple[Any, list[Letterbox]]:
         """Letterbox (in a worker thread) into the slot or the request, then one Triton call."""
         from tritonclient.utils import InferenceServerException
@@ -263,7 +278,7 @@ class TritonInferenceClient:
         assert self.info is not None
         mod = triton_aio_module(self.scheme)
         if slot is not None and slot.view is not None:
-            boxed = await asyncio.to_thread(letterbox_batch, images, slot.view)
+            boxed = await self._letterbox_into_slot(images, slot.view)
             size = self.info.input_size
             inp = mod.InferInput("images_u8", [len(images), size, size, 3], "UINT8")
             inp.set_shared_memory(slot.name, len(images) * size * size * 3)
@@ -286,6 +301,8 @@ class TritonInferenceClient:
 
     async def close(self) -> None:
         """Unregister shared memory, close the client (Triton waits on open connections when it shuts down)."""
+        if self._writing:  # another task's letterbox thread is writing into a region: let it finish first
+            await asyncio.wait(set(self._writing))
         if self._shm is not None:
             try:
                 await self._shm.close()

@@ -260,3 +260,34 @@ async def _executions(url: str) -> tuple[int, int]:
     finally:
         await admin.close()
     return int(stats.get("inference_count", 0)), int(stats.get("execution_count", 0))
+
+
+@pytest.mark.triton
+async def test_a_cancelled_request_never_unmaps_a_region_under_its_letterbox(
+    triton: EmbeddedTriton, frames: list[ImageArray]
+) -> None:
+    """Cancelling a request while its worker thread letterboxes into shared memory (a camera stopped, a timeout)
+    discards the slot only once the thread is done: unmapping under it crashed the process (SIGSEGV)."""
+    import asyncio
+    import contextlib
+
+    client = TritonInferenceClient(triton.grpc_url, "yolox_nano", shared_memory="on")
+    big = [np.full((2160, 3840, 3), 90, np.uint8)] * 8  # tens of ms of letterboxing: the cancel lands inside it
+    try:
+        await client.wait_ready(60)
+        expected = await client.detect(frames[:1])
+        for delay_s in (0.002, 0.01, 0.03):
+            task = asyncio.create_task(client.detect(big))
+            await asyncio.sleep(delay_s)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        pending = asyncio.create_task(client.detect(big))  # still letterboxing while the client closes
+        await asyncio.sleep(0.005)
+        await client.close()
+        with contextlib.suppress(Exception, asyncio.CancelledError):  # gRPC cancels calls on a closed channel
+            await pending
+        client = TritonInferenceClient(triton.grpc_url, "yolox_nano", shared_memory="on")
+        _assert_same(await client.detect(frames[:1]), expected)
+    finally:
+        await client.close()
