@@ -12,59 +12,40 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import assert_never
 
 from aiohttp import web
 
-from adapters.alarm.sia_dc09 import SiaDc09Receiver
-from adapters.onvif import OnvifSource
-from adapters.onvif_events import OnvifEventsClient
-from adapters.pos.intake import PosIntake
-from adapters.sinks.frigate import FrigateSink
-from adapters.sinks.genetec import GenetecSink
-from adapters.sinks.milestone import MilestoneSink
-from adapters.sinks.mqtt import MqttSink
-from adapters.sinks.nx import NxSink
-from adapters.sinks.webhook import WebhookSink
-from adapters.sinks.zoneminder import ZoneMinderSink
-from adapters.sources.opencv_source import OpenCVSource
-from plugin.access import AccessService
-from plugin.alarms import AlarmVerifier, PanelStates
-from plugin.business import BusinessHub
-from plugin.camera_signals import CameraSignal, CameraSignals
-from plugin.config import (
-    POSE_RULE_TYPES,
-    SYSTEM_CAMERA,
-    Config,
-    FrigateSinkConfig,
-    GenetecSinkConfig,
-    MilestoneSinkConfig,
-    MqttSinkConfig,
-    NxSinkConfig,
-    SinkConfig,
-    WebhookSinkConfig,
-    ZoneMinderSinkConfig,
-)
+from adapters.business.alarm.sia_dc09 import SiaDc09Receiver
+from adapters.business.pos.intake import PosIntake
+from adapters.cameras.onvif.device import OnvifSource
+from adapters.cameras.onvif.events import OnvifEventsClient
+from adapters.cameras.opencv import OpenCVSource
+from adapters.sinks.registry import BY_KEY as SINKS_BY_KEY
+from plugin.config.root import Config, SinkConfig
 from plugin.errors import CameraAuthError, ConfigError, StoreSightError
-from plugin.explain import Explainer
-from plugin.health import CameraHealth
-from plugin.incidents import IncidentManager
-from plugin.inference import TritonInferenceClient
-from plugin.insights import InsightsRecorder
+from plugin.fusion.access.service import AccessService
+from plugin.fusion.alarms import AlarmVerifier, PanelStates
+from plugin.fusion.hub import BusinessHub
+from plugin.fusion.store_occupancy import ONCE_TICK_S, StoreOccupancyService
+from plugin.incidents.database import AsyncStore
+from plugin.incidents.explain import Explainer
+from plugin.incidents.manager import IncidentManager
+from plugin.incidents.outbox import OutboxWorker
+from plugin.inference.pose import PoseClient
+from plugin.inference.server import DEFAULT_MODEL_REPOSITORY, EmbeddedTriton
+from plugin.inference.triton import TritonInferenceClient
+from plugin.insights.rollups import InsightsRecorder
+from plugin.insights.system_health import SystemHealthMonitor
 from plugin.metrics import Metrics
-from plugin.outbox import OutboxWorker
-from plugin.pipeline import CameraPipeline
-from plugin.pose import PoseClient
-from plugin.presence import PresenceLog
-from plugin.rules import build_rule
-from plugin.rules.zone_intrusion import ZoneIntrusionRule
-from plugin.sinks import IncidentSink, SinkRefs
-from plugin.sources import CameraSource
-from plugin.store import AsyncStore
-from plugin.store_occupancy import ONCE_TICK_S, StoreOccupancyService
-from plugin.system_health import SystemHealthMonitor
-from plugin.tamper import TamperDetector
-from plugin.triton_server import DEFAULT_MODEL_REPOSITORY, EmbeddedTriton
+from plugin.pipeline.camera import CameraPipeline
+from plugin.pipeline.camera_signals import CameraSignals
+from plugin.pipeline.health import CameraHealth
+from plugin.pipeline.presence import PresenceLog
+from plugin.pipeline.tamper import TamperDetector
+from plugin.protocols import CameraSource, IncidentSink, SinkRefs
+from plugin.rules.base import RuleContext
+from plugin.rules.registry import build_rule
+from plugin.types import SYSTEM_CAMERA, CameraSignal
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +150,7 @@ async def inference_ctx(app: web.Application) -> AsyncIterator[None]:
             raise
         url = rt.triton.grpc_url
     rt.client = TritonInferenceClient(url, tc.model, tc.request_timeout_s, shared_memory=tc.shared_memory)
-    if any(r.type in POSE_RULE_TYPES for r in rt.config.rules):
+    if any(r.uses_pose for r in rt.config.rules):
         if rt.triton is not None:  # a missing MoveNet file is a clear start error, not silently idle pose rules
             try:
                 await asyncio.to_thread(rt.triton.wait_ready, rt.config.pose.model, tc.ready_timeout_s)
@@ -187,23 +168,8 @@ async def inference_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 def build_sink(config: SinkConfig, refs: SinkRefs) -> IncidentSink:
-    """The adapter for one sink config (dispatch on its `kind`); `refs` keeps what a VMS sink created."""
-    match config:
-        case WebhookSinkConfig():
-            return WebhookSink(config)
-        case MqttSinkConfig():
-            return MqttSink(config)
-        case MilestoneSinkConfig():
-            return MilestoneSink(config, refs)
-        case NxSinkConfig():
-            return NxSink(config, refs)
-        case ZoneMinderSinkConfig():
-            return ZoneMinderSink(config, refs)
-        case GenetecSinkConfig():
-            return GenetecSink(config, refs)
-        case FrigateSinkConfig():
-            return FrigateSink(config, refs)
-    assert_never(config)
+    """The adapter for one sink config (its registry entry, by `kind`); `refs` keeps what a VMS sink created."""
+    return SINKS_BY_KEY[config.kind].build(config, refs)
 
 
 async def sinks_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -417,10 +383,8 @@ def _new_pipeline(rt: Runtime, camera_id: str) -> CameraPipeline:
             cam.id, cam.source, cam.fps, realtime=cam.realtime, start_time=cam.start_time,
             stall_timeout_s=cam.stall_timeout_s,
         )  # fmt: skip
-    rules = [build_rule(r) for r in rt.config.rules if r.camera == cam.id]
-    for rule in rules:
-        if isinstance(rule, ZoneIntrusionRule):
-            rule.panels = rt.panels
+    context = RuleContext(panels=rt.panels)
+    rules = [build_rule(r, context) for r in rt.config.rules if r.camera == cam.id]
     pipeline = CameraPipeline(cam, source, rt.client, rt.config.detector, rules, rt.incidents, rt.metrics, rt.insights)
     pipeline.presence = rt.presence
     pipeline.store_occupancy = rt.occupancy
@@ -534,7 +498,7 @@ async def cameras_ctx(app: web.Application) -> AsyncIterator[None]:
 
 def build_app(config: Config, once: bool = False) -> web.Application:
     """The application with every context registered (routes come from plugin.web)."""
-    from plugin.web import setup_routes
+    from plugin.web.routes import setup_routes
 
     app = web.Application()
     app[RUNTIME] = Runtime(config=config, once=once)

@@ -1,4 +1,5 @@
-"""Errors StoreSight expects and reports without a traceback; each carries the exit code the CLI uses."""
+"""Errors StoreSight expects and reports without a traceback (each carries the exit code the CLI uses), and the three
+outcomes every sink maps its failures to (ARCHITECTURE.md: auth, not ready, rejected)."""
 
 from __future__ import annotations
 
@@ -29,3 +30,15 @@ class SourceError(StoreSightError):
 
 class CameraAuthError(SourceError):
     """The camera rejected the configured credentials: not retried (cameras lock accounts), shown in readiness."""
+
+
+class SinkAuthError(Exception):
+    """Credentials rejected: do not retry until configuration changes; surface in readiness."""
+
+
+class SinkNotReady(Exception):
+    """Temporarily unavailable (network, 5xx, timeout): retry with backoff."""
+
+
+class SinkRejected(Exception):
+    """The sink refused this delivery for good (schema, 4xx): keep it for inspection, never retry."""

@@ -1,4 +1,6 @@
-"""The few types that cross a boundary: Frame, Detections, BusinessEvent, Incident."""
+"""The few types that cross a boundary: Frame, Detections, CameraSignal, BusinessEvent, Incident.
+
+The kernel: this module imports nothing from StoreSight."""
 
 from __future__ import annotations
 
@@ -14,6 +16,8 @@ import numpy.typing as npt
 FloatArray = npt.NDArray[np.float32]
 IntArray = npt.NDArray[np.int32]
 ImageArray = npt.NDArray[np.uint8]
+
+SYSTEM_CAMERA = "system"  # the camera of StoreSight's own health incidents: no real camera may take the name
 
 
 def _require_utc(name: str, value: datetime) -> None:
@@ -129,6 +133,38 @@ class BusinessEvent:
 
     def __post_init__(self) -> None:
         _require_utc("BusinessEvent.time", self.time)
+
+
+CameraSignalKind = Literal[
+    "motion", "tamper", "line_crossing", "field", "loitering", "counting", "door_alarm", "access"
+]
+CAMERA_SIGNAL_KINDS: tuple[CameraSignalKind, ...] = (
+    "motion", "tamper", "line_crossing", "field", "loitering", "counting", "door_alarm", "access"
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class CameraSignal:
+    """One message from a camera's own analytics, already classified."""
+
+    camera: str
+    kind: CameraSignalKind
+    at: datetime  # when the camera says it happened (UTC, aware)
+    topic: str  # the protocol's name for it, e.g. RuleEngine/LineDetector/Crossed
+    key: str  # what tells concurrent reports apart: the topic and the source (rule, video source, door)
+    # a state that turns on and off (motion, a field, a door alarm): an incident spans it; None: an instant (a
+    # crossing, a count, an access decision), an incident that opens and closes at once
+    active: bool | None = None
+    initialized: bool = False  # a state reported when the subscription started, not a change
+    rule: str | None = None  # the camera's rule name, when it has one
+    origin: str = ""  # who reported it, for people: "ONVIF rule Line1", "ONVIF door Door1"
+    cause: str | None = None  # e.g. "forced open", "too dark", "granted"
+    value: float | None = None  # counting: the count
+    source: Mapping[str, str] = field(default_factory=dict)  # the message's source items as sent
+    data: Mapping[str, str] = field(default_factory=dict)  # the message's data items as sent
+
+    def __post_init__(self) -> None:
+        _require_utc("CameraSignal.at", self.at)
 
 
 IncidentState = Literal["start", "update", "end"]

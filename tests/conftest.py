@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from plugin.triton_server import DEFAULT_MODEL_REPOSITORY, REPO_ROOT, EmbeddedTriton
+from plugin.inference.server import DEFAULT_MODEL_REPOSITORY, REPO_ROOT, EmbeddedTriton
 
 IN_CI = os.environ.get("CI") == "true"
 MODEL_FILE = DEFAULT_MODEL_REPOSITORY / "yolox_nano" / "1" / "yolox_nano.onnx"

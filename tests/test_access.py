@@ -21,23 +21,26 @@ import pytest
 from aiohttp import web
 from test_config import example
 
-from adapters.onvif_events import ONVIF_TOPICS, TT, WSNT, parse_notification_xml
-from plugin.access import AccessEventIn, AccessService, badge_ref
+from adapters.cameras.onvif.events import ONVIF_TOPICS, TT, WSNT, parse_notification_xml
 from plugin.app import RUNTIME, Runtime, access_ctx, sinks_ctx, store_ctx
-from plugin.business import BusinessHub
-from plugin.camera_signals import CameraSignal
-from plugin.config import Config, DetectorConfig, LineCrossingRuleConfig, parse_config
+from plugin.config.loader import parse_config
+from plugin.config.root import Config
+from plugin.config.service import DetectorConfig
 from plugin.errors import ConfigError
-from plugin.explain import Explainer
-from plugin.incidents import IncidentManager
+from plugin.fusion.access.service import AccessEventIn, AccessService, badge_ref
+from plugin.fusion.hub import BusinessHub
+from plugin.incidents.database import AsyncStore
+from plugin.incidents.explain import Explainer
+from plugin.incidents.manager import IncidentManager
+from plugin.inference.server import free_port
 from plugin.metrics import Metrics
-from plugin.pipeline import CameraPipeline
-from plugin.presence import PresenceLog
-from plugin.rules import Measurement, Observation, build_rule
-from plugin.store import AsyncStore
-from plugin.triton_server import free_port
-from plugin.types import Detections, Frame
-from plugin.web import setup_routes
+from plugin.pipeline.camera import CameraPipeline
+from plugin.pipeline.presence import PresenceLog
+from plugin.rules.base import Measurement, Observation
+from plugin.rules.line_crossing import LineCrossingRuleConfig
+from plugin.rules.registry import build_rule
+from plugin.types import CameraSignal, Detections, Frame
+from plugin.web.routes import setup_routes
 
 pytestmark = [pytest.mark.access]
 

@@ -16,8 +16,8 @@ from components.rtsp import rtsp_available
 from conftest import MODEL_FILE, require
 from helpers import run_cli
 
-from plugin.assets import DEMO_MEDIA
-from plugin.triton_server import REPO_ROOT, EmbeddedTriton
+from plugin.inference.assets import DEMO_MEDIA
+from plugin.inference.server import REPO_ROOT, EmbeddedTriton
 
 RESULT_KEYS = {
     "cameras",

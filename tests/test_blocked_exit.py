@@ -21,17 +21,20 @@ import numpy as np
 import pytest
 from conftest import MODEL_FILE, REPO_ROOT, require
 
-from plugin.config import BlockedExitRuleConfig, CameraConfig, DetectorConfig, ZoneConfig, parse_config
+from plugin.config.cameras import CameraConfig, ZoneConfig
+from plugin.config.loader import parse_config
+from plugin.config.service import DetectorConfig
 from plugin.errors import ConfigError
-from plugin.explain import Explainer
+from plugin.incidents.explain import Explainer
+from plugin.inference.naive import OnnxYolox, YoloxSettings, read_model_parameters
 from plugin.metrics import Metrics
-from plugin.onnx_detector import OnnxYolox, YoloxSettings, read_model_parameters
-from plugin.pipeline import CameraPipeline
-from plugin.rules import Observation, RuleHit, build_rule
-from plugin.rules.blocked_exit import BlockedExitRule
-from plugin.tracking import Tracker
+from plugin.pipeline.camera import CameraPipeline
+from plugin.pipeline.tracking import Tracker
+from plugin.rules.base import BaseRule, Observation, RuleHit
+from plugin.rules.blocked_exit import BlockedExitRule, BlockedExitRuleConfig
+from plugin.rules.registry import build_rule
+from plugin.rules.zones import PolygonZone
 from plugin.types import Detections, Frame, ImageArray
-from plugin.zones import PolygonZone
 
 T0 = datetime(2026, 11, 29, 14, 0, tzinfo=UTC)
 FPS = 5.0
@@ -356,20 +359,16 @@ def test_pipeline_checks_object_classes_against_the_model() -> None:
         _pipeline(good, bad).resolve_classes(COCO)
 
 
-class _Spy:
+class _Spy(BaseRule):
     """Passes observations to a rule and keeps them."""
 
-    def __init__(self, rule: Any) -> None:
+    def __init__(self, rule: BaseRule) -> None:
+        super().__init__(rule.config)
         self.rule, self.seen = rule, []  # type: list[Observation]
-        self.object_classes = getattr(rule, "object_classes", ())
-
-    @property
-    def rule_config(self) -> Any:
-        return self.rule.rule_config
+        self.object_classes = rule.object_classes
 
     def bind_zones(self, zones: Any) -> None:
-        if hasattr(self.rule, "bind_zones"):
-            self.rule.bind_zones(zones)
+        self.rule.bind_zones(zones)
 
     def update(self, obs: Observation) -> list[Any]:
         self.seen.append(obs)
@@ -394,8 +393,8 @@ async def test_pipeline_on_real_detections(triton: Any, empty_exit: tuple[ImageA
     """Through the real pipeline and Triton: a box pasted into the exit for 8 s raises one incident with the cause
     "unrecognised object"; every rule gets the frame; a loitering rule still sees people only, and the blocked_exit
     rule's objects come only from its classes."""
-    from plugin.config import LoiteringRuleConfig
-    from plugin.inference import TritonInferenceClient
+    from plugin.inference.triton import TritonInferenceClient
+    from plugin.rules.loitering import LoiteringRuleConfig
 
     blocked = _Spy(exit_rule())
     loiter = _Spy(build_rule(LoiteringRuleConfig(id="l", type="loitering", camera="cam1", zone="exit", min_dwell_s=1)))

@@ -12,9 +12,11 @@ from typing import Any
 import pytest
 import yaml
 
-from plugin.config import RULE_TYPES, Config, ScheduleConfig, load_config, parse_config
+from plugin.config.base import ScheduleConfig, literal_key
+from plugin.config.loader import load_config, parse_config
+from plugin.config.root import Config
 from plugin.errors import ConfigError
-from plugin.rules import RULES
+from plugin.rules.registry import BY_KEY, RULES
 
 EXAMPLE = """
 storage: {path: ./storesight-data}
@@ -53,8 +55,19 @@ def test_example_from_the_issue_is_accepted() -> None:
     assert config.triton.url is None  # embedded by default
 
 
-def test_every_rule_type_in_config_has_an_implementation() -> None:
-    assert set(RULE_TYPES) == set(RULES)
+def test_every_registered_rule_is_a_config_type_with_its_own_key() -> None:
+    keys = [rule.type_key for rule in RULES]
+    assert len(set(keys)) == len(keys) == len(BY_KEY)  # no two rule modules claim one key
+    for rule in RULES:
+        assert rule.type_key == literal_key(rule.config_model, "type") and rule.type_key
+        doc = {
+            "cameras": [{"id": "cam1", "source": "x.mp4"}],
+            "rules": [{"type": rule.type_key, "id": "r", "camera": "cam1"}],
+        }
+        try:
+            parse_config(doc)
+        except ConfigError as exc:  # missing fields of that rule's own model, never an unknown type
+            assert "unknown type" not in str(exc)
 
 
 def _set(path: list[Any], value: Any) -> Any:

@@ -9,10 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from plugin.config import GroupEntryRuleConfig, LineCrossingRuleConfig, OccupancyRuleConfig
-from plugin.insights import InsightsRecorder, summarise
-from plugin.rules import Measurement, Observation, RuleHit, build_rule
-from plugin.store import AsyncStore
+from plugin.incidents.database import AsyncStore
+from plugin.insights.rollups import InsightsRecorder, summarise
+from plugin.rules.base import Measurement, Observation, RuleHit
+from plugin.rules.group_entry import GroupEntryRuleConfig
+from plugin.rules.line_crossing import LineCrossingRuleConfig
+from plugin.rules.occupancy import OccupancyRuleConfig
+from plugin.rules.registry import build_rule
 from plugin.types import Detections
 
 T0 = datetime(2026, 11, 29, 14, 0, tzinfo=UTC)
@@ -178,7 +181,7 @@ async def test_insights_rollup_and_summary(tmp_path: Path) -> None:
 
 
 def test_explanations_for_counting_incidents() -> None:
-    from plugin.explain import Explainer
+    from plugin.incidents.explain import Explainer
 
     explainer = Explainer("UTC")
     base = {"camera": "cam1", "zone": "door", "start": T0, "end": T0 + timedelta(seconds=4), "ended": True}

@@ -23,7 +23,7 @@ import yaml
 from conftest import require
 from lxml import etree
 
-from adapters.discovery import (
+from adapters.cameras.onvif.discovery import (
     WSD,
     WSD_GROUP,
     WSD_PORT,
@@ -32,7 +32,6 @@ from adapters.discovery import (
     DiscoveryResult,
     EnvRefs,
     FoundDevice,
-    VmsCamera,
     VmsListing,
     build_skeleton,
     camera_id,
@@ -46,8 +45,9 @@ from adapters.discovery import (
     write_skeleton,
     ws_discover,
 )
-from plugin.config import load_config
+from plugin.config.loader import load_config
 from plugin.errors import StoreSightError
+from plugin.protocols import VmsCamera
 
 SOAP12 = "http://www.w3.org/2003/05/soap-envelope"
 WSA = "http://schemas.xmlsoap.org/ws/2004/08/addressing"
@@ -456,7 +456,7 @@ async def test_zoneminder_monitors_are_listed_with_their_sources(zm_monitor: str
 
 
 def test_discovery_result_report_redacts() -> None:
-    from adapters.discovery import report
+    from adapters.cameras.onvif.discovery import report
 
     listing = VmsListing("zm", "zoneminder", [VmsCamera("3", "x", f"rtsp://a:{CAM_PASSWORD}@h/s")])
     assert CAM_PASSWORD not in json.dumps(report(DiscoveryResult([], [listing])))
@@ -544,7 +544,7 @@ async def test_security_center_cameras_are_listed_with_media_gateway_streams(
 ) -> None:
     from components.genetec_emulator import GenetecEmulator
 
-    import adapters.sinks.genetec as genetec
+    import adapters.sinks.genetec.sink as genetec
 
     # small pages and lookup batches, so paging and several entities per query are exercised on three cameras
     monkeypatch.setattr(genetec, "LIST_PAGE_SIZE", 2)

@@ -19,14 +19,16 @@ import aiohttp
 import pytest
 from components.frigate_emulator import PRE_CAPTURE_S, FrigateEmulator
 
-from adapters.sinks.frigate import MIN_EVENT_S, SINK_KEY, TEST_SUB_LABEL, FrigateSink
+from adapters.sinks.frigate import SPEC
+from adapters.sinks.frigate.config import FrigateSinkConfig
+from adapters.sinks.frigate.sink import MIN_EVENT_S, TEST_SUB_LABEL, FrigateSink
 from plugin.app import build_sink
-from plugin.config import FrigateSinkConfig, OutboxConfig, parse_config
-from plugin.errors import ConfigError
+from plugin.config.loader import parse_config
+from plugin.config.service import OutboxConfig
+from plugin.errors import ConfigError, SinkAuthError, SinkNotReady, SinkRejected
+from plugin.incidents.database import AsyncStore, incident_to_json
+from plugin.incidents.outbox import OutboxWorker
 from plugin.metrics import Metrics
-from plugin.outbox import OutboxWorker
-from plugin.sinks import SinkAuthError, SinkNotReady, SinkRejected
-from plugin.store import AsyncStore, incident_to_json
 from plugin.types import Incident
 
 pytestmark = pytest.mark.frigate
@@ -372,7 +374,7 @@ def test_config_defaults_and_build_sink_picks_frigate(tmp_path: Path) -> None:
     assert cfg.label == "storesight" and cfg.duration_s is None and cfg.include_recording and cfg.token is None
     assert "pw-secret" not in repr(cfg)
     sink = build_sink(cfg, AsyncStore(tmp_path / "refs.db"))
-    assert isinstance(sink, FrigateSink) and sink.kind == SINK_KEY == "frigate"
+    assert isinstance(sink, FrigateSink) and sink.kind == SPEC.key == "frigate"
     no_auth = parse_config(doc | {"sinks": [{k: v for k, v in base.items() if k not in ("username", "password")}]})
     assert isinstance(no_auth.sinks[0], FrigateSinkConfig) and no_auth.sinks[0].username is None
     bad = [

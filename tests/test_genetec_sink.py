@@ -20,14 +20,16 @@ import pytest
 from components.genetec_emulator import DEMO_APP_ID, GenetecEmulator
 from yarl import URL
 
-from adapters.sinks.genetec import SINK_KEY, TEST_TEXT, TEXT_MAX, GenetecSink, dsl_text
+from adapters.sinks.genetec import SPEC
+from adapters.sinks.genetec.config import GenetecSinkConfig
+from adapters.sinks.genetec.sink import TEST_TEXT, TEXT_MAX, GenetecSink, dsl_text
 from plugin.app import build_sink
-from plugin.config import GenetecSinkConfig, OutboxConfig, parse_config
-from plugin.errors import ConfigError
+from plugin.config.loader import parse_config
+from plugin.config.service import OutboxConfig
+from plugin.errors import ConfigError, SinkAuthError, SinkNotReady, SinkRejected
+from plugin.incidents.database import AsyncStore, incident_to_json
+from plugin.incidents.outbox import OutboxWorker
 from plugin.metrics import Metrics
-from plugin.outbox import OutboxWorker
-from plugin.sinks import SinkAuthError, SinkNotReady, SinkRejected
-from plugin.store import AsyncStore, incident_to_json
 from plugin.types import Incident
 
 pytestmark = pytest.mark.genetec
@@ -274,7 +276,7 @@ async def test_self_test_checks_the_cameras_and_writes_a_labelled_test_bookmark(
 
 def test_a_long_explanation_is_cut_and_keeps_its_marker() -> None:
     start, _ = incident(explanation="x" * 2000)
-    from adapters.sinks.genetec import _Incident
+    from adapters.sinks.genetec.sink import _Incident
 
     text = _Incident.parse(start.delivery_key, incident_to_json(start)).text(ended=False)
     assert len(text) <= TEXT_MAX and text.endswith(f"… (storesight:{start.id})")
@@ -329,7 +331,7 @@ def test_config_normalises_guids_defaults_the_base_uri_and_build_sink_picks_gene
     assert cfg.cameras == {"cam1": CAM1, "cam2": CAM2} and cfg.url == "http://sc.store.lan:4590/WebSdk"
     assert cfg.custom_event_id is None and "pw-secret" not in repr(cfg)
     sink = build_sink(cfg, AsyncStore(tmp_path / "refs.db"))
-    assert isinstance(sink, GenetecSink) and sink.kind == SINK_KEY == "genetec"
+    assert isinstance(sink, GenetecSink) and sink.kind == SPEC.key == "genetec"
     bad = [
         ({"cameras": {"cam1": "Checkout 1"}}, "config: sinks[0].cameras.cam1: 'Checkout 1' is not a Genetec camera"),
         ({"cameras": {}}, "config: sinks[0].cameras: needs at least 1 item"),

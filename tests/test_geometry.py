@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from plugin.config import ZoneConfig
-from plugin.inference import letterbox
+from plugin.config.cameras import ZoneConfig
+from plugin.inference.triton import letterbox
 from plugin.redact import REDACTED, redact_url
+from plugin.rules.zones import PolygonZone
 from plugin.types import Detections
-from plugin.zones import PolygonZone
 
 
 def test_detections_validate_shapes() -> None:

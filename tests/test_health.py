@@ -11,10 +11,10 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from plugin.config import TamperConfig
-from plugin.health import CameraHealth
-from plugin.sources import SourceStatus
-from plugin.tamper import TamperDetector
+from plugin.config.cameras import TamperConfig
+from plugin.pipeline.health import CameraHealth
+from plugin.pipeline.tamper import TamperDetector
+from plugin.protocols import SourceStatus
 from plugin.types import Frame
 
 T0 = datetime(2026, 11, 29, 14, 0, tzinfo=UTC)

@@ -10,20 +10,20 @@ from typing import Any
 import numpy as np
 import pytest
 
-from plugin.config import (
-    BlockedExitRuleConfig,
-    CheckoutBypassRuleConfig,
-    LoiteringRuleConfig,
-    QueueRuleConfig,
-    RepeatVisitRuleConfig,
-    StaffOnlyRuleConfig,
-    ZoneIntrusionRuleConfig,
-    parse_config,
-)
+from plugin.config.loader import parse_config
 from plugin.errors import ConfigError
-from plugin.explain import Explainer
-from plugin.insights import summarise
-from plugin.rules import Measurement, Observation, RuleHit, StaffFilter, build_rule
+from plugin.incidents.explain import Explainer
+from plugin.insights.rollups import summarise
+from plugin.rules.base import Measurement, Observation, RuleHit
+from plugin.rules.blocked_exit import BlockedExitRuleConfig
+from plugin.rules.checkout_bypass import CheckoutBypassRuleConfig
+from plugin.rules.loitering import LoiteringRuleConfig
+from plugin.rules.queue import QueueRuleConfig
+from plugin.rules.registry import build_rule
+from plugin.rules.repeat_visit import RepeatVisitRuleConfig
+from plugin.rules.staff import StaffFilter
+from plugin.rules.staff_only import StaffOnlyRuleConfig
+from plugin.rules.zone_intrusion import ZoneIntrusionRuleConfig
 from plugin.types import Detections
 
 T0 = datetime(2026, 11, 29, 14, 0, tzinfo=UTC)

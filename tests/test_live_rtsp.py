@@ -18,8 +18,8 @@ from helpers import run_cli, write_config
 from test_config import example
 
 from plugin.app import RUNTIME, build_app
-from plugin.config import parse_config
-from plugin.triton_server import EmbeddedTriton, free_port
+from plugin.config.loader import parse_config
+from plugin.inference.server import EmbeddedTriton, free_port
 
 pytestmark = [pytest.mark.triton, pytest.mark.rtsp, pytest.mark.slow]
 

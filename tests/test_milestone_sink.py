@@ -26,16 +26,18 @@ from components.milestone_emulator import (
 from conftest import require
 from lxml import etree
 
-from adapters.sinks import milestone
-from adapters.sinks.milestone import SINK_KEY, IncidentView, MilestoneSink, build_analytics_event
+from adapters.sinks.milestone import SPEC
+from adapters.sinks.milestone import sink as milestone
+from adapters.sinks.milestone.config import MilestoneSinkConfig
+from adapters.sinks.milestone.sink import IncidentView, MilestoneSink, build_analytics_event
 from plugin.app import build_sink
-from plugin.config import MilestoneSinkConfig, OutboxConfig, parse_config
-from plugin.errors import ConfigError
+from plugin.config.loader import parse_config
+from plugin.config.service import OutboxConfig
+from plugin.errors import ConfigError, SinkAuthError, SinkNotReady, SinkRejected
+from plugin.incidents.database import AsyncStore, incident_to_json
+from plugin.incidents.outbox import OutboxWorker
+from plugin.inference.server import free_port
 from plugin.metrics import Metrics
-from plugin.outbox import OutboxWorker
-from plugin.sinks import SinkAuthError, SinkNotReady, SinkRejected
-from plugin.store import AsyncStore, incident_to_json
-from plugin.triton_server import free_port
 from plugin.types import Incident
 
 pytestmark = pytest.mark.milestone
@@ -528,7 +530,7 @@ def test_config_defaults_and_build_sink(tmp_path: Path) -> None:
     assert "pw-not-shown" not in repr(cfg)
     refs = AsyncStore(tmp_path / "refs.db")
     sink = build_sink(cfg, refs)
-    assert isinstance(sink, MilestoneSink) and sink.kind == SINK_KEY == "milestone"
+    assert isinstance(sink, MilestoneSink) and sink.kind == SPEC.key == "milestone"
     assert sink.token_url == "https://xprotect.store.lan/API/IDP/connect/token"
     assert sink.rest == "https://xprotect.store.lan/api/rest/v1"
     assert sink.event_server == "xprotect.store.lan"

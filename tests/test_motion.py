@@ -16,20 +16,16 @@ import pytest
 from helpers import run_cli, write_config
 from test_config import example
 
-from plugin.camera_signals import CameraSignal, CameraSignals
-from plugin.config import (
-    CameraConfig,
-    FallRuleConfig,
-    LineCrossingRuleConfig,
-    LoiteringRuleConfig,
-    MotionGatingConfig,
-    ZoneConfig,
-    parse_config,
-)
+from plugin.config.cameras import CameraConfig, MotionGatingConfig, ZoneConfig
+from plugin.config.loader import parse_config
 from plugin.errors import ConfigError
-from plugin.motion import FIRST_FRAMES, GateDecision, MotionGate, analysed_mask, small_gray
-from plugin.tracking import TrackActivity, Tracker
-from plugin.types import Detections, Frame
+from plugin.pipeline.camera_signals import CameraSignals
+from plugin.pipeline.motion import FIRST_FRAMES, GateDecision, MotionGate, analysed_mask, small_gray
+from plugin.pipeline.tracking import TrackActivity, Tracker
+from plugin.rules.fall import FallRuleConfig
+from plugin.rules.line_crossing import LineCrossingRuleConfig
+from plugin.rules.loitering import LoiteringRuleConfig
+from plugin.types import CameraSignal, Detections, Frame
 
 T0 = datetime(2026, 11, 29, 14, 0, tzinfo=UTC)
 TABLE = ZoneConfig(id="table", polygon=[(0.39, 0.67), (0.83, 0.67), (0.83, 1.0), (0.39, 1.0)])

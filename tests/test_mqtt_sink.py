@@ -19,14 +19,13 @@ import pytest
 from components.mqtt import MosquittoBroker, free_port, mosquitto_available, start_mosquitto, write_password_file
 from conftest import require
 
-from adapters.sinks.mqtt import SINK_KEY, MqttSink
+from adapters.sinks.mqtt import SPEC, MqttSink, MqttSinkConfig
 from plugin.app import build_sink
-from plugin.config import MqttSinkConfig, parse_config
-from plugin.errors import ConfigError
+from plugin.config.loader import parse_config
+from plugin.errors import ConfigError, SinkAuthError, SinkNotReady, SinkRejected
+from plugin.incidents.database import AsyncStore, incident_to_json
+from plugin.incidents.outbox import OutboxWorker
 from plugin.metrics import Metrics
-from plugin.outbox import OutboxWorker
-from plugin.sinks import SinkAuthError, SinkNotReady, SinkRejected
-from plugin.store import AsyncStore, incident_to_json
 from plugin.types import Incident
 
 HOST = "127.0.0.1"
@@ -367,7 +366,7 @@ def test_config_defaults_and_build_sink(tmp_path: Path) -> None:
         None,
     )
     sink = build_sink(mq, AsyncStore(tmp_path / "refs.db"))
-    assert isinstance(sink, MqttSink) and sink.kind == SINK_KEY == "mqtt" and sink.id == "broker"
+    assert isinstance(sink, MqttSink) and sink.kind == SPEC.key == "mqtt" and sink.id == "broker"
     assert sink.incident_topic("cam1", "r1") == "storesight/incidents/cam1/r1"
     assert sink.state_topic("cam1") == "storesight/cameras/cam1/state"
 

@@ -16,12 +16,11 @@ import pytest
 from components.nx_emulator import NxEmulator
 from test_nx_sink import DEV1, T0_MS, cert, deliver_all, emulator, incident, nx_sink, opened_store
 
-from adapters.sinks.nx import TEST_TAG
-from adapters.sinks.nx_analytics import REGISTRATION_KEY, nx_box, track_uuid
-from plugin.config import parse_config
-from plugin.errors import ConfigError
-from plugin.sinks import SinkAuthError, SinkNotReady
-from plugin.store import incident_to_json
+from adapters.sinks.nx.analytics import REGISTRATION_KEY, nx_box, track_uuid
+from adapters.sinks.nx.sink import TEST_TAG
+from plugin.config.loader import parse_config
+from plugin.errors import ConfigError, SinkAuthError, SinkNotReady
+from plugin.incidents.database import incident_to_json
 from plugin.types import Incident
 
 pytestmark = pytest.mark.nx

@@ -18,14 +18,17 @@ import pytest
 from components.nx_emulator import NxEmulator, nx_emulator_available, self_signed_cert
 from conftest import require
 
-from adapters.sinks.nx import MARKER_PREFIX, SINK_KEY, TEST_TAG, NxSink
+from adapters.sinks.nx import SPEC
+from adapters.sinks.nx.config import NxSinkConfig
+from adapters.sinks.nx.sink import MARKER_PREFIX, TEST_TAG, NxSink
 from plugin.app import build_sink
-from plugin.config import NxSinkConfig, OutboxConfig, parse_config
-from plugin.errors import ConfigError
+from plugin.config.loader import parse_config
+from plugin.config.service import OutboxConfig
+from plugin.errors import ConfigError, SinkAuthError, SinkNotReady, SinkRejected
+from plugin.incidents.database import AsyncStore, incident_to_json
+from plugin.incidents.outbox import OutboxWorker
 from plugin.metrics import Metrics
-from plugin.outbox import OutboxWorker
-from plugin.sinks import IncidentSink, SinkAuthError, SinkNotReady, SinkRejected
-from plugin.store import AsyncStore, incident_to_json
+from plugin.protocols import IncidentSink
 from plugin.types import Incident
 
 pytestmark = pytest.mark.nx
@@ -366,7 +369,7 @@ def test_config_names_bad_fields_and_build_sink_picks_nx(tmp_path: Path) -> None
     assert isinstance(sink_cfg, NxSinkConfig) and sink_cfg.cameras == {"cam1": DEV1}  # braces and case normalised
     assert sink_cfg.verify_tls and sink_cfg.bookmark and sink_cfg.generic_event and sink_cfg.tags == ["storesight"]
     sink = build_sink(sink_cfg, AsyncStore(tmp_path / "refs.db"))
-    assert isinstance(sink, NxSink) and sink.kind == SINK_KEY == "nx"
+    assert isinstance(sink, NxSink) and sink.kind == SPEC.key == "nx"
     assert "pw" not in repr(sink_cfg)
     bad = [
         ({"cameras": {"cam1": "Checkout 1"}}, "config: sinks[0].cameras.cam1: 'Checkout 1' is not an Nx device id"),

@@ -20,7 +20,7 @@ from conftest import require
 from helpers import run_cli
 from test_config import example
 
-from adapters.onvif import (
+from adapters.cameras.onvif.device import (
     WSDL_DIR,
     OnvifProfile,
     OnvifSource,
@@ -30,9 +30,10 @@ from adapters.onvif import (
     with_credentials,
 )
 from plugin.app import RESTART_START_S, RUNTIME, build_app
-from plugin.config import OnvifConfig, load_config, parse_config
+from plugin.config.cameras import OnvifConfig
+from plugin.config.loader import load_config, parse_config
 from plugin.errors import CameraAuthError, SourceError
-from plugin.triton_server import EmbeddedTriton, free_port
+from plugin.inference.server import EmbeddedTriton, free_port
 
 USER = "admin"
 PASSWORD = "Ipy-s3cret-pw"  # distinctive, so a leak into a message is found by a substring test

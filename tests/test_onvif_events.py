@@ -33,7 +33,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lxml import etree
 
-from adapters.onvif_events import (
+from adapters.cameras.onvif.events import (
     TOPICS,
     EventsProtocolError,
     OnvifEventsClient,
@@ -45,12 +45,14 @@ from adapters.onvif_events import (
     reference_parameters,
 )
 from plugin.app import Runtime, camera_events
-from plugin.camera_signals import CameraSignal, CameraSignals
-from plugin.config import CAMERA_SIGNAL_KINDS, OnvifConfig, parse_config
+from plugin.config.cameras import OnvifConfig
+from plugin.config.loader import parse_config
 from plugin.errors import ConfigError
-from plugin.explain import Explainer
-from plugin.incidents import IncidentManager
-from plugin.store import AsyncStore
+from plugin.incidents.database import AsyncStore
+from plugin.incidents.explain import Explainer
+from plugin.incidents.manager import IncidentManager
+from plugin.pipeline.camera_signals import CameraSignals
+from plugin.types import CAMERA_SIGNAL_KINDS, CameraSignal
 
 USER = "admin"
 PASSWORD = "Ev3nts-s3cret-pw"
@@ -382,7 +384,7 @@ def test_instants_open_and_close_at_once_and_unforwarded_kinds_only_update_state
 
 
 def test_state_resyncs_from_initialized_reports_and_stays_bounded() -> None:
-    from plugin.camera_signals import MAX_KEYS
+    from plugin.pipeline.camera_signals import MAX_KEYS
 
     sigs = CameraSignals("cam1", forward=["field"])
     assert len(sigs.update(_signal("field", True))) == 1
@@ -495,7 +497,7 @@ def crossing(rule: str = "Line1", at: datetime | None = None) -> Any:
 
 @onvif
 async def test_subscribes_pulls_and_unsubscribes(responder: EventsResponder, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, "adapters.onvif_events")
+    caplog.set_level(logging.INFO, "adapters.cameras.onvif.events")
     c = Client(responder)
     try:
         await c.until(lambda: c.client.status.state == "subscribed")
@@ -757,7 +759,7 @@ async def test_the_responder_needs_the_reference_parameter() -> None:
 async def test_subscriptions_on_one_address_are_told_apart_by_their_reference_parameter(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, "adapters.onvif_events")
+    caplog.set_level(logging.INFO, "adapters.cameras.onvif.events")
     async with EventsResponder(USER, PASSWORD, reference_parameters=True) as r:
         # two subscriptions on the one address; a's are short, so it renews
         a = Client(r, subscription_s=2.0, pull_timeout_s=1.0)
@@ -800,7 +802,7 @@ async def test_without_the_echo_such_a_camera_refuses_every_pull(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     # what the client did before: the address only. The camera faults each pull and no message arrives.
-    import adapters.onvif_events as events
+    import adapters.cameras.onvif.events as events
 
     monkeypatch.setattr(events, "reference_parameters", lambda envelope: ())
     async with EventsResponder(USER, PASSWORD, reference_parameters=True) as r:

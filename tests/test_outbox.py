@@ -17,13 +17,13 @@ from pathlib import Path
 import pytest
 from helpers import WebhookReceiver, write_config
 
-from adapters.sinks.webhook import WebhookSink, verify
-from plugin.config import OutboxConfig, WebhookSinkConfig
+from adapters.sinks.webhook import WebhookSink, WebhookSinkConfig, verify
+from plugin.config.service import OutboxConfig
+from plugin.incidents.database import AsyncStore
+from plugin.incidents.outbox import OutboxWorker
+from plugin.inference.server import EmbeddedTriton, free_port
 from plugin.metrics import Metrics
-from plugin.outbox import OutboxWorker
-from plugin.sinks import IncidentSink
-from plugin.store import AsyncStore
-from plugin.triton_server import EmbeddedTriton, free_port
+from plugin.protocols import IncidentSink
 from plugin.types import Incident
 
 FAST = OutboxConfig(backoff_start_s=0.05, backoff_max_s=0.2, timeout_s=10)
@@ -240,7 +240,7 @@ def test_sigkill_during_an_outage_loses_nothing(triton: EmbeddedTriton, clip: Pa
 def test_outbox_cli_lists_and_requeues_dead_letters(tmp_path: Path) -> None:
     from helpers import run_cli
 
-    from plugin.store import Delivery, Store
+    from plugin.incidents.database import Delivery, Store
 
     cfg = write_config(tmp_path / "c.yaml", {"storage": {"path": str(tmp_path / "data")}})
     store = Store(tmp_path / "data" / "storesight.db")

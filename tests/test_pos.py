@@ -23,25 +23,26 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_config import example
 
-from adapters.pos.poslog import DocumentRejected, PosLogReader, _masked_copy, safe_parse
-from adapters.pos.receipt_text import ReceiptTextParser
-from adapters.sinks.nx import parse_incident as nx_incident
+from adapters.business.pos.poslog import DocumentRejected, PosLogReader, _masked_copy, safe_parse
+from adapters.business.pos.receipt_text import ReceiptTextParser
+from adapters.sinks.nx.sink import parse_incident as nx_incident
 from plugin.app import RUNTIME, Runtime, build_app, pos_ctx, sinks_ctx, store_ctx
-from plugin.business import BusinessHub
-from plugin.config import Config, parse_config
+from plugin.config.loader import parse_config
+from plugin.config.pos import PosConfig
+from plugin.config.root import Config
 from plugin.errors import ConfigError
-from plugin.explain import Explainer
-from plugin.incidents import IncidentManager
-from plugin.pos import Transaction, render_receipt
-from plugin.pos_config import PosConfig
-from plugin.pos_fusion import PosService
-from plugin.pos_rules import PosExceptionRules
-from plugin.presence import PresenceLog
+from plugin.fusion.hub import BusinessHub
+from plugin.fusion.pos.exceptions import PosExceptionRules
+from plugin.fusion.pos.model import Transaction, render_receipt
+from plugin.fusion.pos.service import PosService
+from plugin.incidents.database import AsyncStore
+from plugin.incidents.explain import Explainer
+from plugin.incidents.manager import IncidentManager
+from plugin.inference.server import EmbeddedTriton, free_port
+from plugin.pipeline.presence import PresenceLog
 from plugin.redact import find_pans, luhn_ok, mask_pans
-from plugin.store import AsyncStore
-from plugin.triton_server import EmbeddedTriton, free_port
 from plugin.types import Frame
-from plugin.web import setup_routes
+from plugin.web.routes import setup_routes
 
 pytestmark = [pytest.mark.pos]
 

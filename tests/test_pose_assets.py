@@ -10,7 +10,7 @@ from pathlib import Path
 from conftest import require
 from helpers import run_cli
 
-from plugin.triton_server import REPO_ROOT
+from plugin.inference.server import REPO_ROOT
 
 SHARED_MODELS = REPO_ROOT.parent / "shared" / "models"
 MOVENET_SHA256 = "8d38bf70b637c919c3ec147a955648538a399a7e53f9b880e505b3966f191fe8"

@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 from conftest import require
 
-from plugin.inference import TritonInferenceClient
-from plugin.pose import (
+from plugin.inference.pose import (
     L_ANKLE,
     L_HIP,
     L_SHOULDER,
@@ -24,7 +23,8 @@ from plugin.pose import (
     PoseClient,
     crop_person,
 )
-from plugin.triton_server import DEFAULT_MODEL_REPOSITORY, EmbeddedTriton
+from plugin.inference.server import DEFAULT_MODEL_REPOSITORY, EmbeddedTriton
+from plugin.inference.triton import TritonInferenceClient
 
 pytestmark = pytest.mark.triton
 

@@ -21,24 +21,21 @@ import numpy as np
 import pytest
 from test_pose_model import frame_300, real_pose
 
-from plugin.config import (
-    AggressionRuleConfig,
-    CameraConfig,
-    Config,
-    DetectorConfig,
-    FallRuleConfig,
-    PoseConfig,
-    ShelfSweepRuleConfig,
-    ZoneConfig,
-)
-from plugin.explain import Explainer
+from plugin.config.cameras import CameraConfig, ZoneConfig
+from plugin.config.root import Config
+from plugin.config.service import DetectorConfig, PoseConfig
+from plugin.incidents.explain import Explainer
+from plugin.inference.pose import L_ELBOW, L_HIP, L_WRIST, R_ELBOW, R_HIP, R_WRIST, PoseClient
+from plugin.inference.server import EmbeddedTriton
 from plugin.metrics import Metrics
-from plugin.pipeline import CameraPipeline
-from plugin.pose import L_ELBOW, L_HIP, L_WRIST, R_ELBOW, R_HIP, R_WRIST, PoseClient
-from plugin.rules import Observation, RuleHit, build_rule
-from plugin.triton_server import EmbeddedTriton
+from plugin.pipeline.camera import CameraPipeline
+from plugin.rules.aggression import AggressionRuleConfig
+from plugin.rules.base import BaseRule, Observation, RuleHit
+from plugin.rules.fall import FallRuleConfig
+from plugin.rules.registry import build_rule
+from plugin.rules.shelf_sweep import ShelfSweepRuleConfig
+from plugin.rules.zones import PolygonZone
 from plugin.types import Detections, Frame
-from plugin.zones import PolygonZone
 
 pytestmark = pytest.mark.triton
 
@@ -396,24 +393,20 @@ class _CountingPose(PoseClient):
         return await super().estimate(image_bgr, boxes)
 
 
-class _Spy:
+class _Spy(BaseRule):
     """Wraps a rule and keeps the keypoints it was given."""
 
-    def __init__(self, rule: Any) -> None:
+    def __init__(self, rule: BaseRule) -> None:
+        super().__init__(rule.config)
         self.rule = rule
-        self.needs_pose = getattr(rule, "needs_pose", False)
+        self.needs_pose = rule.needs_pose  # type: ignore[misc]
         self.seen: list[set[int]] = []
-
-    @property
-    def rule_config(self) -> Any:
-        return self.rule.rule_config
 
     def pose_tracks(self, obs: Observation) -> list[int]:
         return list(self.rule.pose_tracks(obs))
 
     def bind_zones(self, zones: Any) -> None:
-        if hasattr(self.rule, "bind_zones"):
-            self.rule.bind_zones(zones)
+        self.rule.bind_zones(zones)
 
     def update(self, obs: Observation) -> list[Any]:
         self.seen.append(set(obs.keypoints))
@@ -473,8 +466,8 @@ class _Hits:
 
 async def test_real_clip_poses_people_and_raises_no_pose_incident(triton: EmbeddedTriton, clip: Path) -> None:
     """Six people in turn stand at a table and handle things on it: nobody falls, fights or sweeps the table."""
-    from adapters.sources.opencv_source import OpenCVSource
-    from plugin.inference import TritonInferenceClient
+    from adapters.cameras.opencv import OpenCVSource
+    from plugin.inference.triton import TritonInferenceClient
     from plugin.rules.posture import torso_angle_deg
 
     await asyncio.to_thread(triton.wait_ready, "movenet", 60)
@@ -522,7 +515,7 @@ async def test_real_clip_poses_people_and_raises_no_pose_incident(triton: Embedd
 
 
 async def test_pose_down_pauses_pose_rules_only(standing: Pose, caplog: pytest.LogCaptureFixture) -> None:
-    from plugin.triton_server import free_port
+    from plugin.inference.server import free_port
 
     cam = CameraConfig(id="cam1", source="x.mp4")
     fall = _Spy(fall_rule())
@@ -548,7 +541,7 @@ def test_pose_rules_refuse_to_start_without_the_pose_model(tmp_path: Path, clip:
 
     from helpers import run_cli, write_config
 
-    from plugin.triton_server import DEFAULT_MODEL_REPOSITORY
+    from plugin.inference.server import DEFAULT_MODEL_REPOSITORY
 
     repo = tmp_path / "repo"
     shutil.copytree(

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from plugin.business import BusinessHub
-from plugin.presence import PresenceLog
-from plugin.store import AsyncStore
+from plugin.fusion.hub import BusinessHub
+from plugin.incidents.database import AsyncStore
+from plugin.pipeline.presence import PresenceLog
 from plugin.types import BusinessEvent, Frame
 
 T0 = datetime(2026, 11, 29, 14, 0, tzinfo=UTC)

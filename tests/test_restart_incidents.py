@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from plugin.config import SYSTEM_CAMERA
-from plugin.explain import Explainer
-from plugin.incidents import IncidentManager
-from plugin.rules import RuleHit
-from plugin.store import AsyncStore
+from plugin.incidents.database import AsyncStore
+from plugin.incidents.explain import Explainer
+from plugin.incidents.manager import IncidentManager
+from plugin.rules.base import RuleHit
+from plugin.types import SYSTEM_CAMERA
 
 T0 = datetime(2026, 11, 28, 14, 0, tzinfo=UTC)
 

@@ -7,8 +7,11 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
-from plugin.config import LoiteringRuleConfig, ScheduleConfig, ZoneIntrusionRuleConfig
-from plugin.rules import Observation, RuleHit, build_rule
+from plugin.config.base import ScheduleConfig
+from plugin.rules.base import Observation, RuleHit
+from plugin.rules.loitering import LoiteringRuleConfig
+from plugin.rules.registry import build_rule
+from plugin.rules.zone_intrusion import ZoneIntrusionRuleConfig
 from plugin.types import Detections
 
 T0 = datetime(2026, 11, 29, 14, 0, 0, tzinfo=UTC)
@@ -110,7 +113,7 @@ def test_intrusion_respects_its_schedule() -> None:
 
 
 def test_explanations_render_for_every_rule_type() -> None:
-    from plugin.explain import Explainer
+    from plugin.incidents.explain import Explainer
 
     explainer = Explainer("Europe/London")
     base = {"camera": "cam1", "zone": "z", "start": T0, "end": T0 + timedelta(seconds=23), "ended": True}

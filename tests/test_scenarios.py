@@ -48,8 +48,8 @@ import yaml
 from conftest import require
 from helpers import run_cli, write_config
 
-from plugin.config import parse_config
-from plugin.triton_server import REPO_ROOT
+from plugin.config.loader import parse_config
+from plugin.inference.server import REPO_ROOT
 
 SCENARIOS = Path(__file__).parent / "scenarios"
 START = "2026-11-29T14:00:00+00:00"

@@ -27,18 +27,19 @@ from hypothesis import strategies as st
 from pysiaalarm.account import SIAAccount
 from pysiaalarm.event import SIAEvent
 
-from adapters.alarm.sia_dc09 import FrameSplitter, SiaDc09Receiver, classify
-from plugin.alarms import AlarmVerifier, PanelStates
+from adapters.business.alarm.sia_dc09 import FrameSplitter, SiaDc09Receiver, classify
 from plugin.app import RUNTIME, build_app
-from plugin.business import BusinessHub
-from plugin.config import parse_config
+from plugin.config.loader import parse_config
 from plugin.errors import ConfigError
-from plugin.explain import Explainer
-from plugin.incidents import IncidentManager
-from plugin.presence import PresenceLog
-from plugin.rules import Observation, RuleHit, build_rule
-from plugin.store import AsyncStore
-from plugin.triton_server import free_port
+from plugin.fusion.alarms import AlarmVerifier, PanelStates
+from plugin.fusion.hub import BusinessHub
+from plugin.incidents.database import AsyncStore
+from plugin.incidents.explain import Explainer
+from plugin.incidents.manager import IncidentManager
+from plugin.inference.server import free_port
+from plugin.pipeline.presence import PresenceLog
+from plugin.rules.base import Observation, RuleContext, RuleHit
+from plugin.rules.registry import build_rule
 from plugin.types import BusinessEvent, Detections, Frame
 
 pytestmark = pytest.mark.alarm
@@ -462,8 +463,7 @@ async def test_arm_and_disarm_set_the_armed_state_that_rules_follow(rig: Rig, tm
     assert replayed.armed("shop-panel", T0 + timedelta(minutes=2)) and not replayed.armed("shop-panel", rig.clock.t)
 
     config = parse_config(config_doc(rig.port))
-    rule = build_rule(config.rules[0])
-    rule.panels = rig.panels  # type: ignore[attr-defined]
+    rule = build_rule(config.rules[0], RuleContext(panels=rig.panels))
 
     def person_at(t: datetime) -> list[RuleHit]:
         dets = Detections.from_arrays([[10, 10, 20, 50]], [0.9], [0], [1])

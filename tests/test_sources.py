@@ -12,9 +12,9 @@ import pytest
 from components.rtsp import rtsp_available, start_rtsp_server
 from conftest import require
 
-from adapters.sources.opencv_source import OpenCVSource
+from adapters.cameras.opencv import OpenCVSource
 from plugin.errors import SourceError
-from plugin.triton_server import free_port
+from plugin.inference.server import free_port
 from plugin.types import Frame
 
 START = datetime(2026, 11, 29, 9, 0, tzinfo=UTC)

@@ -15,14 +15,15 @@ import pytest
 from helpers import run_cli, write_config
 from test_config import example
 
-from plugin.config import StoreOccupancyConfig, parse_config
+from plugin.config.loader import parse_config
+from plugin.config.occupancy import StoreOccupancyConfig
 from plugin.errors import ConfigError
-from plugin.explain import Explainer
-from plugin.incidents import IncidentManager
-from plugin.insights import InsightsRecorder, summarise
-from plugin.rules import Measurement, RuleHit
-from plugin.store import AsyncStore
-from plugin.store_occupancy import StoreOccupancy, StoreOccupancyService
+from plugin.fusion.store_occupancy import StoreOccupancy, StoreOccupancyService
+from plugin.incidents.database import AsyncStore
+from plugin.incidents.explain import Explainer
+from plugin.incidents.manager import IncidentManager
+from plugin.insights.rollups import InsightsRecorder, summarise
+from plugin.rules.base import Measurement, RuleHit
 from plugin.types import Frame
 
 T0 = datetime(2026, 11, 29, 14, 0, tzinfo=UTC)  # a Sunday afternoon; London is on UTC in November

@@ -23,23 +23,20 @@ from aiohttp import web
 from conftest import require
 from helpers import WebhookReceiver
 
-from adapters.sinks.frigate import FrigateSink
-from adapters.sinks.zoneminder import ZoneMinderSink
+from adapters.sinks.frigate.config import FrigateSinkConfig
+from adapters.sinks.frigate.sink import FrigateSink
+from adapters.sinks.zoneminder.config import ZoneMinderSinkConfig
+from adapters.sinks.zoneminder.sink import ZoneMinderSink
 from plugin.app import RUNTIME, Runtime, build_app
-from plugin.config import (
-    FrigateSinkConfig,
-    StorageConfig,
-    SystemHealthConfig,
-    ZoneMinderSinkConfig,
-    parse_config,
-)
+from plugin.config.loader import parse_config
+from plugin.config.service import StorageConfig, SystemHealthConfig
 from plugin.errors import ConfigError
-from plugin.explain import Explainer
-from plugin.incidents import IncidentManager
+from plugin.incidents.database import AsyncStore, incident_to_json
+from plugin.incidents.explain import Explainer
+from plugin.incidents.manager import IncidentManager
+from plugin.inference.server import EmbeddedTriton, free_port
+from plugin.insights.system_health import Check, SystemHealthMonitor
 from plugin.metrics import Metrics
-from plugin.store import AsyncStore, incident_to_json
-from plugin.system_health import Check, SystemHealthMonitor
-from plugin.triton_server import EmbeddedTriton, free_port
 from plugin.types import Incident
 
 T0 = datetime(2026, 11, 29, 14, 3, 5, tzinfo=UTC)
@@ -409,9 +406,9 @@ async def system_pair(store: AsyncStore, tmp_path: Path) -> tuple[Incident, Inci
 async def test_nx_gets_a_generic_event_without_a_device(store: AsyncStore, tmp_path: Path) -> None:
     from components.nx_emulator import NxEmulator, nx_emulator_available
 
-    from adapters.sinks.nx import NxSink
-    from plugin.config import NxSinkConfig
-    from plugin.sinks import SinkNotReady
+    from adapters.sinks.nx.config import NxSinkConfig
+    from adapters.sinks.nx.sink import NxSink
+    from plugin.errors import SinkNotReady
 
     require(nx_emulator_available())
     async with NxEmulator(devices={"3a4ad4ea-9269-4b1f-a7aa-2cec537d0248": "Checkout 1"}) as nx:
@@ -458,8 +455,8 @@ async def test_milestone_raises_an_alarm_and_events_without_a_camera(
 ) -> None:
     from components.milestone_emulator import AnalyticsEventServer, GenericEventServer, XProtectEmulator, xsd_available
 
-    from adapters.sinks.milestone import MilestoneSink
-    from plugin.config import MilestoneSinkConfig
+    from adapters.sinks.milestone.config import MilestoneSinkConfig
+    from adapters.sinks.milestone.sink import MilestoneSink
 
     require(xsd_available())
     server_room = "068680AB-5350-4AC7-A47E-652300B16252"
@@ -501,8 +498,8 @@ async def test_milestone_raises_an_alarm_and_events_without_a_camera(
 async def test_genetec_raises_the_system_custom_event_without_a_camera(store: AsyncStore, tmp_path: Path) -> None:
     from components.genetec_emulator import DEMO_APP_ID, GenetecEmulator
 
-    from adapters.sinks.genetec import GenetecSink
-    from plugin.config import GenetecSinkConfig
+    from adapters.sinks.genetec.config import GenetecSinkConfig
+    from adapters.sinks.genetec.sink import GenetecSink
 
     opened, ended = await system_pair(store, tmp_path)
     async with GenetecEmulator(cameras={"5c2b5a0e-8d7f-4c3e-9a1b-0f6e2d4c8a10": "Checkout 1"},
@@ -561,8 +558,7 @@ def broker() -> Iterator[Any]:
 async def test_mqtt_keeps_the_system_state_retained(broker: Any, store: AsyncStore, tmp_path: Path) -> None:
     import aiomqtt
 
-    from adapters.sinks.mqtt import MqttSink
-    from plugin.config import MqttSinkConfig
+    from adapters.sinks.mqtt import MqttSink, MqttSinkConfig
 
     async def retained() -> dict[str, Any]:
         """What a dashboard subscribing now gets on {prefix}/system/state."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from plugin.tracking import Tracker, TrackerConfig, greedy_assign, iou_matrix
+from plugin.pipeline.tracking import Tracker, TrackerConfig, greedy_assign, iou_matrix
 from plugin.types import Detections
 
 FPS = 30.0

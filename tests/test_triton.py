@@ -12,8 +12,8 @@ import pytest
 from helpers import run_cli, write_config
 
 from plugin.errors import InferenceUnavailable, ModelError
-from plugin.inference import TritonInferenceClient
-from plugin.triton_server import DEFAULT_MODEL_REPOSITORY, EmbeddedTriton, free_port
+from plugin.inference.server import DEFAULT_MODEL_REPOSITORY, EmbeddedTriton, free_port
+from plugin.inference.triton import TritonInferenceClient
 
 pytestmark = pytest.mark.triton
 

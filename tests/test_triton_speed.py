@@ -18,12 +18,12 @@ import pytest
 from conftest import MODEL_FILE, require
 from helpers import run_cli
 
-from plugin.assets import BATCH_COPY_KEY, write_batch_copy
-from plugin.config import parse_config
+from plugin.config.loader import parse_config
 from plugin.errors import ConfigError
-from plugin.inference import TritonInferenceClient
-from plugin.triton_server import DEFAULT_MODEL_REPOSITORY, REPO_ROOT, EmbeddedTriton
-from plugin.triton_shm import wants_shared_memory
+from plugin.inference.assets import BATCH_COPY_KEY, write_batch_copy
+from plugin.inference.server import DEFAULT_MODEL_REPOSITORY, REPO_ROOT, EmbeddedTriton
+from plugin.inference.shm import wants_shared_memory
+from plugin.inference.triton import TritonInferenceClient
 from plugin.types import Detections, ImageArray
 
 PINNED = "d39bee73564e338080378b0ad567fbb40e818b55bbfaf971de82a0267ed16b8a"
@@ -181,7 +181,7 @@ async def test_regions_the_server_forgot_are_registered_again(
     try:
         first = await client.detect(frames[2:3])
         await admin.unregister_system_shared_memory()  # what a Triton restart does to every registration
-        with caplog.at_level(logging.WARNING, logger="plugin.inference"):
+        with caplog.at_level(logging.WARNING, logger="plugin.inference.triton"):
             second = await client.detect(frames[2:3])  # over the wire, the pool emptied
         third = await client.detect(frames[2:3])  # a fresh region
         assert client.shared_memory_active

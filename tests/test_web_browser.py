@@ -13,10 +13,10 @@ from aiohttp import web
 from conftest import require
 
 from plugin.app import build_app
-from plugin.config import parse_config
-from plugin.evidence import draw_snapshot, write_jpeg
-from plugin.store import Store
-from plugin.triton_server import EmbeddedTriton, free_port
+from plugin.config.loader import parse_config
+from plugin.incidents.database import Store
+from plugin.incidents.evidence import draw_snapshot, write_jpeg
+from plugin.inference.server import EmbeddedTriton, free_port
 from plugin.types import Incident
 
 pytestmark = [pytest.mark.triton]
@@ -98,7 +98,7 @@ async def test_page_renders_in_chromium(triton: EmbeddedTriton, tmp_path: Path) 
 async def test_outbox_api_lists_and_requeues_dead_letters(triton: EmbeddedTriton, tmp_path: Path) -> None:
     import aiohttp
 
-    from plugin.store import Delivery
+    from plugin.incidents.database import Delivery
 
     storage = tmp_path / "data"
     incident = _seed(storage)

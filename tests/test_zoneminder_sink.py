@@ -28,14 +28,16 @@ from components.zoneminder import (
 )
 from conftest import require
 
-from adapters.sinks.zoneminder import SINK_KEY, ZoneMinderSink, incidents_in_notes, merge_notes
+from adapters.sinks.zoneminder import SPEC
+from adapters.sinks.zoneminder.config import ZoneMinderSinkConfig
+from adapters.sinks.zoneminder.sink import ZoneMinderSink, incidents_in_notes, merge_notes
 from plugin.app import build_sink
-from plugin.config import OutboxConfig, ZoneMinderSinkConfig, parse_config
-from plugin.errors import ConfigError
+from plugin.config.loader import parse_config
+from plugin.config.service import OutboxConfig
+from plugin.errors import ConfigError, SinkAuthError, SinkNotReady, SinkRejected
+from plugin.incidents.database import AsyncStore, incident_to_json
+from plugin.incidents.outbox import OutboxWorker
 from plugin.metrics import Metrics
-from plugin.outbox import OutboxWorker
-from plugin.sinks import SinkAuthError, SinkNotReady, SinkRejected
-from plugin.store import AsyncStore, incident_to_json
 from plugin.types import Incident
 
 # The shared clip's frame size: a ZoneMinder Ffmpeg monitor is declared with the size of its stream.
@@ -250,7 +252,7 @@ async def test_through_the_outbox_worker_and_an_end_whose_start_never_arrived(
 ) -> None:
     rig = zoneminder_rig
     sink = build_sink(config(rig.monitor), store)
-    assert isinstance(sink, ZoneMinderSink) and sink.kind == SINK_KEY
+    assert isinstance(sink, ZoneMinderSink) and sink.kind == SPEC.key
     inc, lone = incident(), incident()
     await store.call(store.sync.save, inc, ["zm"])
     await store.call(store.sync.save, incident(ended=True, id=inc.id), ["zm"])

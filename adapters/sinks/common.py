@@ -1,17 +1,22 @@
-"""Small pieces every VMS sink needs the same way: reading incident times and boxes, and TLS settings."""
+"""What every sink module shares: its registry entry (SinkSpec), reading incident times and boxes, TLS settings."""
 
 from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 
-from plugin.sinks import SinkAuthError, SinkNotReady, SinkRejected
+from plugin.config.base import literal_key
+from plugin.config.sinks import SinkConfigBase
+from plugin.errors import SinkAuthError, SinkNotReady, SinkRejected
+from plugin.protocols import IncidentSink, SinkRefs, VmsCamera
 
 # What a sink's HTTP call may raise when the product did not answer (timeouts, connection errors, resets).
 HTTP_EXCEPTIONS = (TimeoutError, aiohttp.ClientError, OSError)
@@ -60,3 +65,37 @@ async def tls_context(verify_tls: bool, ca_bundle: Path | None, where: str) -> s
         return await asyncio.to_thread(ssl.create_default_context, cafile=str(ca_bundle))
     except (OSError, ssl.SSLError) as exc:
         raise SinkAuthError(f"{where}: cannot load ca_bundle {ca_bundle}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class SinkSpec:
+    """A sink module's registry entry: its config model (whose `kind` literal is the key, declared once), how to
+    build the sink, and how to list the product's cameras where it can (`storesight discover`)."""
+
+    config: type[SinkConfigBase]
+    build: Callable[[Any, SinkRefs], IncidentSink]
+    product: str  # the product, for messages that must say which system answered
+    list_cameras: Callable[[Any], Awaitable[list[VmsCamera]]] | None = None
+
+    @property
+    def key(self) -> str:
+        """The `kind` this sink is configured with."""
+        return literal_key(self.config, "kind")
+
+
+class NoRefs:
+    """SinkRefs that keep nothing: for sinks built only to list cameras or test a connection."""
+
+    async def get_ref(self, sink_id: str, incident_id: str) -> str | None:
+        """Nothing is ever stored."""
+        return None
+
+    async def put_ref(self, sink_id: str, incident_id: str, ref: str) -> None:
+        """Forgotten at once."""
+        return None
+
+
+def rtsp_host(url: str) -> str:
+    """The host of a VMS URL as an RTSP URL needs it (IPv6 in brackets)."""
+    host = urlsplit(url).hostname or "127.0.0.1"
+    return f"[{host}]" if ":" in host else host

@@ -22,18 +22,59 @@ import uuid
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import aiomqtt
 import paho.mqtt.client as paho
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
+from pydantic import Field, SecretStr, field_validator, model_validator
 
-from plugin.config import MqttSinkConfig
-from plugin.sinks import Receipt, SinkAuthError, SinkHealth, SinkNotReady, SinkRejected, is_system_incident
+from adapters.sinks.common import SinkSpec
+from plugin.config.base import literal_key
+from plugin.config.sinks import SinkConfigBase
+from plugin.errors import SinkAuthError, SinkNotReady, SinkRejected
+from plugin.protocols import Receipt, SinkHealth, is_system_incident
 
-SINK_KEY = "mqtt"
+
+class MqttSinkConfig(SinkConfigBase):
+    """MQTT: each incident state change to `{topic_prefix}/incidents/{camera}/{rule_id}` and the camera's latest
+    incident, retained, to `{topic_prefix}/cameras/{camera}/state` (MQTT v5)."""
+
+    kind: Literal["mqtt"]
+    host: str = Field(default="127.0.0.1", min_length=1, description="broker host name or address")
+    port: int = Field(default=1883, ge=1, le=65535, description="1883 plain; brokers usually take TLS on 8883")
+    username: str | None = Field(default=None, min_length=1)
+    password: SecretStr | None = Field(default=None, description="never logged; use ${VAR} to keep it out of the file")
+    topic_prefix: str = Field(default="storesight", description="first topic level(s), e.g. retail/store-042")
+    qos: Literal[1, 2] = Field(
+        default=1, description="1: at least once (receivers dedupe by delivery_key); 2 costs two more round trips"
+    )
+    client_id: str | None = Field(
+        default=None, min_length=1, max_length=128, description="default: random, so two bridges never collide"
+    )
+    tls: bool = Field(default=False, description="TLS with the system's CA certificates")
+    keepalive_s: int = Field(
+        default=60, ge=5, le=65535, description="ping interval; shorter notices a dead link sooner"
+    )
+    timeout_s: float = Field(default=10.0, gt=0, description="wait for CONNACK / PUBACK before retrying later")
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _prefix(cls, v: str) -> str:
+        if not v or v.startswith(("/", "$")) or v.endswith("/") or "//" in v:
+            raise ValueError("must be topic levels like storesight or retail/store-042 (no leading $ or /)")
+        if any(c in v for c in "+#\x00") or any(c.isspace() for c in v):
+            raise ValueError("must not contain MQTT wildcards (+ #), spaces or NUL")
+        return v
+
+    @model_validator(mode="after")
+    def _password_needs_username(self) -> MqttSinkConfig:
+        if self.password is not None and self.username is None:
+            raise ValueError("password is set without username (MQTT sends a password only with a user name)")
+        return self
+
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +147,7 @@ def _order(incident: Mapping[str, Any]) -> tuple[datetime, int]:
 class MqttSink:
     """Publishes incidents to an MQTT broker over one long-lived connection (lazy connect, reconnect on failure)."""
 
-    kind = SINK_KEY
+    kind = literal_key(MqttSinkConfig, "kind")
 
     def __init__(self, config: MqttSinkConfig) -> None:
         self.config = config
@@ -292,3 +333,6 @@ class MqttSink:
         """Disconnect cleanly (a DISCONNECT, so the broker does not treat it as a failure)."""
         if self._conn is not None:
             await self._drop(self._conn)
+
+
+SPEC = SinkSpec(MqttSinkConfig, lambda config, _refs: MqttSink(config), "MQTT broker")  # keeps no references

@@ -12,16 +12,34 @@ import json
 import time
 import uuid
 from collections.abc import Mapping
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 import aiohttp
+from pydantic import Field
 
-from adapters.sinks.common import tls_context
-from plugin.config import WebhookSinkConfig
+from adapters.sinks.common import SinkSpec, tls_context
+from plugin.config.base import literal_key
+from plugin.config.sinks import SinkConfigBase
+from plugin.errors import SinkAuthError, SinkNotReady, SinkRejected
+from plugin.protocols import Receipt, SinkHealth
 from plugin.redact import redact_url
-from plugin.sinks import Receipt, SinkAuthError, SinkHealth, SinkNotReady, SinkRejected
 
-SINK_KEY = "webhook"
+
+class WebhookSinkConfig(SinkConfigBase):
+    """HTTP POST of each incident state change as JSON."""
+
+    kind: Literal["webhook"]
+    url: str = Field(pattern=r"^https?://")
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeout_s: float = Field(default=10.0, gt=0)
+    secret: str | None = Field(
+        default=None, min_length=16, description="HMAC-SHA256 key: the receiver checks X-StoreSight-Signature"
+    )
+    verify_tls: bool = Field(default=True, description="turn off only for a lab; prefer ca_bundle")
+    ca_bundle: Path | None = Field(default=None, description="PEM file of CAs to trust (a VMS's self-signed CA)")
+
+
 SIGNATURE_HEADER = "X-StoreSight-Signature"
 
 
@@ -48,7 +66,7 @@ def verify(secret: str, body: bytes, header: str, tolerance_s: float = 300.0, no
 class WebhookSink:
     """POST {"delivery_key": ..., "incident": {...}} to a URL; 2xx = delivered."""
 
-    kind = SINK_KEY
+    kind = literal_key(WebhookSinkConfig, "kind")
 
     def __init__(self, config: WebhookSinkConfig) -> None:
         self.config = config
@@ -96,3 +114,6 @@ class WebhookSink:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+SPEC = SinkSpec(WebhookSinkConfig, lambda config, _refs: WebhookSink(config), "webhook")  # keeps no references

@@ -25,14 +25,15 @@ from typing import Any
 import cv2
 import numpy as np
 
-from plugin.bench import BENCH_DWELL_S, BENCH_ZONE, resolve_clip
-from plugin.config import LoiteringRuleConfig
-from plugin.inference import letterbox
-from plugin.rules import Observation, build_rule
-from plugin.tracking import Tracker
-from plugin.triton_server import EmbeddedTriton
+from plugin.cli.bench import BENCH_DWELL_S, BENCH_ZONE, resolve_clip
+from plugin.inference.server import EmbeddedTriton
+from plugin.inference.triton import letterbox
+from plugin.pipeline.tracking import Tracker
+from plugin.rules.base import Observation
+from plugin.rules.loitering import LoiteringRuleConfig
+from plugin.rules.registry import build_rule
+from plugin.rules.zones import PolygonZone
 from plugin.types import Detections
-from plugin.zones import PolygonZone
 
 MODEL = "yolox_nano"
 

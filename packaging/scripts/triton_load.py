@@ -33,8 +33,8 @@ from typing import Any
 
 import cv2
 
-from plugin.inference import TritonInferenceClient
-from plugin.triton_server import DEFAULT_MODEL_REPOSITORY, REPO_ROOT, EmbeddedTriton
+from plugin.inference.server import DEFAULT_MODEL_REPOSITORY, REPO_ROOT, EmbeddedTriton
+from plugin.inference.triton import TritonInferenceClient
 from plugin.types import ImageArray
 
 MODEL = "yolox_nano"

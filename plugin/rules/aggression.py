@@ -28,12 +28,46 @@ from datetime import datetime, timedelta
 from typing import ClassVar, Literal
 
 import numpy as np
+from pydantic import Field
 
-from plugin.config import AggressionRuleConfig, RuleBase
-from plugin.rules.base import Observation, RuleHit, RuleOutput
-from plugin.rules.posture import LIMBS, Keypoints, box_centre, box_size, joint_speeds, person_rows, relative_joints
+from plugin.rules.base import (
+    BaseRule,
+    Observation,
+    RuleContext,
+    RuleHit,
+    RuleOutput,
+)
+from plugin.rules.posture import (
+    LIMBS,
+    Keypoints,
+    PoseRuleBase,
+    box_centre,
+    box_size,
+    joint_speeds,
+    person_rows,
+    relative_joints,
+)
 
-RULE_KEY = "aggression"
+
+class AggressionRuleConfig(PoseRuleBase):
+    """Two or more people close together while wrists or elbows move fast, sustained for `min_duration_s`."""
+
+    type: Literal["aggression"]
+    zone: str | None = Field(default=None, description="only people in this zone; default the whole view")
+    max_distance: float = Field(
+        default=1.0, gt=0, description="close: box centres at most this many (mean) person heights apart"
+    )
+    min_limb_speed: float = Field(
+        default=1.5,
+        gt=0,
+        description="fast: a wrist or elbow moving this many person heights per second relative to its own body "
+        "(a punch or shove ~2-4; walking arm swing < 1)",
+    )
+    min_duration_s: float = Field(default=1.0, ge=0, description="fast movement sustained this long")
+    min_fast_samples: int = Field(default=3, ge=1, description="and seen in at least this many analysed frames")
+    max_gap_s: float = Field(default=1.0, gt=0, description="a calm spell longer than this ends the episode")
+    severity: Literal["info", "warning", "critical"] = "critical"
+
 
 Box = tuple[float, float, float, float]
 
@@ -54,22 +88,17 @@ class _Episode:
     fired: bool = False
 
 
-class AggressionRule:
+class AggressionRule(BaseRule):
     """Limb speeds per person, closeness per pair, episodes per pair."""
 
-    type_key: ClassVar[str] = RULE_KEY
+    config_model = AggressionRuleConfig
     needs_pose: ClassVar[bool] = True
 
-    def __init__(self, config: AggressionRuleConfig) -> None:
-        self.config = config
+    def __init__(self, config: AggressionRuleConfig, context: RuleContext | None = None) -> None:
+        super().__init__(config, context)
         self._last: dict[int, _Sample] = {}
         self._episodes: dict[tuple[int, int], _Episode] = {}
         self._cooldown_until: dict[tuple[int, int], datetime] = {}
-
-    @property
-    def rule_config(self) -> RuleBase:
-        """The validated config this rule runs with."""
-        return self.config
 
     def _people(self, obs: Observation) -> list[tuple[int, int]]:
         rows = person_rows(obs)
@@ -159,7 +188,7 @@ class AggressionRule:
     ) -> RuleHit:
         return RuleHit(
             rule_id=self.config.id,
-            type=RULE_KEY,
+            type=self.type_key,
             key=f"{pair[0]}-{pair[1]}-{ep.first_fast.timestamp():.3f}",
             state=state,
             camera=camera,

@@ -1,4 +1,5 @@
-"""What rules see (Observation) and say (RuleHit, Measurement), and the shared per-track zone presence logic."""
+"""What every rule shares: its config base (RuleBase), what rules see (Observation) and say (RuleHit, Measurement),
+what they are built with (RuleContext), the implementation base (BaseRule) and the per-track zone presence logic."""
 
 from __future__ import annotations
 
@@ -9,9 +10,65 @@ from typing import Any, ClassVar, Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
+from pydantic import Field
 
-from plugin.config import RuleBase
+from plugin.config.base import ID_PATTERN, Point, ScheduleConfig, Strict, literal_key
+from plugin.rules.zones import PolygonZone
 from plugin.types import Detections, ImageArray
+
+
+class RuleBase(Strict):
+    """Fields every rule has."""
+
+    type: str = Field(description="the rule's kind: its module's key in plugin/rules/registry.py")
+    id: str = Field(pattern=ID_PATTERN)
+    camera: str
+    severity: Literal["info", "warning", "critical"] = "warning"
+    schedule: ScheduleConfig | None = Field(default=None, description="armed only in these hours; default always")
+    cooldown_s: float = Field(default=30.0, ge=0, description="quiet time per person after an incident ends")
+    exit_grace_s: float = Field(
+        default=2.0, ge=0, description="absence tolerated before a person counts as gone; rides over missed detections"
+    )
+
+    # a pose rule's keypoints come from the `pose` model, run only on the people such a rule needs
+    uses_pose: ClassVar[bool] = False
+
+    def excludes_staff(self) -> bool:
+        """Whether this rule sees customers only (tracks that started in one of the camera's `staff_zones` hidden)."""
+        return False
+
+    def panel_refs(self) -> list[tuple[str, str]]:
+        """(field path, alarm panel id) for every alarm panel this rule follows."""
+        return []
+
+    def lines(self) -> list[tuple[Point, Point]]:
+        """The line segments this rule watches (motion gating looks near them)."""
+        return []
+
+    def zone_refs(self) -> list[tuple[str, str]]:
+        """(field path, zone id) for every zone this rule names: `zone`, `*_zone` and `*_zones` fields."""
+        refs: list[tuple[str, str]] = []
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if name == "zone" or name.endswith("_zone"):
+                if isinstance(value, str):
+                    refs.append((name, value))
+            elif name.endswith("_zones") and isinstance(value, list):
+                refs.extend((f"{name}[{k}]", v) for k, v in enumerate(value))
+        return refs
+
+
+EXCLUDE_STAFF = "ignore tracks that started in one of the camera's staff_zones (employees)"
+
+
+class CustomerRuleBase(RuleBase):
+    """A rule that can ignore staff: tracks whose first confirmed sighting was in one of the camera's staff_zones."""
+
+    exclude_staff: bool = Field(default=True, description=EXCLUDE_STAFF)
+
+    def excludes_staff(self) -> bool:
+        """Whether this rule sees customers only."""
+        return self.exclude_staff
 
 
 @dataclass(frozen=True)
@@ -26,7 +83,7 @@ class Observation:
     height: int = 0
     class_names: tuple[str, ...] = ()  # model class names, indexed by detections.class_ids
     # track id -> keypoints float32 [17,3] (x, y, score) in frame pixels, COCO order; only for the tracks that a
-    # pose rule asked for this frame (plugin/pose.py), empty without pose rules
+    # pose rule asked for this frame (plugin/inference/pose.py), empty without pose rules
     keypoints: Mapping[int, npt.NDArray[np.float32]] = field(default_factory=dict)
     # the analysed frame, for rules that look at pixels (blocked_exit's empty-zone reference); None in unit tests
     image: ImageArray | None = None
@@ -70,14 +127,39 @@ class RuleHit:
 RuleOutput = RuleHit | Measurement
 
 
+class ArmedStates(Protocol):
+    """The alarm panels' armed state, for rules armed by a panel (`armed_by`)."""
+
+    def armed(self, panel: str, at: datetime) -> bool:
+        """Whether `panel` was armed at `at` (its last arm/disarm report before then)."""
+        ...
+
+
+@dataclass(frozen=True)
+class RuleContext:
+    """What a rule may consult besides its observations, handed over when it is built."""
+
+    panels: ArmedStates | None = None  # None: no alarm panels configured
+
+
 class Rule(Protocol):
     """Pure and synchronous: fed observations in time order, returns what opened or closed."""
 
     type_key: ClassVar[str]
+    needs_pose: ClassVar[bool]
+    object_classes: Sequence[str]
 
     @property
     def rule_config(self) -> RuleBase:
         """The validated config this rule runs with."""
+        ...
+
+    def bind_zones(self, zones: Mapping[str, PolygonZone]) -> None:
+        """The camera's zone geometry, for rules that look at it themselves."""
+        ...
+
+    def pose_tracks(self, obs: Observation) -> list[int]:
+        """Track ids this rule wants keypoints for in this frame (pose rules)."""
         ...
 
     def update(self, obs: Observation) -> Sequence[RuleOutput]:
@@ -87,6 +169,46 @@ class Rule(Protocol):
     def finish(self, t: datetime) -> Sequence[RuleOutput]:
         """Close every open incident (end of a file, shutdown)."""
         ...
+
+
+class BaseRule:
+    """The implementation base of every rule: its config model (whose `type` literal is the rule's key), the context
+    it was built with, and what a rule does not need to say when it has no use for it."""
+
+    config_model: ClassVar[type[RuleBase]]
+    type_key: ClassVar[str] = ""
+    needs_pose: ClassVar[bool] = False  # True: pose_tracks() names the people to run the pose model on
+    object_classes: Sequence[str] = ()  # detector classes other than people that this rule watches
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "config_model" in cls.__dict__:
+            cls.type_key = literal_key(cls.config_model, "type")
+
+    def __init__(self, config: Any, context: RuleContext | None = None) -> None:
+        self.config = config
+        self.context = context or RuleContext()
+
+    @property
+    def rule_config(self) -> RuleBase:
+        """The validated config this rule runs with."""
+        config: RuleBase = self.config
+        return config
+
+    def bind_zones(self, zones: Mapping[str, PolygonZone]) -> None:
+        """The camera's zone geometry (the pipeline calls this once); most rules only need `Observation.inside`."""
+
+    def pose_tracks(self, obs: Observation) -> list[int]:
+        """No keypoints wanted."""
+        return []
+
+    def update(self, obs: Observation) -> Sequence[RuleOutput]:
+        """Advance to `obs.t`."""
+        raise NotImplementedError
+
+    def finish(self, t: datetime) -> Sequence[RuleOutput]:
+        """Close every open incident (end of a file, shutdown)."""
+        raise NotImplementedError
 
 
 @dataclass
@@ -99,22 +221,14 @@ class Presence:
     fired: bool = False
 
 
-class ZonePresenceRule:
+class ZonePresenceRule(BaseRule):
     """Base for rules about people in a zone: entry debounce, exit grace, cooldown, schedule."""
 
-    type_key: ClassVar[str] = ""
-
-    def __init__(self, config: Any) -> None:
-        self.config = config
+    def __init__(self, config: Any, context: RuleContext | None = None) -> None:
+        super().__init__(config, context)
         self.zone: str = config.zone
         self._present: dict[int, Presence] = {}
         self._cooldown_until: dict[int, datetime] = {}
-
-    @property
-    def rule_config(self) -> RuleBase:
-        """The validated config this rule runs with."""
-        config: RuleBase = self.config
-        return config
 
     def threshold_s(self) -> float:
         """Seconds inside before the incident opens."""

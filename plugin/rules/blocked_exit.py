@@ -28,18 +28,67 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any, ClassVar
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
+from pydantic import Field, model_validator
 
-from plugin.config import BlockedExitRuleConfig, RuleBase
-from plugin.rules.base import Observation, RuleHit, RuleOutput
-from plugin.rules.exit_reference import EmptyZoneReference, ReferenceView
+from plugin.config.base import PathError
+from plugin.rules.base import (
+    BaseRule,
+    Observation,
+    RuleBase,
+    RuleContext,
+    RuleHit,
+    RuleOutput,
+)
+from plugin.rules.exit_reference import EmptyZoneReference, ExitReferenceConfig, ReferenceView
+from plugin.rules.zones import PolygonZone
 from plugin.types import Detections
-from plugin.zones import PolygonZone
 
-RULE_KEY = "blocked_exit"
+# COCO classes (the model's names) that obstruct an exit when left standing in it; boxes and trolleys have none.
+# Not tv or refrigerator: YOLOX-nano gives those to windows and large flat doors, which is what fire exits are.
+BLOCKING_OBJECTS = (
+    "bicycle", "motorcycle", "bench", "backpack", "suitcase", "chair", "couch", "potted plant", "dining table",
+)  # fmt: skip
+
+
+class BlockedExitRuleConfig(RuleBase):
+    """A fire-exit zone obstructed for `min_duration_s` by a stationary person, a stationary object the detector
+    knows (`object_classes`), or a persistent change against the learned empty-zone view (`reference`)."""
+
+    type: Literal["blocked_exit"]
+    zone: str
+    min_duration_s: float = Field(default=30.0, gt=0, description="how long an obstruction must stay in the zone")
+    max_motion_px: float = Field(
+        default=10.0,
+        gt=0,
+        description="stationary: 90% of the feet positions over min_duration_s stay this close "
+        "(analysed-frame pixels) to their median; larger tolerates a jittery detector, smaller misses fidgeting people",
+    )
+    object_classes: list[str] = Field(
+        default_factory=lambda: list(BLOCKING_OBJECTS),
+        description="model classes that block the exit when they stand still in it (bottom-centre of the box in the "
+        "zone), detected whatever detector.classes says; checked against the model's names at start; [] = none",
+    )
+    reference: ExitReferenceConfig = Field(
+        default_factory=ExitReferenceConfig, description="the learned empty-zone view, for objects COCO cannot name"
+    )
+    severity: Literal["info", "warning", "critical"] = "critical"
+
+    @model_validator(mode="after")
+    def _objects_not_people(self) -> BlockedExitRuleConfig:
+        seen: set[str] = set()
+        for k, name in enumerate(self.object_classes):
+            if name == "person":
+                raise PathError(f"object_classes[{k}]", "people are always watched; list only object classes")
+            if name in seen:
+                raise PathError(f"object_classes[{k}]", f"lists {name!r} twice")
+            seen.add(name)
+        return self
+
+
 MIN_SAMPLES = 3  # a window with fewer feet positions (a detector that mostly misses the person) proves nothing
 STILL_SHARE = 90  # percentile of the distances to the median that must stay within max_motion_px
 OBJECT_GAP_S = 5.0  # an object unseen this long (at least exit_grace_s) is gone: still objects flicker in detectors
@@ -75,13 +124,13 @@ class _Blocker:
     track_id: int | None = None  # people only: object ids come from another tracker and could collide
 
 
-class BlockedExitRule:
+class BlockedExitRule(BaseRule):
     """One incident per zone while at least one stationary person or object, or an unexplained change, blocks it."""
 
-    type_key: ClassVar[str] = RULE_KEY
+    config_model = BlockedExitRuleConfig
 
-    def __init__(self, config: BlockedExitRuleConfig) -> None:
-        self.config = config
+    def __init__(self, config: BlockedExitRuleConfig, context: RuleContext | None = None) -> None:
+        super().__init__(config, context)
         self.zone = config.zone
         self.object_classes = tuple(config.object_classes)  # the pipeline tracks these for Observation.objects
         self._stays: dict[int, _Stay] = {}
@@ -101,11 +150,6 @@ class BlockedExitRule:
         self._polygon = zones.get(self.zone)
         if self._polygon is not None and self.config.reference.enabled:
             self._reference = EmptyZoneReference(self.config.reference, self._polygon)
-
-    @property
-    def rule_config(self) -> RuleBase:
-        """The validated config this rule runs with."""
-        return self.config
 
     def update(self, obs: Observation) -> Sequence[RuleOutput]:
         """Follow people, objects and the zone's view; open when one blocks long enough, close when none is left."""
@@ -223,7 +267,7 @@ class BlockedExitRule:
         }
         return RuleHit(
             rule_id=self.config.id,
-            type=RULE_KEY,
+            type=self.type_key,
             key="blocked",
             state=state,  # type: ignore[arg-type]
             camera=camera,

@@ -13,14 +13,46 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, ClassVar
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import Field, model_validator
 
-from plugin.config import CheckoutBypassRuleConfig, RuleBase
-from plugin.rules.base import Observation, RuleHit, RuleOutput
+from plugin.config.base import PathError
+from plugin.rules.base import (
+    EXCLUDE_STAFF,
+    BaseRule,
+    CustomerRuleBase,
+    Observation,
+    RuleContext,
+    RuleHit,
+    RuleOutput,
+)
 
-RULE_KEY = "checkout_bypass"
+
+class CheckoutBypassRuleConfig(CustomerRuleBase):
+    """A person visits a high-value zone, then reaches the exit without passing a checkout zone in between."""
+
+    type: Literal["checkout_bypass"]
+    high_value_zones: list[str] = Field(min_length=1)
+    checkout_zones: list[str] = Field(min_length=1)
+    exit_zone: str
+    min_visit_s: float = Field(
+        default=1.0, ge=0, description="time in a high-value zone before it counts as a visit: brushing past does not"
+    )
+    exclude_staff: bool = Field(default=True, description=EXCLUDE_STAFF)
+    severity: Literal["info", "warning", "critical"] = "critical"
+
+    @model_validator(mode="after")
+    def _roles_differ(self) -> CheckoutBypassRuleConfig:
+        for k, zone in enumerate(self.checkout_zones):
+            if zone in self.high_value_zones:
+                raise PathError(f"checkout_zones[{k}]", f"{zone!r} is also a high-value zone")
+        if self.exit_zone in self.high_value_zones + self.checkout_zones:
+            raise PathError("exit_zone", f"{self.exit_zone!r} is also a high-value or checkout zone")
+        return self
+
+
 FORGET_AFTER_S = 30.0  # the tracker drops a track after 1.5 s unseen and never reuses its id
 
 
@@ -45,19 +77,14 @@ class _Journey:
     quiet_until: datetime | None = None
 
 
-class CheckoutBypassRule:
+class CheckoutBypassRule(BaseRule):
     """Follows each track's journey through high-value, checkout and exit zones; one instant incident per bypass."""
 
-    type_key: ClassVar[str] = RULE_KEY
+    config_model = CheckoutBypassRuleConfig
 
-    def __init__(self, config: CheckoutBypassRuleConfig) -> None:
-        self.config = config
+    def __init__(self, config: CheckoutBypassRuleConfig, context: RuleContext | None = None) -> None:
+        super().__init__(config, context)
         self._journeys: dict[int, _Journey] = {}
-
-    @property
-    def rule_config(self) -> RuleBase:
-        """The validated config this rule runs with."""
-        return self.config
 
     def update(self, obs: Observation) -> Sequence[RuleOutput]:
         """Advance every visible track's journey; report the ones that reach the exit unpaid."""
@@ -127,7 +154,7 @@ class CheckoutBypassRule:
         }
         common: dict[str, Any] = {
             "rule_id": cfg.id,
-            "type": RULE_KEY,
+            "type": self.type_key,
             "key": f"{tid}-{obs.t.timestamp():.3f}",
             "camera": obs.camera,
             "zone": cfg.exit_zone,

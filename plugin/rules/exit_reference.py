@@ -28,10 +28,11 @@ from typing import Literal
 import cv2
 import numpy as np
 import numpy.typing as npt
+from pydantic import Field
 
-from plugin.config import ExitReferenceConfig
+from plugin.config.base import Strict
+from plugin.rules.zones import PolygonZone
 from plugin.types import FloatArray, ImageArray
-from plugin.zones import PolygonZone
 
 SIDE = 64  # crop size: small enough to cost well under a millisecond, big enough for a box a tenth of the zone
 MIN_SPREAD = 6.0  # grey levels: floors the spread of near-uniform zones, where sensor noise would be amplified
@@ -44,6 +45,31 @@ MAX_LEARN_STEP_S = 1.0  # one sample after a gap (someone passed) counts for at 
 State = Literal["learning", "clear", "changed", "occluded"]
 F32 = npt.NDArray[np.float32]
 BoolArray = npt.NDArray[np.bool_]
+
+
+class ExitReferenceConfig(Strict):
+    """blocked_exit's learned empty-zone view: a persistent change against it is an obstruction nobody detected."""
+
+    enabled: bool = Field(default=True, description="learn the empty zone and flag persistent changes against it")
+    learn_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="seconds of empty, still zone before it is used, and the time constant of its slow updates "
+        "while empty (longer ignores more passing shadows, follows daylight more slowly)",
+    )
+    change_share: float = Field(
+        default=0.15,
+        gt=0,
+        lt=1,
+        description="changed when this share of the zone's visible pixels differ from the reference; lower finds "
+        "smaller objects and more shadows",
+    )
+    pixel_delta: float = Field(
+        default=1.5,
+        gt=0,
+        description="a pixel differs when it is this many spreads (interquartile range / 1.349 of the zone's grey "
+        "levels, after brightness normalisation) from the reference; lower finds low-contrast objects and noise",
+    )
 
 
 @dataclass(frozen=True)

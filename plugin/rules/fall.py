@@ -28,11 +28,40 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import ClassVar, Literal
 
-from plugin.config import FallRuleConfig, RuleBase
-from plugin.rules.base import Observation, RuleHit, RuleOutput
-from plugin.rules.posture import person_rows, torso_angle_deg
+from pydantic import Field, model_validator
 
-RULE_KEY = "fall"
+from plugin.config.base import PathError
+from plugin.rules.base import (
+    BaseRule,
+    Observation,
+    RuleContext,
+    RuleHit,
+    RuleOutput,
+)
+from plugin.rules.posture import PoseRuleBase, person_rows, torso_angle_deg
+
+
+class FallRuleConfig(PoseRuleBase):
+    """A person goes from upright to lying (torso angle and box shape) and stays down for `min_down_s`."""
+
+    type: Literal["fall"]
+    min_down_s: float = Field(default=5.0, ge=0, description="seconds lying before it fires: a quick bend does not")
+    upright_max_deg: float = Field(default=30.0, gt=0, lt=90, description="torso within this of vertical = upright")
+    lying_min_deg: float = Field(default=60.0, gt=0, lt=90, description="torso at least this far from vertical = lying")
+    lying_min_aspect: float = Field(
+        default=0.9, gt=0, description="box width / height at least this, as well as the torso angle, = lying"
+    )
+    fall_within_s: float = Field(
+        default=4.0, gt=0, description="lying must begin within this of the last upright sight: a fall, not a nap"
+    )
+    severity: Literal["info", "warning", "critical"] = "critical"
+
+    @model_validator(mode="after")
+    def _angles_ordered(self) -> FallRuleConfig:
+        if self.upright_max_deg >= self.lying_min_deg:
+            raise PathError("upright_max_deg", "must be below lying_min_deg")
+        return self
+
 
 Box = tuple[float, float, float, float]
 
@@ -49,21 +78,16 @@ class _Track:
     fired: bool = False
 
 
-class FallRule:
+class FallRule(BaseRule):
     """Per-track posture state machine: upright -> lying (within fall_within_s) -> down for min_down_s -> incident."""
 
-    type_key: ClassVar[str] = RULE_KEY
+    config_model = FallRuleConfig
     needs_pose: ClassVar[bool] = True
 
-    def __init__(self, config: FallRuleConfig) -> None:
-        self.config = config
+    def __init__(self, config: FallRuleConfig, context: RuleContext | None = None) -> None:
+        super().__init__(config, context)
         self._tracks: dict[int, _Track] = {}
         self._cooldown_until: dict[int, datetime] = {}
-
-    @property
-    def rule_config(self) -> RuleBase:
-        """The validated config this rule runs with."""
-        return self.config
 
     def pose_tracks(self, obs: Observation) -> list[int]:
         """Every person: a fall can happen anywhere in view."""
@@ -151,7 +175,7 @@ class FallRule:
         down_until = st.last_down or when
         return RuleHit(
             rule_id=self.config.id,
-            type=RULE_KEY,
+            type=self.type_key,
             key=f"{tid}-{st.down_since.timestamp():.3f}",
             state=state,
             camera=obs.camera if obs is not None else camera,

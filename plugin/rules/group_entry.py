@@ -5,34 +5,46 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import ClassVar
+from typing import Literal
 
 import numpy as np
+from pydantic import Field
 
-from plugin.config import GroupEntryRuleConfig, RuleBase
-from plugin.rules.base import Observation, RuleHit, RuleOutput
+from plugin.rules.base import (
+    BaseRule,
+    Observation,
+    RuleBase,
+    RuleContext,
+    RuleHit,
+    RuleOutput,
+)
 
-RULE_KEY = "group_entry"
+
+class GroupEntryRuleConfig(RuleBase):
+    """`min_people` or more different people enter a zone within `window_s` (a signal of an organised crew)."""
+
+    type: Literal["group_entry"]
+    zone: str
+    min_people: int = Field(default=3, ge=2)
+    window_s: float = Field(default=10.0, gt=0)
+    severity: Literal["info", "warning", "critical"] = "critical"
+
+
 ENTRY_FRAMES = 2  # frames inside before an entry counts: a box flickering over the edge is not an entry
 
 
-class GroupEntryRule:
+class GroupEntryRule(BaseRule):
     """Keeps the recent entries; fires once per group (then cooldown), with every member's track id."""
 
-    type_key: ClassVar[str] = RULE_KEY
+    config_model = GroupEntryRuleConfig
 
-    def __init__(self, config: GroupEntryRuleConfig) -> None:
-        self.config = config
+    def __init__(self, config: GroupEntryRuleConfig, context: RuleContext | None = None) -> None:
+        super().__init__(config, context)
         self.zone = config.zone
         self._inside_frames: dict[int, int] = {}
         self._entered: set[int] = set()  # each track enters once: re-entries of the same person are not a group
         self._entries: deque[tuple[datetime, int, tuple[float, float, float, float]]] = deque()
         self._quiet_until: datetime | None = None
-
-    @property
-    def rule_config(self) -> RuleBase:
-        """The validated config this rule runs with."""
-        return self.config
 
     def update(self, obs: Observation) -> Sequence[RuleOutput]:
         """Record entries; fire when the window holds enough different people."""
@@ -72,7 +84,7 @@ class GroupEntryRule:
         }
         common = {
             "rule_id": self.config.id,
-            "type": RULE_KEY,
+            "type": self.type_key,
             "key": f"group-{first.timestamp():.3f}",
             "camera": obs.camera,
             "zone": self.zone,
@@ -83,7 +95,7 @@ class GroupEntryRule:
             "box": _union([m[2] for m in members]),
         }
         # an instant event: it opens and closes at once (the start carries the snapshot)
-        return [RuleHit(state="start", at=last, **common), RuleHit(state="end", at=last, **common)]  # type: ignore[arg-type]
+        return [RuleHit(state="start", at=last, **common), RuleHit(state="end", at=last, **common)]
 
     def finish(self, t: datetime) -> Sequence[RuleOutput]:
         """Nothing stays open."""

@@ -5,14 +5,48 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import ClassVar
+from typing import Literal
 
 import numpy as np
+from pydantic import Field, field_validator
 
-from plugin.config import LineCrossingRuleConfig, RuleBase
-from plugin.rules.base import Measurement, Observation, RuleOutput
+from plugin.config.base import Point
+from plugin.rules.base import (
+    BaseRule,
+    Measurement,
+    Observation,
+    RuleBase,
+    RuleContext,
+    RuleOutput,
+)
 
-RULE_KEY = "line_crossing"
+
+class LineCrossingRuleConfig(RuleBase):
+    """A directional tripwire: counts people crossing a line segment, in and out (the basis of footfall)."""
+
+    type: Literal["line_crossing"]
+    line: tuple[Point, Point] = Field(description="two normalised points; the segment, not the infinite line, counts")
+    in_side: Literal["left", "right"] = Field(
+        default="right",
+        description="crossing onto this side of the line, looking from its first point to its second, counts as in",
+    )
+    min_frames: int = Field(
+        default=3, ge=1, le=50, description="frames on the new side before a crossing counts; higher resists jitter"
+    )
+    anchor: Literal["bottom_center", "center"] = "bottom_center"
+
+    @field_validator("line")
+    @classmethod
+    def _not_a_point(cls, v: tuple[Point, Point]) -> tuple[Point, Point]:
+        if v[0] == v[1]:
+            raise ValueError("the two points of a line must differ")
+        return v
+
+    def lines(self) -> list[tuple[Point, Point]]:
+        """The tripwire."""
+        return [self.line]
+
+
 FORGET_AFTER_S = 10.0  # a track unseen this long is forgotten (its side history is stale)
 
 
@@ -46,22 +80,17 @@ class _TrackSide:
     track_id: int = 0
 
 
-class LineCrossingRule:
+class LineCrossingRule(BaseRule):
     """Counts a crossing once the track has stayed `min_frames` on the new side and its path crossed the segment."""
 
-    type_key: ClassVar[str] = RULE_KEY
+    config_model = LineCrossingRuleConfig
 
-    def __init__(self, config: LineCrossingRuleConfig) -> None:
-        self.config = config
+    def __init__(self, config: LineCrossingRuleConfig, context: RuleContext | None = None) -> None:
+        super().__init__(config, context)
         self._tracks: dict[int, _TrackSide] = {}
         self._lines_px: tuple[tuple[float, float], tuple[float, float]] | None = None
         self._camera: str | None = None
         self.totals = {"in": 0, "out": 0}
-
-    @property
-    def rule_config(self) -> RuleBase:
-        """The validated config this rule runs with."""
-        return self.config
 
     def _line_px(self, width: int, height: int) -> tuple[tuple[float, float], tuple[float, float]]:
         (x1, y1), (x2, y2) = self.config.line

@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Literal
 
-from plugin.config import LoiteringRuleConfig
-from plugin.rules.base import ZonePresenceRule
+from pydantic import Field
 
-RULE_KEY = "loitering"
+from plugin.rules.base import CustomerRuleBase, ZonePresenceRule
+
+
+class LoiteringRuleConfig(CustomerRuleBase):
+    """A person stays in a zone longer than `min_dwell_s`."""
+
+    type: Literal["loitering"]
+    zone: str
+    min_dwell_s: float = Field(gt=0)
 
 
 class LoiteringRule(ZonePresenceRule):
     """Opens once the dwell reaches the threshold; closes when the person leaves (after the exit grace)."""
 
-    type_key: ClassVar[str] = RULE_KEY
+    config_model = LoiteringRuleConfig
     config: LoiteringRuleConfig
 
     def threshold_s(self) -> float:

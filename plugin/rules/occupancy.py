@@ -5,23 +5,41 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import Field
 
-from plugin.config import OccupancyRuleConfig, RuleBase
-from plugin.rules.base import Measurement, Observation, RuleHit, RuleOutput
+from plugin.rules.base import (
+    BaseRule,
+    Measurement,
+    Observation,
+    RuleBase,
+    RuleContext,
+    RuleHit,
+    RuleOutput,
+)
 
-RULE_KEY = "occupancy"
+
+class OccupancyRuleConfig(RuleBase):
+    """How many people are in a zone; an incident while more than `max_people` stay for `min_duration_s`."""
+
+    type: Literal["occupancy"]
+    zone: str
+    max_people: int | None = Field(default=None, ge=0, description="overcrowding threshold; none = only measure")
+    min_duration_s: float = Field(default=10.0, ge=0, description="how long over the threshold before it fires")
+    smoothing_frames: int = Field(
+        default=5, ge=1, le=100, description="median over this many frames: rides over a missed or doubled box"
+    )
 
 
-class OccupancyRule:
+class OccupancyRule(BaseRule):
     """Median-smoothed count of confirmed tracks whose anchor is in the zone."""
 
-    type_key: ClassVar[str] = RULE_KEY
+    config_model = OccupancyRuleConfig
 
-    def __init__(self, config: OccupancyRuleConfig) -> None:
-        self.config = config
+    def __init__(self, config: OccupancyRuleConfig, context: RuleContext | None = None) -> None:
+        super().__init__(config, context)
         self.zone = config.zone
         self._recent: deque[int] = deque(maxlen=config.smoothing_frames)
         self._over_since: datetime | None = None
@@ -30,11 +48,6 @@ class OccupancyRule:
         self._peak_ids: tuple[int, ...] = ()
         self._last_t: datetime | None = None
         self.current = 0
-
-    @property
-    def rule_config(self) -> RuleBase:
-        """The validated config this rule runs with."""
-        return self.config
 
     def _facts(self, people: int, start: datetime, end: datetime) -> dict[str, Any]:
         return {
@@ -76,7 +89,7 @@ class OccupancyRule:
     def _hit(self, state: str, start: datetime, at: datetime, camera: str) -> RuleHit:
         return RuleHit(
             rule_id=self.config.id,
-            type=RULE_KEY,
+            type=self.type_key,
             key="crowd",
             state=state,  # type: ignore[arg-type]
             camera=camera,

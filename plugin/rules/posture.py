@@ -10,20 +10,31 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import ClassVar, Protocol
+from typing import ClassVar
 
 import numpy as np
 import numpy.typing as npt
+from pydantic import Field
 
-from plugin.config import RuleBase
-from plugin.pose import L_ELBOW, L_HIP, L_SHOULDER, L_WRIST, R_ELBOW, R_HIP, R_SHOULDER, R_WRIST
-from plugin.rules.base import Observation
+from plugin.inference.pose import L_ELBOW, L_HIP, L_SHOULDER, L_WRIST, R_ELBOW, R_HIP, R_SHOULDER, R_WRIST
+from plugin.rules.base import Observation, RuleBase
 
 Keypoints = npt.NDArray[np.float32]
 LIMBS = (L_WRIST, R_WRIST, L_ELBOW, R_ELBOW)
 WRISTS = (L_WRIST, R_WRIST)
 TORSO = (L_SHOULDER, R_SHOULDER, L_HIP, R_HIP)
 MAX_SAMPLE_GAP_S = 1.0  # two pose samples further apart than this say nothing about speed
+
+
+_MIN_KP = "keypoints below this MoveNet score are ignored; higher drops more noise and more real joints"
+
+
+class PoseRuleBase(RuleBase):
+    """Fields every pose rule has (the keypoints come from the `pose` model, only for the people a rule needs)."""
+
+    uses_pose: ClassVar[bool] = True
+
+    min_keypoint_score: float = Field(default=0.3, gt=0, lt=1, description=_MIN_KP)
 
 
 def person_rows(obs: Observation) -> list[tuple[int, int]]:
@@ -97,18 +108,3 @@ def joint_speeds(prev: Keypoints, cur: Keypoints, dt_s: float, height_px: float)
     dist = np.hypot(cur[:, 0] - prev[:, 0], cur[:, 1] - prev[:, 1])
     out[ok] = dist[ok] / dt_s / height_px
     return out
-
-
-class PoseRule(Protocol):
-    """A rule that reads keypoints: the pipeline asks it which tracks to pose before each update."""
-
-    needs_pose: ClassVar[bool]
-
-    @property
-    def rule_config(self) -> RuleBase:
-        """The validated config this rule runs with."""
-        ...
-
-    def pose_tracks(self, obs: Observation) -> list[int]:
-        """Track ids this rule wants keypoints for in this frame."""
-        ...

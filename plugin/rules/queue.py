@@ -16,14 +16,47 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, ClassVar
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import Field
 
-from plugin.config import QueueRuleConfig, RuleBase
-from plugin.rules.base import Measurement, Observation, RuleHit, RuleOutput
+from plugin.rules.base import (
+    EXCLUDE_STAFF,
+    BaseRule,
+    CustomerRuleBase,
+    Measurement,
+    Observation,
+    RuleContext,
+    RuleHit,
+    RuleOutput,
+)
 
-RULE_KEY = "queue"
+
+class QueueRuleConfig(CustomerRuleBase):
+    """People in a checkout queue zone and their estimated wait; an incident ("open another lane") while the queue
+    is longer than `max_length` or slower than `max_wait_s` for `min_duration_s`."""
+
+    type: Literal["queue"]
+    zone: str
+    max_length: int | None = Field(default=None, ge=0, description="people; none = no length threshold")
+    max_wait_s: float | None = Field(default=None, gt=0, description="estimated wait; none = no wait threshold")
+    min_duration_s: float = Field(default=30.0, ge=0, description="how long over a threshold before it fires")
+    min_inside_s: float = Field(
+        default=2.0, ge=0, description="time in the zone before a person counts as queueing: passers-by do not"
+    )
+    rate_window_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="service rate = people who left the queue within this window per minute the queue was not "
+        "empty; longer is steadier, shorter follows a change of staffing sooner",
+    )
+    smoothing_frames: int = Field(
+        default=5, ge=1, le=100, description="median over this many frames: rides over a missed or doubled box"
+    )
+    exclude_staff: bool = Field(default=False, description=EXCLUDE_STAFF + " (a cashier inside the queue zone)")
+
+
 MAX_STEP_S = 5.0  # a longer gap between observations (a stalled camera) is not counted as busy time
 
 
@@ -45,13 +78,13 @@ class QueueState:
     rate_per_min: float | None
 
 
-class QueueRule:
+class QueueRule(BaseRule):
     """Median-smoothed queue length, service rate from departures, wait estimate; incident while over a limit."""
 
-    type_key: ClassVar[str] = RULE_KEY
+    config_model = QueueRuleConfig
 
-    def __init__(self, config: QueueRuleConfig) -> None:
-        self.config = config
+    def __init__(self, config: QueueRuleConfig, context: RuleContext | None = None) -> None:
+        super().__init__(config, context)
         self.zone = config.zone
         self._present: dict[int, _Waiting] = {}
         self._departures: deque[datetime] = deque()
@@ -64,11 +97,6 @@ class QueueRule:
         self._peak: QueueState | None = None
         self._peak_ids: tuple[int, ...] = ()
         self.state = QueueState(0, 0.0, "empty", None)
-
-    @property
-    def rule_config(self) -> RuleBase:
-        """The validated config this rule runs with."""
-        return self.config
 
     def update(self, obs: Observation) -> Sequence[RuleOutput]:
         """Sample the queue; open or close the incident."""
@@ -157,7 +185,7 @@ class QueueRule:
     def _hit(self, state: str, start: datetime, at: datetime, camera: str) -> RuleHit:
         return RuleHit(
             rule_id=self.config.id,
-            type=RULE_KEY,
+            type=self.type_key,
             key="queue",
             state=state,  # type: ignore[arg-type]
             camera=camera,

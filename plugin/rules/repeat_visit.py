@@ -11,14 +11,38 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, ClassVar
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import Field
 
-from plugin.config import RepeatVisitRuleConfig, RuleBase
-from plugin.rules.base import Observation, RuleHit, RuleOutput
+from plugin.rules.base import (
+    EXCLUDE_STAFF,
+    BaseRule,
+    CustomerRuleBase,
+    Observation,
+    RuleContext,
+    RuleHit,
+    RuleOutput,
+)
 
-RULE_KEY = "repeat_visit"
+
+class RepeatVisitRuleConfig(CustomerRuleBase):
+    """One continuous track enters a (high-value) zone `min_entries` times within `window_s`."""
+
+    type: Literal["repeat_visit"]
+    zone: str
+    min_entries: int = Field(default=3, ge=2, description="entries within the window that make an incident")
+    window_s: float = Field(default=300.0, gt=0)
+    min_inside_s: float = Field(
+        default=1.0,
+        ge=0,
+        description="entry debounce: time inside before an entry counts (a box flickering over "
+        "the edge never does; a gap shorter than exit_grace_s is not a new entry either)",
+    )
+    exclude_staff: bool = Field(default=True, description=EXCLUDE_STAFF + " (restocking)")
+
+
 FORGET_AFTER_S = 30.0  # the tracker drops a track after 1.5 s unseen and never reuses its id
 
 
@@ -34,20 +58,15 @@ class _Track:
     quiet_until: datetime | None = None
 
 
-class RepeatVisitRule:
+class RepeatVisitRule(BaseRule):
     """Counts debounced entries per track; one instant incident when a window holds `min_entries` of them."""
 
-    type_key: ClassVar[str] = RULE_KEY
+    config_model = RepeatVisitRuleConfig
 
-    def __init__(self, config: RepeatVisitRuleConfig) -> None:
-        self.config = config
+    def __init__(self, config: RepeatVisitRuleConfig, context: RuleContext | None = None) -> None:
+        super().__init__(config, context)
         self.zone = config.zone
         self._tracks: dict[int, _Track] = {}
-
-    @property
-    def rule_config(self) -> RuleBase:
-        """The validated config this rule runs with."""
-        return self.config
 
     def update(self, obs: Observation) -> Sequence[RuleOutput]:
         """Advance each visible track's stays; report a track whose entries reach the threshold."""
@@ -103,7 +122,7 @@ class RepeatVisitRule:
         tr.quiet_until = obs.t + timedelta(seconds=cfg.cooldown_s)
         common: dict[str, Any] = {
             "rule_id": cfg.id,
-            "type": RULE_KEY,
+            "type": self.type_key,
             "key": f"{tid}-{obs.t.timestamp():.3f}",
             "camera": obs.camera,
             "zone": self.zone,

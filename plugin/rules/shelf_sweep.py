@@ -23,24 +23,48 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import numpy as np
+from pydantic import Field
 
-from plugin.config import RuleBase, ShelfSweepRuleConfig
-from plugin.rules.base import Observation, RuleHit, RuleOutput
+from plugin.rules.base import (
+    EXCLUDE_STAFF,
+    BaseRule,
+    CustomerRuleBase,
+    Observation,
+    RuleContext,
+    RuleHit,
+    RuleOutput,
+)
 from plugin.rules.posture import (
     MAX_SAMPLE_GAP_S,
     WRISTS,
     Keypoints,
+    PoseRuleBase,
     box_size,
     joint_speeds,
     person_rows,
     relative_joints,
 )
-from plugin.zones import PolygonZone
+from plugin.rules.zones import PolygonZone
 
-RULE_KEY = "shelf_sweep"
+
+class ShelfSweepRuleConfig(PoseRuleBase, CustomerRuleBase):
+    """One person makes `min_reaches` fast wrist reach-ins into a shelf zone within `window_s`."""
+
+    type: Literal["shelf_sweep"]
+    shelf_zone: str = Field(description="the shelf front as a polygon: a wrist entering it is a reach-in")
+    min_reaches: int = Field(default=4, ge=2)
+    window_s: float = Field(default=10.0, gt=0)
+    min_reach_speed: float = Field(
+        default=0.8,
+        gt=0,
+        description="fast: the wrist entered moving this many person heights per second relative to the body; "
+        "browsing hands move slower",
+    )
+    exclude_staff: bool = Field(default=True, description=EXCLUDE_STAFF + " (restocking)")
+    severity: Literal["info", "warning", "critical"] = "critical"
 
 
 @dataclass
@@ -52,21 +76,16 @@ class _Track:
     quiet_until: datetime | None = None
 
 
-class ShelfSweepRule:
+class ShelfSweepRule(BaseRule):
     """Counts fast wrist entries into the shelf zone per track in a sliding window."""
 
-    type_key: ClassVar[str] = RULE_KEY
+    config_model = ShelfSweepRuleConfig
     needs_pose: ClassVar[bool] = True
 
-    def __init__(self, config: ShelfSweepRuleConfig) -> None:
-        self.config = config
+    def __init__(self, config: ShelfSweepRuleConfig, context: RuleContext | None = None) -> None:
+        super().__init__(config, context)
         self.shelf: PolygonZone | None = None
         self._tracks: dict[int, _Track] = {}
-
-    @property
-    def rule_config(self) -> RuleBase:
-        """The validated config this rule runs with."""
-        return self.config
 
     def bind_zones(self, zones: Mapping[str, PolygonZone]) -> None:
         """The camera's zone geometry (the pipeline calls this once): the shelf zone is tested on wrists."""
@@ -135,7 +154,7 @@ class ShelfSweepRule:
         x1, y1, x2, y2 = (float(v) for v in box)
         common = {
             "rule_id": self.config.id,
-            "type": RULE_KEY,
+            "type": self.type_key,
             "key": f"{tid}-{first.timestamp():.3f}",
             "camera": obs.camera,
             "zone": self.config.shelf_zone,
@@ -153,7 +172,7 @@ class ShelfSweepRule:
             "box": (x1, y1, x2, y2),
         }
         # an instant event: it opens and closes at once (the start carries the snapshot)
-        return [RuleHit(state="start", at=last, **common), RuleHit(state="end", at=last, **common)]  # type: ignore[arg-type]
+        return [RuleHit(state="start", at=last, **common), RuleHit(state="end", at=last, **common)]
 
     def finish(self, t: datetime) -> Sequence[RuleOutput]:
         """Nothing stays open."""

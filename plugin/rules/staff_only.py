@@ -5,18 +5,29 @@ The pipeline feeds this rule customers only (see `plugin.rules.staff`), so it is
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Literal
 
-from plugin.config import StaffOnlyRuleConfig
-from plugin.rules.base import ZonePresenceRule
+from pydantic import Field
 
-RULE_KEY = "staff_only"
+from plugin.rules.base import RuleBase, ZonePresenceRule
+
+
+class StaffOnlyRuleConfig(RuleBase):
+    """A customer (a track that did not start in one of the camera's `staff_zones`) enters a staff-only zone."""
+
+    type: Literal["staff_only"]
+    zone: str
+    min_presence_s: float = Field(default=1.0, ge=0, description="debounce: time inside before it counts")
+
+    def excludes_staff(self) -> bool:
+        """Always: staff are who may be there."""
+        return True
 
 
 class StaffOnlyRule(ZonePresenceRule):
     """Opens after `min_presence_s` inside; closes when the customer has left (after the exit grace)."""
 
-    type_key: ClassVar[str] = RULE_KEY
+    config_model = StaffOnlyRuleConfig
     config: StaffOnlyRuleConfig
 
     def threshold_s(self) -> float:

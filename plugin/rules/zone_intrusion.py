@@ -3,23 +3,38 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, Literal
 
-from plugin.config import ZoneIntrusionRuleConfig
-from plugin.rules.base import Presence, ZonePresenceRule
+from pydantic import Field
 
-if TYPE_CHECKING:
-    from plugin.alarms import PanelStates
+from plugin.config.base import ID_PATTERN
+from plugin.rules.base import EXCLUDE_STAFF, CustomerRuleBase, Presence, ZonePresenceRule
 
-RULE_KEY = "zone_intrusion"
+
+class ZoneIntrusionRuleConfig(CustomerRuleBase):
+    """A person enters a zone (while the schedule is active, or the alarm panel named by `armed_by` is armed)."""
+
+    type: Literal["zone_intrusion"]
+    zone: str
+    min_presence_s: float = Field(default=0.5, ge=0, description="debounce: time inside before it counts")
+    armed_by: str | None = Field(
+        default=None,
+        pattern=ID_PATTERN,
+        description="an alarm_panels id: armed while that panel is armed (its last arm/disarm report); with a "
+        "schedule as well, armed when either says so",
+    )
+    exclude_staff: bool = Field(default=False, description=EXCLUDE_STAFF + "; off: after hours, staff count too")
+
+    def panel_refs(self) -> list[tuple[str, str]]:
+        """The panel of `armed_by`, when set."""
+        return [] if self.armed_by is None else [("armed_by", self.armed_by)]
 
 
 class ZoneIntrusionRule(ZonePresenceRule):
     """Opens after `min_presence_s` inside (debounce against a box flickering over the edge)."""
 
-    type_key: ClassVar[str] = RULE_KEY
+    config_model = ZoneIntrusionRuleConfig
     config: ZoneIntrusionRuleConfig
-    panels: PanelStates | None = None  # the app hands over the panels' armed state (for `armed_by`)
 
     def threshold_s(self) -> float:
         """The debounce time."""
@@ -27,7 +42,8 @@ class ZoneIntrusionRule(ZonePresenceRule):
 
     def _panel_armed(self, t: datetime) -> bool:
         panel = self.config.armed_by
-        return panel is not None and self.panels is not None and self.panels.armed(panel, t)
+        panels = self.context.panels  # the alarm panels' armed state, when any are configured
+        return panel is not None and panels is not None and panels.armed(panel, t)
 
     def _armed(self, t: datetime) -> bool:
         """Armed by the panel or by the schedule (either suffices); with neither configured, always."""

@@ -27,7 +27,7 @@ from typing import Any, Self
 from aiohttp import web
 from lxml import etree
 
-from plugin.triton_server import REPO_ROOT
+from plugin.inference.server import REPO_ROOT
 
 HOST = "127.0.0.1"
 CLIENT_ID = "GrantValidatorClient"

@@ -1,0 +1,1 @@
+"""Door events from access-control software."""

@@ -1,0 +1,1 @@
+"""Camera sources: RTSP streams and files (OpenCV), ONVIF devices (probe, events, discovery)."""

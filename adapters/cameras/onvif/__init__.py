@@ -1,0 +1,1 @@
+"""ONVIF: the device probe, the camera source, PullPoint events and WS-Discovery."""

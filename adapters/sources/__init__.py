@@ -1,1 +1,0 @@
-"""Camera sources: each yields Frames to the pipeline."""

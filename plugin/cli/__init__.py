@@ -1,0 +1,1 @@
+"""The storesight command line."""

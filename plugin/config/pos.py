@@ -1,0 +1,277 @@
+"""The `pos:` section: lanes (POS register -> camera and zones), intake (POSLog drop folder, receipt text over TCP,
+XProtect Transact feed), exception thresholds and which exceptions raise incidents.
+
+The root config (plugin/config/root.py) holds it as its `pos` field; the cross-checks against cameras and
+zones live in plugin/config/verify.py (`verify_pos_lanes`), where the whole config is known.
+"""
+
+from __future__ import annotations
+
+import codecs
+import re
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, field_validator, model_validator
+
+from plugin.config.base import Strict
+
+Severity = Literal["info", "warning", "critical"]
+IncidentSetting = Literal["off", "info", "warning", "critical"]
+# a lane is named the way the POS names the register: WorkstationID in POSLog, the lane in a receipt header
+_LANE = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
+OperatorCategory = Literal["return", "post_void", "void", "no_sale", "line_void", "price_override", "employee_discount"]
+
+
+def _lane_text(v: Any) -> Any:
+    # YAML reads `id: 3` as a number; POS systems number their registers, so take it as its digits
+    return str(v) if isinstance(v, int) and not isinstance(v, bool) else v
+
+
+class PosLaneConfig(Strict):
+    """One register and where the camera sees it."""
+
+    id: str = Field(pattern=_LANE, description="the register as the POS names it (POSLog WorkstationID)")
+    camera: str = Field(description="the camera that sees this lane")
+    customer_zone: str = Field(description="the camera zone where the customer stands (the counter's near side)")
+    staff_zone: str | None = Field(default=None, description="the zone behind the till, reported with the count")
+    clock_offset_s: float = Field(
+        default=0.0, ge=-3600, le=3600, description="added to this register's times: POS clocks drift from the NVR's"
+    )
+
+    @field_validator("id", mode="before")
+    @classmethod
+    def _lane(cls, v: Any) -> Any:
+        return _lane_text(v)
+
+
+class PosFileDropConfig(Strict):
+    """A folder the POS (or its back office) writes POSLog XML files into."""
+
+    path: Path = Field(description="the drop folder; processed files go to done/, bad ones to rejected/ inside it")
+    pattern: str = Field(default="*.xml", min_length=1, description="which files to take (glob)")
+    poll_s: float = Field(default=2.0, gt=0, le=300, description="how often the folder is scanned")
+    settle_s: float = Field(
+        default=1.0, ge=0, le=300, description="a file must be unchanged this long: the POS may still be writing it"
+    )
+
+
+# The receipt text StoreSight itself writes (plugin/pos.py render_receipt) is the default format, so one Transact
+# definition and one text listener work with any source normalised here. A register with its own layout gets its
+# own patterns: Python regular expressions, matched case-insensitively against each line.
+DEFAULT_TEXT_PATTERNS: dict[str, str] = {
+    "start": r"^\s*TXN\s+(?P<id>\S+)(?:\s+LANE\s+(?P<lane>\S+))?(?:\s+OP\s+(?P<operator>\S+))?"
+    r"(?:\s+(?P<time>\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d))?",
+    "end": r"^\s*END\s+TXN\b",
+    "item": r"^\s*(?:SALE|RETURN|\*\*\*\s*VOID\s*\*\*\*)\s+(?P<description>.*?)"
+    r"(?:\s+REFUND\s+NO\s+RCPT|\s+ORIG\s+\S+)?\s+(?P<amount>-?\d+(?:\.\d+)?)\s*$",
+    "void": r"\*\*\*\s*VOID\s*\*\*\*|^\s*VOID\b",
+    "return": r"^\s*RETURN\b|\bREFUND\b",
+    "linked": r"\bORIG(?:INAL)?\s+(?P<link>[^\s?]+)",
+    "no_sale": r"^\s*NO\s+SALE\b",
+    "post_void": r"^\s*POST\s+VOID\b(?:\s+OF(?:\s+TXN)?\s+(?P<link>\S+))?",
+    "cancelled": r"^\s*TRANSACTION\s+CANCEL+ED\b",
+    "price_override": r"^\s*PRICE\s+OVERRIDE\b.*?(?P<regular>\d+\.\d+)\s*->\s*(?P<actual>\d+\.\d+)",
+    "employee_discount": r"^\s*EMPLOYEE\s+DISCOUNT\b.*?(?P<amount>\d+\.\d+)(?:.*?\bEMP\s+(?P<employee>\S+))?",
+    "total": r"^\s*TOTAL\s+(?P<amount>-?\d+(?:\.\d+)?)",
+    "tender": r"^\s*TENDER\s+(?P<type>\S+)(?:\s+\S*\*\S*)?\s+(?P<amount>-?\d+(?:\.\d+)?)",
+}
+
+
+class PosTextFeedConfig(Strict):
+    """A TCP listener for line-oriented receipt text, the way DVR and VMS POS integrations take it: the register
+    (or a serial-to-IP box) connects and writes lines; transactions are cut by start and end patterns."""
+
+    host: str = Field(default="127.0.0.1", description="listen address; a register on the network needs 0.0.0.0")
+    port: int = Field(ge=0, le=65535, description="0: any free port (tests)")
+    lane: str | None = Field(
+        default=None, pattern=_LANE, description="the lane of everything on this port; none: the start line names it"
+    )
+    encoding: str = Field(default="utf-8", description="the register's text encoding (cp437, latin-1, ...)")
+    patterns: dict[str, str] = Field(
+        default_factory=dict, description="override the default patterns by name (start, end, item, void, ...)"
+    )
+    idle_timeout_s: float = Field(
+        default=120.0, gt=0, description="a transaction open this long without a line is closed as it is"
+    )
+    max_lines: int = Field(default=500, ge=1, le=100_000, description="a transaction longer than this is cut")
+
+    @field_validator("lane", mode="before")
+    @classmethod
+    def _lane(cls, v: Any) -> Any:
+        return _lane_text(v)
+
+    @field_validator("encoding")
+    @classmethod
+    def _codec(cls, v: str) -> str:
+        try:
+            codecs.lookup(v)
+        except LookupError:
+            raise ValueError(f"unknown text encoding {v!r}") from None
+        return v
+
+    @field_validator("patterns")
+    @classmethod
+    def _regexes(cls, v: dict[str, str]) -> dict[str, str]:
+        for name, pattern in v.items():
+            if name not in DEFAULT_TEXT_PATTERNS:
+                raise ValueError(f"unknown pattern {name!r} (known: {', '.join(DEFAULT_TEXT_PATTERNS)})")
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"{name}: not a valid regular expression: {exc}") from None
+        return v
+
+    def pattern(self, name: str) -> re.Pattern[str]:
+        """The compiled pattern `name` (this feed's, else the default)."""
+        return re.compile(self.patterns.get(name, DEFAULT_TEXT_PATTERNS[name]), re.IGNORECASE)
+
+
+class PosTransactConfig(Strict):
+    """A TCP server that XProtect Transact's "TCP client connector" connects to: it gets the normalised receipt
+    text of every transaction of its lanes, one line per item, as the transactions arrive."""
+
+    host: str = Field(default="127.0.0.1", description="listen address; the XProtect server needs 0.0.0.0 or a LAN IP")
+    port: int = Field(ge=0, le=65535, description="the port given to the Transact connector; 0: any (tests)")
+    lanes: list[str] = Field(default_factory=list, description="lanes served here; empty: all (one source per lane "
+                             "in Transact means one server per lane)")  # fmt: skip
+    encoding: str = Field(default="utf-8", description="match the Transact definition's encoding")
+    line_ending: Literal["crlf", "lf"] = "crlf"
+    max_clients: int = Field(default=4, ge=1, le=64)
+
+    @field_validator("lanes", mode="before")
+    @classmethod
+    def _lanes(cls, v: Any) -> Any:
+        return [_lane_text(x) for x in v] if isinstance(v, list) else v
+
+    @field_validator("encoding")
+    @classmethod
+    def _codec(cls, v: str) -> str:
+        try:
+            codecs.lookup(v)
+        except LookupError:
+            raise ValueError(f"unknown text encoding {v!r}") from None
+        return v
+
+
+class PosThresholdsConfig(Strict):
+    """When a transaction is an exception."""
+
+    line_void_min_amount: float = Field(
+        default=20.0, ge=0, description="a voided line (or cancelled transaction) worth at least this is an exception"
+    )
+    refund_no_receipt_min_amount: float = Field(default=0.0, ge=0, description="refunds without a receipt from this")
+    price_override_min_percent: float = Field(
+        default=0.0, ge=0, le=100, description="price overrides cutting the price by at least this share"
+    )
+    override_reason_codes: list[str] = Field(
+        default_factory=lambda: ["PriceOverride", "Override", "OVR", "PO"],
+        description="POSLog RetailPriceModifier ReasonCodes that mean an operator override (case-insensitive)",
+    )
+
+
+class EmployeeDiscountPolicyConfig(Strict):
+    """How an employee discount looks in the POS data and what the policy allows."""
+
+    reason_codes: list[str] = Field(
+        default_factory=lambda: ["Employee", "EmployeeDiscount", "EMP"],
+        description="RetailPriceModifier ReasonCodes of the employee discount (case-insensitive)",
+    )
+    promotion_ids: list[str] = Field(default_factory=list, description="or its PromotionIDs")
+    max_percent: float = Field(default=20.0, gt=0, le=100, description="the policy's discount share")
+    allow_self: bool = Field(
+        default=False, description="an operator may ring an employee discount for their own employee id"
+    )
+    require_employee_id: bool = Field(default=True, description="a discount with no employee id is outside policy")
+
+
+class OperatorLimitsConfig(Strict):
+    """Operator frequency outliers: more than `max[category]` per operator within `window_s`."""
+
+    window_s: float = Field(default=3600.0, gt=0, le=7 * 86400, description="the rolling window (transaction time)")
+    max: dict[OperatorCategory, int] = Field(
+        default_factory=lambda: dict[OperatorCategory, int]({"return": 3, "post_void": 2, "no_sale": 5}),
+        description="per category, the most an operator may do in the window",
+    )
+
+
+class PosIncidentsConfig(Strict):
+    """Which exceptions raise an incident, and how severe ('off': kept as a business event only)."""
+
+    line_void: IncidentSetting = "warning"
+    txn_void: IncidentSetting = "info"
+    post_void: IncidentSetting = "warning"
+    refund_no_receipt: IncidentSetting = "warning"
+    no_sale: IncidentSetting = "off"
+    price_override: IncidentSetting = "info"
+    employee_discount: IncidentSetting = "warning"
+    operator_frequency: IncidentSetting = "warning"
+    refund_no_customer: IncidentSetting = "critical"
+    no_sale_nobody: IncidentSetting = "warning"
+    void_customer_left: IncidentSetting = "critical"
+    unverified: IncidentSetting = Field(
+        default="off", description="a refund, no-sale or void whose moment the camera did not watch"
+    )
+
+
+class PosFusionConfig(Strict):
+    """How POS times are matched with what the lane camera saw."""
+
+    window_pad_s: float = Field(
+        default=5.0, ge=0, le=120, description="the transaction window is widened by this on both sides: a customer "
+        "seen just before or after still counts (fewer false alarms, and POS clocks are rarely exact)",
+    )  # fmt: skip
+    assumed_duration_s: float = Field(
+        default=60.0, gt=0, le=3600, description="window length when the POS gives only the end time"
+    )
+    wait_max_s: float = Field(
+        default=30.0, gt=0, le=600, description="wait this long (wall time) for video to be analysed past the "
+        "transaction before judging with what there is (a camera that never catches up makes it unverified)",
+    )  # fmt: skip
+
+
+class PosConfig(Strict):
+    """Point of sale: intake, exceptions, and fusion with the lane cameras."""
+
+    timezone: str | None = Field(
+        default=None, description="for POS times without a UTC offset (POSLog usually); default: site.timezone"
+    )
+    lanes: list[PosLaneConfig] = Field(default_factory=list)
+    file_drop: PosFileDropConfig | None = None
+    text: list[PosTextFeedConfig] = Field(default_factory=list, description="receipt text listeners")
+    transact: list[PosTransactConfig] = Field(default_factory=list, description="XProtect Transact feeds")
+    max_document_bytes: int = Field(
+        default=10_000_000, ge=1024, le=200_000_000, description="a larger POSLog file or request is rejected"
+    )
+    max_xml_depth: int = Field(
+        default=40, ge=8, le=256, description="POSLog nests about 8 deep; deeper documents are rejected"
+    )
+    thresholds: PosThresholdsConfig = Field(default_factory=PosThresholdsConfig)
+    employee_discount: EmployeeDiscountPolicyConfig = Field(default_factory=EmployeeDiscountPolicyConfig)
+    operator_limits: OperatorLimitsConfig = Field(default_factory=OperatorLimitsConfig)
+    incidents: PosIncidentsConfig = Field(default_factory=PosIncidentsConfig)
+    fusion: PosFusionConfig = Field(default_factory=PosFusionConfig)
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                ZoneInfo(v)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"unknown time zone {v!r} (use an IANA name like Europe/London)") from None
+        return v
+
+    @model_validator(mode="after")
+    def _unique_lanes(self) -> PosConfig:
+        seen: set[str] = set()
+        for lane in self.lanes:
+            if lane.id in seen:
+                raise ValueError(f"lanes: duplicate id {lane.id!r}")
+            seen.add(lane.id)
+        return self
+
+    def lane(self, lane_id: str) -> PosLaneConfig | None:
+        """The configured lane with this id."""
+        return next((lane for lane in self.lanes if lane.id == lane_id), None)

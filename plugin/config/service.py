@@ -1,0 +1,114 @@
+"""The bridge's own settings: the site, storage, the inference server and detector, the web listener, deliveries
+and StoreSight's health checks."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from plugin.config.base import ID_PATTERN, Strict, check_tz
+
+
+class StorageConfig(Strict):
+    """Where incidents, the outbox and evidence live."""
+
+    path: Path = Field(default=Path("./storesight-data"), description="directory for the SQLite file and evidence")
+    min_free_mb: float = Field(
+        default=1024.0,
+        ge=0,
+        description="less free space than this (MiB) on the storage's file system raises system_storage_low; 0: off",
+    )
+    min_free_percent: float = Field(
+        default=0.0, ge=0, lt=100, description="also raise it below this share of the file system free; 0: off"
+    )
+
+
+class SystemHealthConfig(Strict):
+    """StoreSight's own health (inference, sinks, storage), raised as system_* incidents so the VMS shows it."""
+
+    enabled: bool = Field(default=True, description="check and raise system incidents (never in `run --once`)")
+    interval_s: float = Field(default=5.0, gt=0, le=300, description="how often the checks run")
+    debounce_s: float = Field(
+        default=15.0,
+        ge=0,
+        le=3600,
+        description="a condition must last this long to open, and be gone this long to end: longer rides over a "
+        "Triton restart or a brief blip, shorter tells operators sooner",
+    )
+
+
+class OutboxConfig(Strict):
+    """How deliveries to sinks are retried."""
+
+    max_attempts: int = Field(default=50, ge=1, description="then dead-letter; ~3 h with the default backoff")
+    backoff_start_s: float = Field(default=1.0, gt=0)
+    backoff_max_s: float = Field(default=300.0, gt=0, description="a VMS down for hours hears again within this")
+    auth_retry_s: float = Field(default=600.0, gt=0, description="rejected credentials are retried this slowly")
+    timeout_s: float = Field(default=60.0, gt=0, description="one delivery attempt, connect included")
+
+
+class SiteConfig(Strict):
+    """The store this bridge serves."""
+
+    id: str = Field(default="store", pattern=ID_PATTERN)
+    name: str | None = None
+    timezone: str = Field(default="UTC", description="local time for explanations and the console")
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        return check_tz(v)
+
+
+class TritonConfig(Strict):
+    """The inference server: an external one by URL, or the embedded one when `url` is empty."""
+
+    url: str | None = Field(default=None, description="grpc://host:8001 or http://host:8000; empty = embedded")
+    model: str = Field(default="yolox_nano", description="detector model name in the Triton repository")
+    model_repository: Path | None = Field(default=None, description="embedded server only; default: triton_models/cpu")
+    ready_timeout_s: float = Field(default=60.0, gt=0, description="how long one-shot commands wait for readiness")
+    request_timeout_s: float = Field(default=10.0, gt=0)
+    shared_memory: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="send frames through system shared memory instead of the socket: auto = when Triton is on this "
+        "host (embedded, or a 127.0.0.1/localhost URL); on = try with any URL; a server that cannot map the region "
+        "(another host or container) falls back to the wire, logged once",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^(grpc|http|https)://[^/\s]+$", v):
+            raise ValueError("must look like grpc://host:port or http(s)://host:port")
+        return v
+
+
+class DetectorConfig(Strict):
+    """What the bridge keeps from the model's output."""
+
+    classes: list[str] = Field(default_factory=lambda: ["person"], min_length=1)
+    min_score: float = Field(default=0.35, ge=0, le=1, description="lower keeps faint people, raises false alarms")
+
+
+class PoseConfig(Strict):
+    """The pose model, run only on the person boxes that a pose rule (fall, aggression, shelf_sweep) needs."""
+
+    model: str = Field(default="movenet", description="pose model name in the Triton repository")
+    max_persons: int = Field(
+        default=4, ge=1, le=64, description="at most this many people per frame (the largest boxes first); each costs "
+        "one crop through the pose model"
+    )  # fmt: skip
+    min_box_height_px: float = Field(
+        default=48.0, ge=0, description="smaller people are skipped: MoveNet finds no reliable joints in them"
+    )
+
+
+class WebConfig(Strict):
+    """The console and API listener."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    token: str | None = Field(default=None, min_length=16, description="bearer token for /api; default: generated")

@@ -1,0 +1,1 @@
+"""Insights: hourly rollups, Prometheus metrics and StoreSight's own health."""

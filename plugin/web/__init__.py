@@ -1,0 +1,1 @@
+"""The HTTP side: health, readiness, metrics, the incidents API and the console."""
