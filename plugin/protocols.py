@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from plugin.types import SYSTEM_CAMERA, Detections, Frame, ImageArray
+from plugin.types import SYSTEM_CAMERA, BusinessEvent, Detections, Frame, ImageArray
 
 # --- camera sources -------------------------------------------------------------------------------------------
 
@@ -43,6 +43,22 @@ class CameraSource(Protocol):
 
     async def close(self) -> None:
         """Stop reading and release the device or file."""
+        ...
+
+
+class CameraEventSource(Protocol):
+    """A camera's own analytics (ONVIF PullPoint events), handed as CameraSignals to the handler it was built with."""
+
+    async def run(self) -> None:
+        """Subscribe and deliver until cancelled; returns only when the camera cannot give events at all."""
+        ...
+
+    def crashed(self, reason: str) -> None:
+        """`run()` failed unexpectedly and will be restarted: say so in `describe()`."""
+        ...
+
+    def describe(self) -> dict[str, object]:
+        """The state for readiness (no secrets)."""
         ...
 
 
@@ -136,6 +152,22 @@ class IncidentSink(Protocol):
 
 
 # --- business-event sources -----------------------------------------------------------------------------------
+
+
+class BusinessIntake(Protocol):
+    """Where business-event sources hand what they receive (the business hub): stored before it returns."""
+
+    async def ingest(self, event: BusinessEvent, dedupe_key: str | None = None) -> tuple[str, bool]:
+        """Store the event; (its id, whether it was new). A repeat of a `dedupe_key` is stored once."""
+        ...
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    """What happened to one submitted transaction or door event."""
+
+    event_id: str
+    new: bool  # False: a duplicate of one already stored (acknowledge it all the same)
 
 
 class BusinessEventSource(Protocol):

@@ -22,14 +22,15 @@ from aiohttp import web
 from test_config import example
 
 from adapters.cameras.onvif.events import ONVIF_TOPICS, TT, WSNT, parse_notification_xml
-from plugin.app import RUNTIME, Runtime, access_ctx, sinks_ctx, store_ctx
+from plugin.app import access_ctx, add_intake_routes, database_ctx, new_app, sinks_ctx
 from plugin.config.loader import parse_config
 from plugin.config.root import Config
 from plugin.config.service import DetectorConfig
 from plugin.errors import ConfigError
-from plugin.fusion.access.service import AccessEventIn, AccessService, badge_ref
+from plugin.fusion.access.model import AccessEventIn, badge_ref
+from plugin.fusion.access.service import AccessService
 from plugin.fusion.hub import BusinessHub
-from plugin.incidents.database import AsyncStore
+from plugin.incidents.database import AsyncDatabase
 from plugin.incidents.explain import Explainer
 from plugin.incidents.manager import IncidentManager
 from plugin.inference.server import free_port
@@ -40,6 +41,7 @@ from plugin.rules.base import Measurement, Observation
 from plugin.rules.line_crossing import LineCrossingRuleConfig
 from plugin.rules.registry import build_rule
 from plugin.types import CameraSignal, Detections, Frame
+from plugin.web.keys import ACCESS, CONFIG, DATABASE, PRESENCE
 from plugin.web.routes import setup_routes
 
 pytestmark = [pytest.mark.access]
@@ -93,31 +95,31 @@ def grant(s: float, door: str = "D1", badge: str | None = BADGE, kind: str = "gr
 
 @dataclass
 class Env:
-    store: AsyncStore
+    database: AsyncDatabase
     presence: PresenceLog
     service: AccessService
 
     async def incidents(self) -> list[dict[str, Any]]:
-        return await self.store.call(self.store.sync.incidents)
+        return await self.database.call(self.database.sync.incidents)
 
     async def events(self, kind: str | None = None) -> list[dict[str, Any]]:
-        return await self.store.call(self.store.sync.business_events, "2026-01-01", "2027-01-01", kind)
+        return await self.database.call(self.database.sync.business_events, "2026-01-01", "2027-01-01", kind)
 
 
 @pytest.fixture
 async def env(tmp_path: Path) -> AsyncIterator[Env]:
     config = access_config()
     assert config.access is not None
-    store = AsyncStore(tmp_path / "db.sqlite")
-    hub = BusinessHub(store)
+    database = AsyncDatabase(tmp_path / "db.sqlite")
+    hub = BusinessHub(database)
     presence = PresenceLog()
-    incidents = IncidentManager(store, tmp_path / "evidence", Explainer("UTC"), ["nx"])
+    incidents = IncidentManager(database, tmp_path / "evidence", Explainer("UTC"), ["nx"])
     service = AccessService(config.access, "store-42", hub, presence, incidents)
     try:
-        yield Env(store, presence, service)
+        yield Env(database, presence, service)
     finally:
         await service.close()
-        await store.close()
+        await database.close()
 
 
 # ---------------------------------------------------------------------------------------------------- crossings
@@ -307,9 +309,9 @@ async def test_onvif_door_and_access_signals_become_door_events(tmp_path: Path) 
     doc["access"]["doors"][0]["onvif"] = {"token": "Door1"}
     config = parse_config(doc)
     assert config.access is not None
-    store = AsyncStore(tmp_path / "db.sqlite")
+    database = AsyncDatabase(tmp_path / "db.sqlite")
     presence = PresenceLog()
-    service = AccessService(config.access, "s", BusinessHub(store), presence, None)
+    service = AccessService(config.access, "s", BusinessHub(database), presence, None)
     try:
         await service.on_signal(
             _onvif("tns1:Door/State/DoorAlarm", {"DoorToken": "Door1"}, {"State": "DoorForcedOpen"})
@@ -323,10 +325,10 @@ async def test_onvif_door_and_access_signals_become_door_events(tmp_path: Path) 
         )
         await service.on_signal(_onvif("tns1:Door/State/DoorAlarm", {"DoorToken": "Door1"},
                                        {"State": "DoorOpenTooLong"}, operation="Initialized"))  # fmt: skip
-        rows = await store.call(store.sync.business_events, "2026-01-01", "2027-01-01", None)
+        rows = await database.call(database.sync.business_events, "2026-01-01", "2027-01-01", None)
     finally:
         await service.close()
-        await store.close()
+        await database.close()
     got = sorted((r["kind"], r["payload"]["door"], r["payload"]["badge_ref"], r["source"]) for r in rows)
     assert got == [
         ("access.closed", "D1", "", "access.onvif"),
@@ -391,10 +393,10 @@ def access_app(tmp_path: Path, **access: Any) -> tuple[web.Application, int]:
     doc["storage"] = {"path": str(tmp_path / "data")}
     port = free_port()
     doc["web"] = {"port": port, "token": TOKEN}
-    app = web.Application()
-    app[RUNTIME] = Runtime(config=parse_config(doc))
-    app.cleanup_ctx.extend([store_ctx, sinks_ctx, access_ctx])
+    app = new_app(parse_config(doc))
+    app.cleanup_ctx.extend([database_ctx, sinks_ctx, access_ctx])
     setup_routes(app)
+    add_intake_routes(app)
     return app, port
 
 
@@ -404,7 +406,6 @@ async def test_webhook_through_the_app(tmp_path: Path, caplog: pytest.LogCapture
     caplog.set_level(logging.DEBUG)
     app, port = access_app(tmp_path, wait_max_s=10)
     runner = await _start(app, port)
-    rt = app[RUNTIME]
     url = f"http://127.0.0.1:{port}/api/access/events"
     auth = {"Authorization": f"Bearer {TOKEN}"}
     good = {"door": "D1", "kind": "granted", "time": "2026-11-29T14:00:10+00:00", "badge": BADGE, "id": "ev-1"}
@@ -430,16 +431,16 @@ async def test_webhook_through_the_app(tmp_path: Path, caplog: pytest.LogCapture
             async with http.post(url, json=[], headers=auth) as resp:
                 assert resp.status == 400
             # stored before the answer
-            assert rt.store is not None
-            rows = await rt.store.call(rt.store.sync.business_events, "2026-01-01", "2027-01-01", "access.granted")
+            rows = await app[DATABASE].call(
+                app[DATABASE].sync.business_events, "2026-01-01", "2027-01-01", "access.granted"
+            )
             assert len(rows) == 1 and rows[0]["payload"]["door"] == "D1" and rows[0]["source"] == "access.webhook"
             # the door camera's video arrives: two people over the line on one badge
-            cross(rt.presence, 11, 31)
-            cross(rt.presence, 12, 32)
-            feed(rt.presence, 40)
-            assert rt.access is not None
-            await rt.access.idle(timeout_s=20)
-            incidents = await rt.store.call(rt.store.sync.incidents)
+            cross(app[PRESENCE], 11, 31)
+            cross(app[PRESENCE], 12, 32)
+            feed(app[PRESENCE], 40)
+            await app[ACCESS].idle(timeout_s=20)
+            incidents = await app[DATABASE].call(app[DATABASE].sync.incidents)
     finally:
         await runner.cleanup()
     [inc] = incidents
@@ -451,7 +452,7 @@ async def test_webhook_through_the_app(tmp_path: Path, caplog: pytest.LogCapture
 
 async def test_webhook_is_404_without_an_access_section(tmp_path: Path) -> None:
     app, port = access_app(tmp_path)
-    app[RUNTIME].config = parse_config({**access_doc(), "access": None, "storage": {"path": str(tmp_path / "d")},
+    app[CONFIG] = parse_config({**access_doc(), "access": None, "storage": {"path": str(tmp_path / "d")},
                                         "web": {"port": port, "token": TOKEN}})  # fmt: skip
     runner = await _start(app, port)
     try:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from plugin.incidents.database import AsyncStore
+from plugin.incidents.database import AsyncDatabase
 from plugin.insights.rollups import InsightsRecorder, summarise
 from plugin.rules.base import Measurement, Observation, RuleHit
 from plugin.rules.group_entry import GroupEntryRuleConfig
@@ -160,9 +160,9 @@ def test_group_entry_table(entries: list[tuple[float, int]], expected_members: l
 
 
 async def test_insights_rollup_and_summary(tmp_path: Path) -> None:
-    store = AsyncStore(tmp_path / "db.sqlite")
+    database = AsyncDatabase(tmp_path / "db.sqlite")
     try:
-        rec = InsightsRecorder(store)
+        rec = InsightsRecorder(database)
         for k in range(7):
             rec.add(Measurement("door", "cam1", T0 + timedelta(minutes=10 * k), "in" if k % 3 else "out", 1.0))
         for k, n in enumerate([0, 2, 5, 1]):
@@ -170,10 +170,10 @@ async def test_insights_rollup_and_summary(tmp_path: Path) -> None:
         await rec.flush()
         rec.add(Measurement("door", "cam1", T0 + timedelta(minutes=5), "in", 1.0))  # merges into the same hour
         await rec.flush()
-        rows = await store.call(store.sync.rollups, "2026-11-29T00:00:00+00:00", "2026-11-30T00:00:00+00:00")
+        rows = await database.call(database.sync.rollups, "2026-11-29T00:00:00+00:00", "2026-11-30T00:00:00+00:00")
         doc = summarise(rows, [])
     finally:
-        await store.close()
+        await database.close()
     # k = 0..6: out at k=0,3,6; in at k=1,2,4,5; plus one more in
     assert doc["lines"] == {"door": {"in": 5, "out": 3}}
     assert doc["occupancy"] == {"till": {"zone": "queue", "max": 5, "samples": 4, "avg": 2.0}}

@@ -26,7 +26,7 @@ from plugin.app import build_sink
 from plugin.config.loader import parse_config
 from plugin.config.service import OutboxConfig
 from plugin.errors import ConfigError, SinkAuthError, SinkNotReady, SinkRejected
-from plugin.incidents.database import AsyncStore, incident_to_json
+from plugin.incidents.database import AsyncDatabase, incident_to_json
 from plugin.incidents.outbox import OutboxWorker
 from plugin.metrics import Metrics
 from plugin.types import Incident
@@ -57,9 +57,9 @@ def frigate_config(frigate: FrigateEmulator, **extra: Any) -> FrigateSinkConfig:
 
 
 @contextlib.asynccontextmanager
-async def frigate_sink(frigate: FrigateEmulator, store: AsyncStore, **extra: Any) -> AsyncIterator[FrigateSink]:
+async def frigate_sink(frigate: FrigateEmulator, database: AsyncDatabase, **extra: Any) -> AsyncIterator[FrigateSink]:
     """A frigate sink keeping its references in `store`, closed afterwards."""
-    sink = FrigateSink(frigate_config(frigate, **extra), store)
+    sink = FrigateSink(frigate_config(frigate, **extra), database)
     try:
         yield sink
     finally:
@@ -67,13 +67,13 @@ async def frigate_sink(frigate: FrigateEmulator, store: AsyncStore, **extra: Any
 
 
 @contextlib.asynccontextmanager
-async def opened_store(path: Path) -> AsyncIterator[AsyncStore]:
+async def opened_database(path: Path) -> AsyncIterator[AsyncDatabase]:
     """A SQLite store (outbox and sink references)."""
-    store = AsyncStore(path)
+    database = AsyncDatabase(path)
     try:
-        yield store
+        yield database
     finally:
-        await store.close()
+        await database.close()
 
 
 def incident(camera: str = "cam1", n: int = 1, start: datetime | None = None) -> tuple[Incident, Incident]:
@@ -93,17 +93,17 @@ def incident(camera: str = "cam1", n: int = 1, start: datetime | None = None) ->
 
 
 async def deliver_all(
-    store: AsyncStore, sink: FrigateSink, incidents: list[Incident], until: Callable[[], bool] | None = None
+    database: AsyncDatabase, sink: FrigateSink, incidents: list[Incident], until: Callable[[], bool] | None = None
 ) -> dict[str, int]:
     """Save the incidents to the outbox and let the real OutboxWorker deliver them (or work until `until()`)."""
     for inc in incidents:
-        await store.call(store.sync.save, inc, [sink.id])
-    worker = OutboxWorker(store, {sink.id: sink}, Metrics(), FAST)
+        await database.call(database.sync.save, inc, [sink.id])
+    worker = OutboxWorker(database, {sink.id: sink}, Metrics(), FAST)
     task = asyncio.create_task(worker.run())
     try:
         deadline = time.monotonic() + WAIT_S
         while True:
-            counts = (await store.call(store.sync.outbox_counts))[sink.id]
+            counts = (await database.call(database.sync.outbox_counts))[sink.id]
             if (until() if until else counts["pending"] == 0) or time.monotonic() > deadline:
                 return counts
             await asyncio.sleep(0.05)
@@ -128,9 +128,9 @@ def assert_one_finished_event(frigate: FrigateEmulator, end: Incident) -> dict[s
 @pytest.mark.parametrize("auth", [False, True], ids=["port-5000", "port-8971-login"])
 async def test_start_and_end_make_one_event_as_frigate_shows_it(tmp_path: Path, auth: bool) -> None:
     start, end = incident()
-    async with emulator(auth=auth) as frigate, opened_store(tmp_path / "db") as store:
-        async with frigate_sink(frigate, store) as sink:
-            counts = await deliver_all(store, sink, [start, end])
+    async with emulator(auth=auth) as frigate, opened_database(tmp_path / "db") as database:
+        async with frigate_sink(frigate, database) as sink:
+            counts = await deliver_all(database, sink, [start, end])
             assert counts == {"pending": 0, "delivered": 2, "dead": 0}
         ev = assert_one_finished_event(frigate, end)
         assert [(s.method, s.raw_path.rsplit("/", 1)[-1]) for s in frigate.seen if s.raw_path != "/api/login"] == [
@@ -141,7 +141,7 @@ async def test_start_and_end_make_one_event_as_frigate_shows_it(tmp_path: Path, 
         assert frigate.ends == [(ev["id"], ev["end_time"])] and not frigate.unknown_ends
         assert frigate.logins == (1 if auth else 0)
         assert all(s.user for s in frigate.seen if s.raw_path != "/api/login") if auth else True
-        [receipt] = [d["receipt"] for d in await store.call(store.sync.deliveries, "delivered")
+        [receipt] = [d["receipt"] for d in await database.call(database.sync.deliveries, "delivered")
                      if d["delivery_key"].endswith(":end:1")]  # fmt: skip
         assert receipt == f"Frigate end: event {ev['id']} ended; description written on camera checkout"
 
@@ -150,9 +150,13 @@ async def test_a_lost_create_reply_means_a_second_event_at_least_once(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     start, end = incident()
-    async with emulator() as frigate, opened_store(tmp_path / "db") as store, frigate_sink(frigate, store) as sink:
+    async with (
+        emulator() as frigate,
+        opened_database(tmp_path / "db") as database,
+        frigate_sink(frigate, database) as sink,
+    ):
         frigate.plan.lose_reply(1, "POST", "/create")  # Frigate made the event; the sink never heard its id
-        counts = await deliver_all(store, sink, [start, end])
+        counts = await deliver_all(database, sink, [start, end])
         assert counts == {"pending": 0, "delivered": 2, "dead": 0}
         # Frigate's documented API cannot find an event by our id: the retry made a second one. The sink knows only
         # the second, so only that one is ended; the first stays open in Frigate. The log names the incident.
@@ -165,9 +169,13 @@ async def test_a_lost_create_reply_means_a_second_event_at_least_once(
 
 async def test_a_lost_end_reply_ends_the_same_event_again_and_nothing_else(tmp_path: Path) -> None:
     start, end = incident()
-    async with emulator() as frigate, opened_store(tmp_path / "db") as store, frigate_sink(frigate, store) as sink:
+    async with (
+        emulator() as frigate,
+        opened_database(tmp_path / "db") as database,
+        frigate_sink(frigate, database) as sink,
+    ):
         frigate.plan.lose_reply(1, "PUT", "/end")
-        counts = await deliver_all(store, sink, [start, end])
+        counts = await deliver_all(database, sink, [start, end])
         assert counts == {"pending": 0, "delivered": 2, "dead": 0}
         ev = assert_one_finished_event(frigate, end)
         # exactly once through the stored id: the retry ends the same event with the same time, creates nothing
@@ -176,25 +184,25 @@ async def test_a_lost_end_reply_ends_the_same_event_again_and_nothing_else(tmp_p
 
 async def test_outages_and_timeouts_are_retried_by_the_outbox_until_delivered(tmp_path: Path) -> None:
     start, end = incident()
-    async with emulator(auth=True) as frigate, opened_store(tmp_path / "db") as store:
-        async with frigate_sink(frigate, store, timeout_s=0.3) as sink:
+    async with emulator(auth=True) as frigate, opened_database(tmp_path / "db") as database:
+        async with frigate_sink(frigate, database, timeout_s=0.3) as sink:
             frigate.plan.fail(1, 500, "POST", "/api/login")
             frigate.plan.fail(1, 503, "POST", "/create")
             frigate.plan.hang(1, "PUT", "/end")  # answered only after the sink gave up, without ending anything
             frigate.plan.fail(1, 502, "POST", "/description")
-            counts = await deliver_all(store, sink, [start, end])
+            counts = await deliver_all(database, sink, [start, end])
             assert counts == {"pending": 0, "delivered": 2, "dead": 0}
         assert frigate.plan.all_used
         assert_one_finished_event(frigate, end)
         attempts = {d["delivery_key"].split(":", 1)[1]: d["attempts"]
-                    for d in await store.call(store.sync.deliveries, "delivered")}  # fmt: skip
+                    for d in await database.call(database.sync.deliveries, "delivered")}  # fmt: skip
         assert attempts == {"start:0": 3, "end:1": 3}
 
 
 async def test_a_token_frigate_no_longer_takes_means_one_new_login(tmp_path: Path) -> None:
     start, end = incident()
-    async with emulator(auth=True) as frigate, opened_store(tmp_path / "db") as store:
-        async with frigate_sink(frigate, store) as sink:
+    async with emulator(auth=True) as frigate, opened_database(tmp_path / "db") as database:
+        async with frigate_sink(frigate, database) as sink:
             await sink.publish(start.delivery_key, incident_to_json(start))
             frigate.revoke_tokens()  # Frigate restarted with a new JWT secret
             await sink.publish(end.delivery_key, incident_to_json(end))
@@ -207,17 +215,17 @@ async def test_wrong_password_is_an_auth_error_held_by_the_outbox_and_never_logg
 ) -> None:
     caplog.set_level(logging.DEBUG)
     start, end = incident()
-    async with emulator(auth=True) as frigate, opened_store(tmp_path / "db") as store:
-        async with frigate_sink(frigate, store, password="hunter2-wrong") as sink:
+    async with emulator(auth=True) as frigate, opened_database(tmp_path / "db") as database:
+        async with frigate_sink(frigate, database, password="hunter2-wrong") as sink:
             with pytest.raises(SinkAuthError, match=r"login as 'storesight' refused \(HTTP 401\): Login failed") as err:
                 await sink.publish(start.delivery_key, incident_to_json(start))
             assert "hunter2" not in str(err.value)
-            await deliver_all(store, sink, [start, end], until=lambda: sink.health.auth_failed)
+            await deliver_all(database, sink, [start, end], until=lambda: sink.health.auth_failed)
             await asyncio.sleep(0.3)  # time for retries that must not happen
-            counts = (await store.call(store.sync.outbox_counts))[sink.id]
+            counts = (await database.call(database.sync.outbox_counts))[sink.id]
             assert sink.health.auth_failed and counts == {"pending": 2, "delivered": 0, "dead": 0}
         assert not frigate.events
-        async with frigate_sink(frigate, store) as good:  # a working session leaves no token in the log either
+        async with frigate_sink(frigate, database) as good:  # a working session leaves no token in the log either
             await good.publish(start.delivery_key, incident_to_json(start))
         assert frigate.tokens
     assert "hunter2" not in caplog.text and PASSWORD not in caplog.text
@@ -226,12 +234,12 @@ async def test_wrong_password_is_an_auth_error_held_by_the_outbox_and_never_logg
 
 async def test_a_configured_token_is_sent_as_bearer_and_a_refused_one_is_an_auth_error(tmp_path: Path) -> None:
     start, _ = incident()
-    async with emulator(auth=True) as frigate, opened_store(tmp_path / "db") as store:
+    async with emulator(auth=True) as frigate, opened_database(tmp_path / "db") as database:
         frigate.tokens["issued.by.frigate"] = time.time() + 3600
-        async with frigate_sink(frigate, store, username=None, password=None, token="issued.by.frigate") as sink:
+        async with frigate_sink(frigate, database, username=None, password=None, token="issued.by.frigate") as sink:
             await sink.publish(start.delivery_key, incident_to_json(start))
         assert len(frigate.events) == 1 and frigate.logins == 0
-        async with frigate_sink(frigate, store, username=None, password=None, token="expired.or.wrong") as sink:
+        async with frigate_sink(frigate, database, username=None, password=None, token="expired.or.wrong") as sink:
             with pytest.raises(SinkAuthError, match=r"HTTP 401 .*set username/password, or a token that is valid"):
                 await sink.self_test()
         assert frigate.logins == 0
@@ -239,7 +247,11 @@ async def test_a_configured_token_is_sent_as_bearer_and_a_refused_one_is_an_auth
 
 async def test_an_unmapped_camera_is_rejected_before_anything_is_sent(tmp_path: Path) -> None:
     start, _ = incident(camera="cam9")
-    async with emulator() as frigate, opened_store(tmp_path / "db") as store, frigate_sink(frigate, store) as sink:
+    async with (
+        emulator() as frigate,
+        opened_database(tmp_path / "db") as database,
+        frigate_sink(frigate, database) as sink,
+    ):
         with pytest.raises(SinkRejected, match=r"camera 'cam9' has no Frigate camera in sink 'frigate' \(add `cam9"):
             await sink.publish(start.delivery_key, incident_to_json(start))
         assert frigate.seen == []
@@ -249,12 +261,12 @@ async def test_a_camera_frigate_does_not_have_is_dead_lettered_with_frigates_rea
     start, _ = incident()
     async with (
         emulator() as frigate,
-        opened_store(tmp_path / "db") as store,
-        frigate_sink(frigate, store, cameras={"cam1": "front_door"}) as sink,
+        opened_database(tmp_path / "db") as database,
+        frigate_sink(frigate, database, cameras={"cam1": "front_door"}) as sink,
     ):
-        counts = await deliver_all(store, sink, [start])
+        counts = await deliver_all(database, sink, [start])
         assert counts == {"pending": 0, "delivered": 0, "dead": 1}
-        [dead] = await store.call(store.sync.deliveries, "dead")
+        [dead] = await database.call(database.sync.deliveries, "dead")
         assert "HTTP 404 front_door is not a valid camera." in str(dead)
         assert not frigate.events
 
@@ -263,10 +275,10 @@ async def test_a_fixed_duration_lets_frigate_end_the_event_and_the_end_writes_th
     start, end = incident()
     async with (
         emulator() as frigate,
-        opened_store(tmp_path / "db") as store,
-        frigate_sink(frigate, store, duration_s=30, include_recording=False) as sink,
+        opened_database(tmp_path / "db") as database,
+        frigate_sink(frigate, database, duration_s=30, include_recording=False) as sink,
     ):
-        await deliver_all(store, sink, [start, end])
+        await deliver_all(database, sink, [start, end])
         [ev] = frigate.events.values()
         assert ev["end_time"] == pytest.approx(ev["created"] + 30) and not ev["has_clip"]
         assert ev["description"].startswith(end.explanation) and frigate.count("PUT", "/end") == 0
@@ -276,7 +288,11 @@ async def test_an_end_whose_start_never_reached_frigate_makes_one_event_of_the_i
     tmp_path: Path,
 ) -> None:
     _, end = incident()
-    async with emulator() as frigate, opened_store(tmp_path / "db") as store, frigate_sink(frigate, store) as sink:
+    async with (
+        emulator() as frigate,
+        opened_database(tmp_path / "db") as database,
+        frigate_sink(frigate, database) as sink,
+    ):
         await sink.publish(end.delivery_key, incident_to_json(end))
         await sink.publish(end.delivery_key, incident_to_json(end))  # delivered twice: still one
         [create] = [s for s in frigate.seen if s.raw_path.endswith("/create")]
@@ -287,8 +303,12 @@ async def test_an_end_whose_start_never_reached_frigate_makes_one_event_of_the_i
 
 async def test_an_end_that_comes_late_never_ends_the_event_before_it_began(tmp_path: Path) -> None:
     start, end = incident(start=datetime.now(UTC) - timedelta(minutes=10))  # delivered after a long outage
-    async with emulator() as frigate, opened_store(tmp_path / "db") as store, frigate_sink(frigate, store) as sink:
-        await deliver_all(store, sink, [start, end])
+    async with (
+        emulator() as frigate,
+        opened_database(tmp_path / "db") as database,
+        frigate_sink(frigate, database) as sink,
+    ):
+        await deliver_all(database, sink, [start, end])
         [ev] = frigate.events.values()
         assert ev["end_time"] >= ev["created"] + MIN_EVENT_S - 0.5
         assert ev["start_time"] == pytest.approx(ev["created"] - PRE_CAPTURE_S)
@@ -301,22 +321,22 @@ async def test_a_frigate_without_descriptions_still_gets_its_events_ended_and_sa
     second, second_end = incident(n=2)
     async with (
         emulator(descriptions=False) as frigate,
-        opened_store(tmp_path / "db") as store,
-        frigate_sink(frigate, store) as sink,
+        opened_database(tmp_path / "db") as database,
+        frigate_sink(frigate, database) as sink,
     ):
-        counts = await deliver_all(store, sink, [first, first_end, second, second_end])
+        counts = await deliver_all(database, sink, [first, first_end, second, second_end])
         assert counts == {"pending": 0, "delivered": 4, "dead": 0}
         assert len(frigate.ends) == 2 and all(e["description"] is None for e in frigate.events.values())
     assert caplog.text.count("keeps no description") == 1
 
 
 async def test_self_test_checks_the_cameras_then_creates_and_ends_a_labelled_test_event(tmp_path: Path) -> None:
-    async with emulator(auth=True) as frigate, opened_store(tmp_path / "db") as store:
-        async with frigate_sink(frigate, store, cameras={"cam1": "checkout", "cam2": "garage"}) as sink:
+    async with emulator(auth=True) as frigate, opened_database(tmp_path / "db") as database:
+        async with frigate_sink(frigate, database, cameras={"cam1": "checkout", "cam2": "garage"}) as sink:
             with pytest.raises(SinkRejected, match=r"does not have: cam2 -> garage \(Frigate's cameras: checkout, st"):
                 await sink.self_test()
         assert not frigate.events
-        async with frigate_sink(frigate, store) as sink:
+        async with frigate_sink(frigate, database) as sink:
             detail = await sink.self_test()
         [ev] = frigate.events.values()
         assert ev["camera"] == "checkout" and ev["label"] == "storesight" and ev["sub_label"] == TEST_SUB_LABEL
@@ -328,7 +348,7 @@ async def test_an_unreachable_frigate_is_not_ready(tmp_path: Path) -> None:
     start, _ = incident()
     async with emulator() as frigate:
         pass  # closed: nothing listens on its port now
-    async with opened_store(tmp_path / "db") as store, frigate_sink(frigate, store) as sink:
+    async with opened_database(tmp_path / "db") as database, frigate_sink(frigate, database) as sink:
         with pytest.raises(SinkNotReady, match="create the event of incident"):
             await sink.publish(start.delivery_key, incident_to_json(start))
 
@@ -373,7 +393,7 @@ def test_config_defaults_and_build_sink_picks_frigate(tmp_path: Path) -> None:
     assert isinstance(cfg, FrigateSinkConfig) and cfg.url == "https://frigate.store.lan:8971"
     assert cfg.label == "storesight" and cfg.duration_s is None and cfg.include_recording and cfg.token is None
     assert "pw-secret" not in repr(cfg)
-    sink = build_sink(cfg, AsyncStore(tmp_path / "refs.db"))
+    sink = build_sink(cfg, AsyncDatabase(tmp_path / "refs.db"))
     assert isinstance(sink, FrigateSink) and sink.kind == SPEC.key == "frigate"
     no_auth = parse_config(doc | {"sinks": [{k: v for k, v in base.items() if k not in ("username", "password")}]})
     assert isinstance(no_auth.sinks[0], FrigateSinkConfig) and no_auth.sinks[0].username is None

@@ -27,7 +27,7 @@ from plugin.app import build_sink
 from plugin.config.loader import parse_config
 from plugin.config.service import OutboxConfig
 from plugin.errors import ConfigError, SinkAuthError, SinkNotReady, SinkRejected
-from plugin.incidents.database import AsyncStore, incident_to_json
+from plugin.incidents.database import AsyncDatabase, incident_to_json
 from plugin.incidents.outbox import OutboxWorker
 from plugin.metrics import Metrics
 from plugin.types import Incident
@@ -67,9 +67,9 @@ def genetec_config(sc: GenetecEmulator, **extra: Any) -> GenetecSinkConfig:
 
 
 @contextlib.asynccontextmanager
-async def genetec_sink(sc: GenetecEmulator, store: AsyncStore, **extra: Any) -> AsyncIterator[GenetecSink]:
+async def genetec_sink(sc: GenetecEmulator, database: AsyncDatabase, **extra: Any) -> AsyncIterator[GenetecSink]:
     """A genetec sink keeping its references in `store`, closed afterwards."""
-    sink = GenetecSink(genetec_config(sc, **extra), store)
+    sink = GenetecSink(genetec_config(sc, **extra), database)
     try:
         yield sink
     finally:
@@ -77,13 +77,13 @@ async def genetec_sink(sc: GenetecEmulator, store: AsyncStore, **extra: Any) -> 
 
 
 @contextlib.asynccontextmanager
-async def opened_store(path: Path) -> AsyncIterator[AsyncStore]:
+async def opened_database(path: Path) -> AsyncIterator[AsyncDatabase]:
     """A SQLite store (outbox and sink references)."""
-    store = AsyncStore(path)
+    database = AsyncDatabase(path)
     try:
-        yield store
+        yield database
     finally:
-        await store.close()
+        await database.close()
 
 
 def incident(camera: str = "cam1", n: int = 1, explanation: str | None = None) -> tuple[Incident, Incident]:
@@ -100,17 +100,17 @@ def incident(camera: str = "cam1", n: int = 1, explanation: str | None = None) -
 
 
 async def deliver_all(
-    store: AsyncStore, sink: GenetecSink, incidents: list[Incident], until: Callable[[], bool] | None = None
+    database: AsyncDatabase, sink: GenetecSink, incidents: list[Incident], until: Callable[[], bool] | None = None
 ) -> dict[str, int]:
     """Save the incidents to the outbox and let the real OutboxWorker deliver them (or work until `until()`)."""
     for inc in incidents:
-        await store.call(store.sync.save, inc, [sink.id])
-    worker = OutboxWorker(store, {sink.id: sink}, Metrics(), FAST)
+        await database.call(database.sync.save, inc, [sink.id])
+    worker = OutboxWorker(database, {sink.id: sink}, Metrics(), FAST)
     task = asyncio.create_task(worker.run())
     try:
         deadline = time.monotonic() + WAIT_S
         while True:
-            counts = (await store.call(store.sync.outbox_counts))[sink.id]
+            counts = (await database.call(database.sync.outbox_counts))[sink.id]
             if (until() if until else counts["pending"] == 0) or time.monotonic() > deadline:
                 return counts
             await asyncio.sleep(0.05)
@@ -131,8 +131,8 @@ async def test_start_and_end_make_two_bookmarks_and_one_custom_event_as_security
     tmp_path: Path,
 ) -> None:
     start, end = incident(explanation=AWKWARD)
-    async with emulator() as sc, opened_store(tmp_path / "db") as store, genetec_sink(sc, store) as sink:
-        counts = await deliver_all(store, sink, [start, end])
+    async with emulator() as sc, opened_database(tmp_path / "db") as database, genetec_sink(sc, database) as sink:
+        counts = await deliver_all(database, sink, [start, end])
         assert counts == {"pending": 0, "delivered": 2, "dead": 0}
         assert sc.bookmarks == [
             {"camera": g32(CAM1), "time": T0, "text": start_text(start)},
@@ -142,7 +142,7 @@ async def test_start_and_end_make_two_bookmarks_and_one_custom_event_as_security
         # one request per write, each authenticated as "<user>;<application id>"
         assert [s.status for s in sc.seen] == [200, 200, 200]
         assert {s.user for s in sc.seen} == {f"storesight;{DEMO_APP_ID}"}
-        [receipt] = [d["receipt"] for d in await store.call(store.sync.deliveries, "delivered")
+        [receipt] = [d["receipt"] for d in await database.call(database.sync.deliveries, "delivered")
                      if d["delivery_key"].endswith(":start:0")]  # fmt: skip
         assert receipt == f"Genetec start: bookmark at 2026-11-29T14:00:00Z; custom event 5001 on camera {CAM1}"
 
@@ -151,9 +151,9 @@ async def test_a_lost_bookmark_reply_means_a_second_bookmark_at_least_once(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     start, _ = incident()
-    async with emulator() as sc, opened_store(tmp_path / "db") as store, genetec_sink(sc, store) as sink:
+    async with emulator() as sc, opened_database(tmp_path / "db") as database, genetec_sink(sc, database) as sink:
         sc.plan.lose_reply(1, "POST", "AddCameraBookmark")  # Security Center stored it; the sink never hears so
-        counts = await deliver_all(store, sink, [start])
+        counts = await deliver_all(database, sink, [start])
         assert counts == {"pending": 0, "delivered": 1, "dead": 0}
         # The Web SDK has no documented lookup by our id: the retry cannot know, so the bookmark is there twice,
         # both carrying the incident's marker, and the log says why.
@@ -166,9 +166,9 @@ async def test_a_failed_custom_event_does_not_repeat_the_confirmed_bookmark(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     start, end = incident()
-    async with emulator() as sc, opened_store(tmp_path / "db") as store, genetec_sink(sc, store) as sink:
+    async with emulator() as sc, opened_database(tmp_path / "db") as database, genetec_sink(sc, database) as sink:
         sc.plan.fail(2, 503, "POST", "RaiseCustomEvent")
-        counts = await deliver_all(store, sink, [start, end])
+        counts = await deliver_all(database, sink, [start, end])
         assert counts == {"pending": 0, "delivered": 2, "dead": 0}
         assert sc.count("POST", "AddCameraBookmark") == 2  # start and end, each once
         assert sc.count("POST", "RaiseCustomEvent") == 3 and len(sc.custom_events) == 1
@@ -178,22 +178,24 @@ async def test_a_failed_custom_event_does_not_repeat_the_confirmed_bookmark(
 
 async def test_outages_and_timeouts_are_retried_by_the_outbox_until_delivered(tmp_path: Path) -> None:
     start, end = incident()
-    async with emulator() as sc, opened_store(tmp_path / "db") as store:
-        async with genetec_sink(sc, store, timeout_s=0.3) as sink:
+    async with emulator() as sc, opened_database(tmp_path / "db") as database:
+        async with genetec_sink(sc, database, timeout_s=0.3) as sink:
             sc.plan.fail(1, 500, "POST", "AddCameraBookmark")
             sc.plan.fail(1, 502, "POST", "AddCameraBookmark")
             sc.plan.hang(1, "POST", "RaiseCustomEvent")  # answered only after the sink gave up, without doing it
-            counts = await deliver_all(store, sink, [start, end])
+            counts = await deliver_all(database, sink, [start, end])
             assert counts == {"pending": 0, "delivered": 2, "dead": 0}
         assert sc.plan.all_used
         assert len(sc.bookmarks) == 2 and len(sc.custom_events) == 1
-        [first] = [d for d in await store.call(store.sync.deliveries, "delivered") if d["delivery_key"].endswith(":0")]
+        [first] = [
+            d for d in await database.call(database.sync.deliveries, "delivered") if d["delivery_key"].endswith(":0")
+        ]
         assert first["attempts"] >= 3
 
 
 async def test_a_single_401_is_retried_once_and_goes_through(tmp_path: Path) -> None:
     start, _ = incident()
-    async with emulator() as sc, opened_store(tmp_path / "db") as store, genetec_sink(sc, store) as sink:
+    async with emulator() as sc, opened_database(tmp_path / "db") as database, genetec_sink(sc, database) as sink:
         sc.plan.fail(1, 401, "POST", "AddCameraBookmark")  # an SDK session that idled out
         await sink.publish(start.delivery_key, incident_to_json(start))
         assert sc.count("POST", "AddCameraBookmark", 401) == 1 and len(sc.bookmarks) == 1
@@ -216,13 +218,13 @@ async def test_refused_credentials_are_an_auth_error_held_by_the_outbox_and_neve
 ) -> None:
     caplog.set_level(logging.DEBUG)
     start, end = incident()
-    async with emulator(**emulated) as sc, opened_store(tmp_path / "db") as store:
-        async with genetec_sink(sc, store, **change) as sink:
+    async with emulator(**emulated) as sc, opened_database(tmp_path / "db") as database:
+        async with genetec_sink(sc, database, **change) as sink:
             with pytest.raises(SinkAuthError, match=message) as err:
                 await sink.publish(start.delivery_key, incident_to_json(start))
-            await deliver_all(store, sink, [start, end], until=lambda: sink.health.auth_failed)
+            await deliver_all(database, sink, [start, end], until=lambda: sink.health.auth_failed)
             await asyncio.sleep(0.3)  # time for retries that must not happen
-            counts = (await store.call(store.sync.outbox_counts))[sink.id]
+            counts = (await database.call(database.sync.outbox_counts))[sink.id]
             assert sink.health.auth_failed and counts == {"pending": 2, "delivered": 0, "dead": 0}
         assert not sc.bookmarks and not sc.custom_events
     secrets = ["hunter2", PASSWORD, base64.b64encode(f"storesight;{DEMO_APP_ID}:{PASSWORD}".encode()).decode()]
@@ -231,10 +233,10 @@ async def test_refused_credentials_are_an_auth_error_held_by_the_outbox_and_neve
 
 async def test_an_unmapped_camera_is_rejected_before_anything_is_sent(tmp_path: Path) -> None:
     start, _ = incident(camera="cam9")
-    async with emulator() as sc, opened_store(tmp_path / "db") as store, genetec_sink(sc, store) as sink:
+    async with emulator() as sc, opened_database(tmp_path / "db") as database, genetec_sink(sc, database) as sink:
         with pytest.raises(SinkRejected, match=r"camera 'cam9' has no Genetec camera in sink 'sc' \(add `cam9: <"):
             await sink.publish(start.delivery_key, incident_to_json(start))
-        counts = await deliver_all(store, sink, [start])
+        counts = await deliver_all(database, sink, [start])
         assert counts == {"pending": 0, "delivered": 0, "dead": 1}
         assert sc.seen == []
 
@@ -243,8 +245,8 @@ async def test_a_camera_security_center_does_not_know_is_a_rejection(tmp_path: P
     start, _ = incident()
     async with (
         emulator() as sc,
-        opened_store(tmp_path / "db") as store,
-        genetec_sink(sc, store, cameras={"cam1": UNKNOWN}) as sink,
+        opened_database(tmp_path / "db") as database,
+        genetec_sink(sc, database, cameras={"cam1": UNKNOWN}) as sink,
     ):
         with pytest.raises(SinkRejected, match=f"Security Center refused it: UnknownEntity: Camera {g32(UNKNOWN)}"):
             await sink.publish(start.delivery_key, incident_to_json(start))
@@ -255,18 +257,18 @@ async def test_an_unreachable_server_is_not_ready(tmp_path: Path) -> None:
     start, _ = incident()
     async with emulator() as sc:
         pass  # closed: nothing listens on its port now
-    async with opened_store(tmp_path / "db") as store, genetec_sink(sc, store) as sink:
+    async with opened_database(tmp_path / "db") as database, genetec_sink(sc, database) as sink:
         with pytest.raises(SinkNotReady, match="add the bookmark of incident"):
             await sink.publish(start.delivery_key, incident_to_json(start))
 
 
 async def test_self_test_checks_the_cameras_and_writes_a_labelled_test_bookmark(tmp_path: Path) -> None:
-    async with emulator() as sc, opened_store(tmp_path / "db") as store:
-        async with genetec_sink(sc, store, cameras={"cam1": CAM1, "cam2": UNKNOWN}) as sink:
+    async with emulator() as sc, opened_database(tmp_path / "db") as database:
+        async with genetec_sink(sc, database, cameras={"cam1": CAM1, "cam2": UNKNOWN}) as sink:
             with pytest.raises(SinkRejected, match=f"does not know: cam2 -> {UNKNOWN}"):
                 await sink.self_test()
         assert not sc.bookmarks
-        async with genetec_sink(sc, store) as sink:
+        async with genetec_sink(sc, database) as sink:
             detail = await sink.self_test()
         [bm] = sc.bookmarks
         assert bm["camera"] == g32(CAM1) and bm["text"] == TEST_TEXT
@@ -330,7 +332,7 @@ def test_config_normalises_guids_defaults_the_base_uri_and_build_sink_picks_gene
     assert isinstance(cfg, GenetecSinkConfig)
     assert cfg.cameras == {"cam1": CAM1, "cam2": CAM2} and cfg.url == "http://sc.store.lan:4590/WebSdk"
     assert cfg.custom_event_id is None and "pw-secret" not in repr(cfg)
-    sink = build_sink(cfg, AsyncStore(tmp_path / "refs.db"))
+    sink = build_sink(cfg, AsyncDatabase(tmp_path / "refs.db"))
     assert isinstance(sink, GenetecSink) and sink.kind == SPEC.key == "genetec"
     bad = [
         ({"cameras": {"cam1": "Checkout 1"}}, "config: sinks[0].cameras.cam1: 'Checkout 1' is not a Genetec camera"),

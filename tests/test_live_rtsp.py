@@ -17,9 +17,10 @@ from conftest import require
 from helpers import run_cli, write_config
 from test_config import example
 
-from plugin.app import RUNTIME, build_app
+from plugin.app import build_app
 from plugin.config.loader import parse_config
 from plugin.inference.server import EmbeddedTriton, free_port
+from plugin.web.keys import CAMERAS, DATABASE
 
 pytestmark = [pytest.mark.triton, pytest.mark.rtsp, pytest.mark.slow]
 
@@ -81,7 +82,7 @@ async def test_rtsp_camera_raises_loitering_and_serves_it(triton: EmbeddedTriton
                     text = await resp.text()
                     assert 'storesight_frames_analysed_total{camera="cam1"}' in text
                     assert 'storesight_incidents_total{camera="cam1",rule="table-dwell"} 1.0' in text
-            pipeline = app[RUNTIME].pipelines["cam1"]
+            pipeline = app[CAMERAS].pipelines["cam1"]
             assert pipeline.status.frames > 10
         finally:
             await runner.cleanup()
@@ -120,12 +121,11 @@ async def test_camera_outage_raises_one_offline_incident(triton: EmbeddedTriton,
     doc["cameras"][0].update(source=f"rtsp://127.0.0.1:{port}/store", stall_timeout_s=3, offline_after_s=2)
     doc["rules"] = []
     app = build_app(parse_config(doc))
-    rt = app[RUNTIME]
     runner = web.AppRunner(app)
 
     async def until(state: str, timeout_s: float) -> None:
         for _ in range(int(timeout_s * 5)):
-            health = rt.health.get("cam1")
+            health = app[CAMERAS].health.get("cam1")
             if health is not None and health.snapshot.state == state:
                 return
             await asyncio.sleep(0.2)
@@ -140,8 +140,7 @@ async def test_camera_outage_raises_one_offline_incident(triton: EmbeddedTriton,
         with start_rtsp_server({"/store": clip}, port=port):
             await until("online", 60)
             await asyncio.sleep(1.5)  # one more health tick closes the incident
-        assert rt.store is not None
-        rows = await rt.store.call(rt.store.sync.incidents)
+        rows = await app[DATABASE].call(app[DATABASE].sync.incidents)
     finally:
         await runner.cleanup()
     offline = [r for r in rows if r["type"] == "camera_offline"]
@@ -149,7 +148,7 @@ async def test_camera_outage_raises_one_offline_incident(triton: EmbeddedTriton,
     inc = offline[0]
     assert inc["state"] == "end" and inc["track_ids"] == [] and inc["rule_id"] == "camera-offline"
     assert inc["explanation"].startswith("Camera cam1 was offline ")
-    assert rt.pipelines["cam1"].source.status.reconnects >= 1
+    assert app[CAMERAS].pipelines["cam1"].source.status.reconnects >= 1
 
 
 def test_covered_view_raises_a_tamper_incident(triton: EmbeddedTriton, clip: Path, tmp_path: Path) -> None:

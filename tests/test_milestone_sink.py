@@ -34,7 +34,7 @@ from plugin.app import build_sink
 from plugin.config.loader import parse_config
 from plugin.config.service import OutboxConfig
 from plugin.errors import ConfigError, SinkAuthError, SinkNotReady, SinkRejected
-from plugin.incidents.database import AsyncStore, incident_to_json
+from plugin.incidents.database import AsyncDatabase, incident_to_json
 from plugin.incidents.outbox import OutboxWorker
 from plugin.inference.server import free_port
 from plugin.metrics import Metrics
@@ -117,18 +117,18 @@ def sink_config(s: Site, **extra: Any) -> MilestoneSinkConfig:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[AsyncStore]:
+async def database(tmp_path: Path) -> AsyncIterator[AsyncDatabase]:
     """A fresh SQLite store (the sink's references live there)."""
-    s = AsyncStore(tmp_path / "storesight.db")
+    s = AsyncDatabase(tmp_path / "storesight.db")
     yield s
     await s.close()
 
 
-async def until_delivered(store: AsyncStore, sink_id: str, n: int) -> None:
+async def until_delivered(database: AsyncDatabase, sink_id: str, n: int) -> None:
     """Wait until `n` deliveries of the sink are delivered."""
     deadline = time.monotonic() + WAIT_S
-    while (await store.call(store.sync.outbox_counts)).get(sink_id, {}).get("delivered", 0) < n:
-        assert time.monotonic() < deadline, await store.call(store.sync.deliveries)
+    while (await database.call(database.sync.outbox_counts)).get(sink_id, {}).get("delivered", 0) < n:
+        assert time.monotonic() < deadline, await database.call(database.sync.deliveries)
         await asyncio.sleep(0.05)
 
 
@@ -153,19 +153,19 @@ async def post_raw(port: int, body: bytes) -> int:
 
 
 async def test_start_and_end_give_one_bookmark_one_alarm_and_schema_valid_events_with_the_box(
-    store: AsyncStore,
+    database: AsyncDatabase,
 ) -> None:
     async with site() as s:
-        sink = MilestoneSink(sink_config(s), store)
+        sink = MilestoneSink(sink_config(s), database)
         start = incident()
         end = incident("end", id=start.id)
         for inc in (start, end):
-            await store.call(store.sync.save, inc, ["xp"])
+            await database.call(database.sync.save, inc, ["xp"])
         try:
-            assert await OutboxWorker(store, {"xp": sink}, Metrics(), FAST).deliver_due() == 2
+            assert await OutboxWorker(database, {"xp": sink}, Metrics(), FAST).deliver_due() == 2
         finally:
             await sink.close()
-        counts = await store.call(store.sync.outbox_counts)
+        counts = await database.call(database.sync.outbox_counts)
         assert counts["xp"] == {"pending": 0, "delivered": 2, "dead": 0}
 
         # one bookmark on the mapped camera: rule as header, the final explanation, pre/post-roll around the incident
@@ -181,7 +181,7 @@ async def test_start_and_end_give_one_bookmark_one_alarm_and_schema_valid_events
         )
         assert len(s.emu.requests("POST", "/bookmarks")) == 1
         assert len(s.emu.requests("PATCH", f"/bookmarks/{bookmark['id']}")) == 1
-        ref = json.loads(await store.get_ref("xp", start.id) or "{}")
+        ref = json.loads(await database.get_ref("xp", start.id) or "{}")
         assert ref["bookmark"] == bookmark["id"]
 
         # one alarm, raised by the start, with the camera as source
@@ -213,21 +213,21 @@ async def test_start_and_end_give_one_bookmark_one_alarm_and_schema_valid_events
         ]
 
 
-async def test_a_lost_reply_and_outbox_retries_give_no_second_bookmark(store: AsyncStore) -> None:
+async def test_a_lost_reply_and_outbox_retries_give_no_second_bookmark(database: AsyncDatabase) -> None:
     async with site() as s:
-        sink = MilestoneSink(sink_config(s), store)
+        sink = MilestoneSink(sink_config(s), database)
         start = incident()
         # XProtect stores the bookmark but the reply never arrives; then the alarm fails once after the bookmark
         s.emu.lose_reply("POST", "/bookmarks")
         s.emu.fail("POST", "/alarms", 503)
-        await store.call(store.sync.save, start, ["xp"])
-        worker = OutboxWorker(store, {"xp": sink}, Metrics(), FAST)
+        await database.call(database.sync.save, start, ["xp"])
+        worker = OutboxWorker(database, {"xp": sink}, Metrics(), FAST)
         running = asyncio.create_task(worker.run())
         try:
-            await until_delivered(store, "xp", 1)
-            await store.call(store.sync.save, incident("end", id=start.id), ["xp"])
+            await until_delivered(database, "xp", 1)
+            await database.call(database.sync.save, incident("end", id=start.id), ["xp"])
             worker.notify()
-            await until_delivered(store, "xp", 2)
+            await until_delivered(database, "xp", 2)
         finally:
             running.cancel()
             await asyncio.gather(running, return_exceptions=True)
@@ -242,14 +242,14 @@ async def test_a_lost_reply_and_outbox_retries_give_no_second_bookmark(store: As
     assert len(s.emu.alarms) == 1
     # steps done before a later one failed are not repeated: one event per state change
     assert len(s.analytics.valid) == 2 and len(s.generic.strings) == 2
-    rows = await store.call(store.sync.deliveries)
+    rows = await database.call(database.sync.deliveries)
     assert {r["state"] for r in rows} == {"delivered"}
     assert max(r["attempts"] for r in rows) == 3  # lost reply, alarm 503, then done
 
 
-async def test_token_is_renewed_before_it_expires_and_once_after_a_401(store: AsyncStore) -> None:
+async def test_token_is_renewed_before_it_expires_and_once_after_a_401(database: AsyncDatabase) -> None:
     async with site(token_lifetime_s=1.0) as s:
-        sink = MilestoneSink(sink_config(s, mode=["bookmark"]), store)
+        sink = MilestoneSink(sink_config(s, mode=["bookmark"]), database)
         try:
             first = incident()
             await sink.publish(first.delivery_key, incident_to_json(first))
@@ -271,22 +271,22 @@ async def test_token_is_renewed_before_it_expires_and_once_after_a_401(store: As
 
 
 async def test_wrong_password_is_an_auth_error_and_credentials_never_reach_the_logs(
-    store: AsyncStore, caplog: pytest.LogCaptureFixture
+    database: AsyncDatabase, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
     async with site() as s:
-        bad = MilestoneSink(sink_config(s, password=WRONG), store)
-        good = MilestoneSink(sink_config(s), store)
+        bad = MilestoneSink(sink_config(s, password=WRONG), database)
+        good = MilestoneSink(sink_config(s), database)
         inc = incident()
         try:
             with pytest.raises(SinkAuthError, match="identity provider refused user 'storesight'") as err:
                 await bad.publish(inc.delivery_key, incident_to_json(inc))
             assert WRONG not in str(err.value)
 
-            await store.call(store.sync.save, inc, ["xp"])
-            await OutboxWorker(store, {"xp": bad}, Metrics(), FAST).deliver_due()
+            await database.call(database.sync.save, inc, ["xp"])
+            await OutboxWorker(database, {"xp": bad}, Metrics(), FAST).deliver_due()
             assert bad.health.auth_failed is True and bad.health.last_error is not None
-            assert (await store.call(store.sync.outbox_counts))["xp"]["pending"] == 1  # held, not dropped
+            assert (await database.call(database.sync.outbox_counts))["xp"]["pending"] == 1  # held, not dropped
 
             await good.publish(inc.delivery_key, incident_to_json(inc))  # debug logging of a real login
             # a token the identity provider issues but the REST API refuses, even when fresh: an auth failure
@@ -303,19 +303,19 @@ async def test_wrong_password_is_an_auth_error_and_credentials_never_reach_the_l
     assert all(WRONG not in r.path and PASSWORD not in r.path for r in s.emu.received)
 
 
-async def test_unmapped_camera_is_rejected_without_writing_anything(store: AsyncStore) -> None:
+async def test_unmapped_camera_is_rejected_without_writing_anything(database: AsyncDatabase) -> None:
     async with site() as s:
-        sink = MilestoneSink(sink_config(s), store)
+        sink = MilestoneSink(sink_config(s), database)
         inc = incident(camera="cam9")
         try:
             with pytest.raises(SinkRejected, match="camera 'cam9' has no Milestone camera"):
                 await sink.publish(inc.delivery_key, incident_to_json(inc))
-            await store.call(store.sync.save, inc, ["xp"])
-            await OutboxWorker(store, {"xp": sink}, Metrics(), FAST).deliver_due()
+            await database.call(database.sync.save, inc, ["xp"])
+            await OutboxWorker(database, {"xp": sink}, Metrics(), FAST).deliver_due()
         finally:
             await sink.close()
         assert s.emu.received == [] and s.analytics.requests == [] and s.generic.strings == []
-    assert (await store.call(store.sync.outbox_counts))["xp"]["dead"] == 1
+    assert (await database.call(database.sync.outbox_counts))["xp"]["dead"] == 1
 
 
 @pytest.mark.parametrize(
@@ -329,7 +329,7 @@ async def test_unmapped_camera_is_rejected_without_writing_anything(store: Async
     ],
 )
 async def test_failures_map_to_the_three_outcomes(
-    store: AsyncStore, setup: str, expected: type[Exception], match: str
+    database: AsyncDatabase, setup: str, expected: type[Exception], match: str
 ) -> None:
     async with site() as s:
         extra: dict[str, Any] = {}
@@ -343,7 +343,7 @@ async def test_failures_map_to_the_three_outcomes(
             extra["url"] = f"http://127.0.0.1:{free_port()}"
         elif setup == "forbidden":
             s.emu.fail("POST", "/bookmarks", 403)
-        sink = MilestoneSink(sink_config(s, **extra), store)
+        sink = MilestoneSink(sink_config(s, **extra), database)
         inc = incident()
         try:
             with pytest.raises(expected, match=match):
@@ -395,7 +395,7 @@ async def test_the_emulator_schema_check_rejects_broken_documents() -> None:
 
 
 async def test_a_document_the_schema_refuses_is_rejected_before_sending(
-    store: AsyncStore, monkeypatch: pytest.MonkeyPatch
+    database: AsyncDatabase, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     real = milestone.build_analytics_event
 
@@ -408,7 +408,7 @@ async def test_a_document_the_schema_refuses_is_rejected_before_sending(
 
     monkeypatch.setattr(milestone, "build_analytics_event", without_message)
     async with site() as s:
-        sink = MilestoneSink(sink_config(s, mode=["analytics_event"]), store)
+        sink = MilestoneSink(sink_config(s, mode=["analytics_event"]), database)
         inc = incident()
         try:
             with pytest.raises(SinkRejected, match=r"does not match AnalyticsEvent\.xsd.*Message"):
@@ -418,9 +418,9 @@ async def test_a_document_the_schema_refuses_is_rejected_before_sending(
         assert s.analytics.requests == []
 
 
-async def test_an_incident_without_a_box_has_no_overlay(store: AsyncStore) -> None:
+async def test_an_incident_without_a_box_has_no_overlay(database: AsyncDatabase) -> None:
     async with site() as s:
-        sink = MilestoneSink(sink_config(s, mode=["analytics_event"], analytics_message="StoreSight"), store)
+        sink = MilestoneSink(sink_config(s, mode=["analytics_event"], analytics_message="StoreSight"), database)
         inc = incident(box=False)
         try:
             await sink.publish(inc.delivery_key, incident_to_json(inc))
@@ -447,11 +447,11 @@ def test_a_box_that_is_not_normalised_xyxy_gives_no_overlay(box: Any) -> None:
 
 
 async def test_without_the_xsd_documents_go_unchecked_and_the_log_says_so_once(
-    store: AsyncStore, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    database: AsyncDatabase, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     async with site() as s:
         cfg = sink_config(s, mode=["analytics_event"], analytics_xsd=str(tmp_path / "missing.xsd"))
-        sink = MilestoneSink(cfg, store)
+        sink = MilestoneSink(cfg, database)
         try:
             for _ in range(2):
                 inc = incident()
@@ -465,9 +465,9 @@ async def test_without_the_xsd_documents_go_unchecked_and_the_log_says_so_once(
 # --- self-test -----------------------------------------------------------------------------------------------------
 
 
-async def test_self_test_logs_in_checks_cameras_and_writes_labelled_entries(store: AsyncStore) -> None:
+async def test_self_test_logs_in_checks_cameras_and_writes_labelled_entries(database: AsyncDatabase) -> None:
     async with site() as s:
-        sink = MilestoneSink(sink_config(s), store)
+        sink = MilestoneSink(sink_config(s), database)
         try:
             summary = await sink.self_test()
         finally:
@@ -484,12 +484,12 @@ async def test_self_test_logs_in_checks_cameras_and_writes_labelled_entries(stor
         assert text(doc, "m:EventHeader/m:Name") == "storesight-test"
         [line] = s.generic.strings
         assert line.startswith("StoreSight|test|")
-        assert await store.call(store.sync.outbox_counts) == {}  # a test leaves no deliveries behind
+        assert await database.call(database.sync.outbox_counts) == {}  # a test leaves no deliveries behind
 
 
-async def test_self_test_names_mapped_cameras_xprotect_does_not_have(store: AsyncStore) -> None:
+async def test_self_test_names_mapped_cameras_xprotect_does_not_have(database: AsyncDatabase) -> None:
     async with site() as s:
-        sink = MilestoneSink(sink_config(s, cameras={"cam1": UNKNOWN_GUID}), store)
+        sink = MilestoneSink(sink_config(s, cameras={"cam1": UNKNOWN_GUID}), database)
         try:
             with pytest.raises(SinkRejected, match=f"not found in XProtect: cam1 -> {UNKNOWN_GUID}"):
                 await sink.self_test()
@@ -528,7 +528,7 @@ def test_config_defaults_and_build_sink(tmp_path: Path) -> None:
         True,
     )
     assert "pw-not-shown" not in repr(cfg)
-    refs = AsyncStore(tmp_path / "refs.db")
+    refs = AsyncDatabase(tmp_path / "refs.db")
     sink = build_sink(cfg, refs)
     assert isinstance(sink, MilestoneSink) and sink.kind == SPEC.key == "milestone"
     assert sink.token_url == "https://xprotect.store.lan/API/IDP/connect/token"

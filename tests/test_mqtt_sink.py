@@ -23,7 +23,7 @@ from adapters.sinks.mqtt import SPEC, MqttSink, MqttSinkConfig
 from plugin.app import build_sink
 from plugin.config.loader import parse_config
 from plugin.errors import ConfigError, SinkAuthError, SinkNotReady, SinkRejected
-from plugin.incidents.database import AsyncStore, incident_to_json
+from plugin.incidents.database import AsyncDatabase, incident_to_json
 from plugin.incidents.outbox import OutboxWorker
 from plugin.metrics import Metrics
 from plugin.types import Incident
@@ -195,15 +195,15 @@ async def test_retained_state_reaches_a_later_subscriber_and_never_goes_back(bro
     assert (cam2["id"], cam2["state"], cam2["rule_id"]) == (b.id, "start", "stockroom-after-hours")
 
 
-def _outbox_rows(store: AsyncStore) -> dict[str, tuple[str | None, str | None]]:
-    rows = store.sync.db.execute("SELECT delivery_key, delivered, last_error FROM outbox").fetchall()
+def _outbox_rows(database: AsyncDatabase) -> dict[str, tuple[str | None, str | None]]:
+    rows = database.sync.conn.execute("SELECT delivery_key, delivered, last_error FROM outbox").fetchall()
     return {r[0]: (r[1], r[2]) for r in rows}
 
 
-async def _until_delivered(store: AsyncStore, keys: set[str]) -> None:
+async def _until_delivered(database: AsyncDatabase, keys: set[str]) -> None:
     deadline = time.monotonic() + WAIT_S
     while True:
-        rows = await store.call(_outbox_rows, store)
+        rows = await database.call(_outbox_rows, database)
         if all(rows[k][0] is not None for k in keys):
             return
         if time.monotonic() > deadline:
@@ -215,21 +215,21 @@ async def _until_delivered(store: AsyncStore, keys: set[str]) -> None:
 async def test_broker_down_then_up_outbox_retries_without_loss(tmp_path: Path) -> None:
     require(mosquitto_available())
     port = free_port()
-    store = AsyncStore(tmp_path / "storesight.db")
+    database = AsyncDatabase(tmp_path / "storesight.db")
     sink = MqttSink(sink_config(port, "t3", timeout_s=30))
-    worker = OutboxWorker(store, {"mq": sink}, Metrics())
+    worker = OutboxWorker(database, {"mq": sink}, Metrics())
     first = incident()
     first_end = incident(ended=True, id=first.id)
     running: asyncio.Task[None] | None = None
     try:
         # 1. nothing listens yet: both state changes stay in the outbox with the reason
         for inc in (first, first_end):
-            await store.call(store.sync.save, inc, ["mq"])
+            await database.call(database.sync.save, inc, ["mq"])
         with pytest.raises(SinkNotReady, match=f"mqtt://127.0.0.1:{port}: cannot connect"):
             await sink.publish(first.delivery_key, incident_to_json(first))
         # head-of-line: the start fails and waits; its end is not tried before it
         assert await worker.deliver_due() == 1
-        rows = await store.call(_outbox_rows, store)
+        rows = await database.call(_outbox_rows, database)
         assert all(delivered is None for delivered, _ in rows.values())
         assert "cannot connect" in (rows[first.delivery_key][1] or "") and rows[first_end.delivery_key][1] is None
         assert sink.health.ok is False and sink.health.auth_failed is False
@@ -240,7 +240,7 @@ async def test_broker_down_then_up_outbox_retries_without_loss(tmp_path: Path) -
             async with subscriber(port, "t3/#") as sub:
                 running = asyncio.create_task(worker.run())
                 await sub.until(lambda ms: len(keys_of(ms)) >= 2, "both state changes after the broker came up")
-                await _until_delivered(store, {first.delivery_key, first_end.delivery_key})
+                await _until_delivered(database, {first.delivery_key, first_end.delivery_key})
             assert keys_of(sub.messages) == [first.delivery_key, first_end.delivery_key]
             states = [body(m) for m in sub.messages if str(m.topic) == "t3/cameras/cam1/state"]
             assert states and states[-1]["state"] == "end" and states[-1]["delivery_key"] == first_end.delivery_key
@@ -254,10 +254,10 @@ async def test_broker_down_then_up_outbox_retries_without_loss(tmp_path: Path) -
         # 3. the broker goes away under a connected sink: noticed at once (not after the 30 s PUBACK timeout),
         # then the sink reconnects by itself once the broker is back
         second = incident(camera="cam2")
-        await store.call(store.sync.save, second, ["mq"])
+        await database.call(database.sync.save, second, ["mq"])
         async with asyncio.timeout(10):
             await worker.deliver_due()
-        rows = await store.call(_outbox_rows, store)
+        rows = await database.call(_outbox_rows, database)
         assert rows[second.delivery_key][0] is None and rows[second.delivery_key][1]
         assert sink.health.ok is False
         broker = start_mosquitto(port=port)
@@ -265,7 +265,7 @@ async def test_broker_down_then_up_outbox_retries_without_loss(tmp_path: Path) -
             async with subscriber(port, "t3/#") as sub:
                 running = asyncio.create_task(worker.run())
                 await sub.until(lambda ms: second.delivery_key in keys_of(ms), "the state change stored while down")
-                await _until_delivered(store, {second.delivery_key})
+                await _until_delivered(database, {second.delivery_key})
             # the retained state of cam1 set before the restart is gone (no persistence); cam2's arrives now
             assert keys_of(sub.messages) == [second.delivery_key]
             assert sink.health.ok is True
@@ -276,7 +276,7 @@ async def test_broker_down_then_up_outbox_retries_without_loss(tmp_path: Path) -
             running.cancel()
             await asyncio.gather(running, return_exceptions=True)
         await sink.close()
-        await store.close()
+        await database.close()
 
 
 @pytest.mark.mqtt
@@ -299,15 +299,15 @@ async def test_wrong_password_is_an_auth_error_and_never_logged(
             await anonymous.publish(inc.delivery_key, incident_to_json(inc))
 
         # through the outbox: held as an auth failure, shown in health, and the password is nowhere in the logs
-        store = AsyncStore(tmp_path / "storesight.db")
+        database = AsyncDatabase(tmp_path / "storesight.db")
         try:
-            await store.call(store.sync.save, inc, ["mq"])
-            await OutboxWorker(store, {"mq": bad}, Metrics()).deliver_due()
+            await database.call(database.sync.save, inc, ["mq"])
+            await OutboxWorker(database, {"mq": bad}, Metrics()).deliver_due()
             assert bad.health.auth_failed is True and bad.health.ok is False
             assert bad.health.last_error is not None and wrong not in bad.health.last_error
-            assert (await store.call(_outbox_rows, store))[inc.delivery_key][0] is None
+            assert (await database.call(_outbox_rows, database))[inc.delivery_key][0] is None
         finally:
-            await store.close()
+            await database.close()
         assert "authentication failed" in caplog.text
         assert wrong not in caplog.text and secret not in caplog.text
 
@@ -365,7 +365,7 @@ def test_config_defaults_and_build_sink(tmp_path: Path) -> None:
         None,
         None,
     )
-    sink = build_sink(mq, AsyncStore(tmp_path / "refs.db"))
+    sink = build_sink(mq, AsyncDatabase(tmp_path / "refs.db"))
     assert isinstance(sink, MqttSink) and sink.kind == SPEC.key == "mqtt" and sink.id == "broker"
     assert sink.incident_topic("cam1", "r1") == "storesight/incidents/cam1/r1"
     assert sink.state_topic("cam1") == "storesight/cameras/cam1/state"

@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 from components.nx_emulator import NxEmulator
-from test_nx_sink import DEV1, T0_MS, cert, deliver_all, emulator, incident, nx_sink, opened_store
+from test_nx_sink import DEV1, T0_MS, cert, deliver_all, emulator, incident, nx_sink, opened_database
 
 from adapters.sinks.nx.analytics import REGISTRATION_KEY, nx_box, track_uuid
 from adapters.sinks.nx.sink import TEST_TAG
@@ -51,8 +51,8 @@ async def test_registration_waits_for_approval_then_events_and_tracks_land_once(
     start, end = boxed_incident()
     async with (
         emulator(cert, integration_login_before_approval=login_before_approval) as nx,
-        opened_store(tmp_path / "db") as store,
-        nx_sink(nx, cert, store, analytics=ANALYTICS) as sink,
+        opened_database(tmp_path / "db") as database,
+        nx_sink(nx, cert, database, analytics=ANALYTICS) as sink,
     ):
         detail = await sink.self_test()
         assert "analytics: " in detail and "waiting for approval in Nx" in detail and "PIN 4711" in detail
@@ -63,7 +63,7 @@ async def test_registration_waits_for_approval_then_events_and_tracks_land_once(
 
         # not approved: the bookmark and generic event go out, the deliveries wait with the reason
         counts = await deliver_all(
-            store, sink, [start, end], until=lambda: "waiting for approval" in (sink.health.last_error or "")
+            database, sink, [start, end], until=lambda: "waiting for approval" in (sink.health.last_error or "")
         )
         assert counts["delivered"] == 0 and counts["dead"] == 0
         assert not sink.health.ok and request_id in (sink.health.last_error or "")
@@ -74,7 +74,7 @@ async def test_registration_waits_for_approval_then_events_and_tracks_land_once(
 
         nx.approve()  # the administrator's click
         await asyncio.sleep(0.06)  # past approval_poll_s
-        counts = await deliver_all(store, sink, [])
+        counts = await deliver_all(database, sink, [])
         assert counts == {"pending": 0, "delivered": 2, "dead": 0}
         assert sink.health.ok and sink.health.last_error is None
         [engine] = nx.engines
@@ -106,19 +106,19 @@ async def test_a_restart_reuses_the_registration_and_a_removed_request_is_made_a
     cert: tuple[Path, Path], tmp_path: Path
 ) -> None:
     start, _ = boxed_incident()
-    async with emulator(cert) as nx, opened_store(tmp_path / "db") as store:
-        async with nx_sink(nx, cert, store, analytics=ANALYTICS) as sink:
+    async with emulator(cert) as nx, opened_database(tmp_path / "db") as database:
+        async with nx_sink(nx, cert, database, analytics=ANALYTICS) as sink:
             with pytest.raises(SinkNotReady, match="waiting for approval"):
                 await sink.publish(start.delivery_key, incident_to_json(start))
-        assert await store.get_ref("nvr", REGISTRATION_KEY)  # kept for the next run
+        assert await database.get_ref("nvr", REGISTRATION_KEY)  # kept for the next run
         nx.approve()
-        async with nx_sink(nx, cert, store, analytics=ANALYTICS) as sink:  # StoreSight restarted
+        async with nx_sink(nx, cert, database, analytics=ANALYTICS) as sink:  # StoreSight restarted
             await sink.publish(start.delivery_key, incident_to_json(start))
         assert len(nx.integration_requests) == 1 and len(nx.analytics_events) == 1
         assert len(nx.bookmarks) == 1 and len(nx.events) == 1
 
         nx.integration_requests.clear()  # the administrator deleted it
-        async with nx_sink(nx, cert, store, analytics=ANALYTICS) as sink:
+        async with nx_sink(nx, cert, database, analytics=ANALYTICS) as sink:
             with pytest.raises(SinkNotReady, match="is gone from Nx"):
                 await sink.analytics.ready()  # type: ignore[union-attr]
             await asyncio.sleep(0.06)
@@ -129,8 +129,8 @@ async def test_a_restart_reuses_the_registration_and_a_removed_request_is_made_a
 
 async def test_incidents_without_a_box_send_only_the_event(cert: tuple[Path, Path], tmp_path: Path) -> None:
     start, _ = incident()  # a track but no box
-    async with emulator(cert) as nx, opened_store(tmp_path / "db") as store:
-        async with nx_sink(nx, cert, store, analytics=ANALYTICS, bookmark=False) as sink:
+    async with emulator(cert) as nx, opened_database(tmp_path / "db") as database:
+        async with nx_sink(nx, cert, database, analytics=ANALYTICS, bookmark=False) as sink:
             with pytest.raises(SinkNotReady):
                 await sink.publish(start.delivery_key, incident_to_json(start))
             nx.approve()
@@ -180,15 +180,15 @@ async def test_the_emulator_checks_analytics_requests_against_the_spec(cert: tup
 
 async def test_lost_metadata_replies_reuse_the_track_ids_and_event_key(cert: tuple[Path, Path], tmp_path: Path) -> None:
     start, end = boxed_incident()
-    async with emulator(cert) as nx, opened_store(tmp_path / "db") as store:
-        async with nx_sink(nx, cert, store, analytics=ANALYTICS) as sink:
+    async with emulator(cert) as nx, opened_database(tmp_path / "db") as database:
+        async with nx_sink(nx, cert, database, analytics=ANALYTICS) as sink:
             with pytest.raises(SinkNotReady, match="waiting for approval"):
                 await sink.analytics.ready()  # type: ignore[union-attr]
             nx.approve()
             await asyncio.sleep(0.06)
             nx.lose_reply(1, "POST", "/metadata/object")  # taken by Nx, the sink never hears so
             nx.lose_reply(1, "POST", "/metadata/event", how="502")
-            counts = await deliver_all(store, sink, [start, end])
+            counts = await deliver_all(database, sink, [start, end])
         assert counts == {"pending": 0, "delivered": 2, "dead": 0}
         assert all(f.remaining == 0 for f in nx.faults)
         first, second = nx.object_metadata  # the retry re-sent the same tracks: the same Nx track ids
@@ -200,8 +200,8 @@ async def test_lost_metadata_replies_reuse_the_track_ids_and_event_key(cert: tup
 
 async def test_a_refused_permission_names_the_integration_user(cert: tuple[Path, Path], tmp_path: Path) -> None:
     start, _ = boxed_incident()
-    async with emulator(cert) as nx, opened_store(tmp_path / "db") as store:
-        async with nx_sink(nx, cert, store, analytics=ANALYTICS) as sink:
+    async with emulator(cert) as nx, opened_database(tmp_path / "db") as database:
+        async with nx_sink(nx, cert, database, analytics=ANALYTICS) as sink:
             with pytest.raises(SinkNotReady, match="waiting for approval"):
                 await sink.analytics.ready()  # type: ignore[union-attr]
             nx.approve()

@@ -25,7 +25,7 @@ from plugin.app import build_sink
 from plugin.config.loader import parse_config
 from plugin.config.service import OutboxConfig
 from plugin.errors import ConfigError, SinkAuthError, SinkNotReady, SinkRejected
-from plugin.incidents.database import AsyncStore, incident_to_json
+from plugin.incidents.database import AsyncDatabase, incident_to_json
 from plugin.incidents.outbox import OutboxWorker
 from plugin.metrics import Metrics
 from plugin.protocols import IncidentSink
@@ -68,9 +68,11 @@ def nx_config(nx: NxEmulator, cert: tuple[Path, Path], **extra: Any) -> NxSinkCo
 
 
 @contextlib.asynccontextmanager
-async def nx_sink(nx: NxEmulator, cert: tuple[Path, Path], store: AsyncStore, **extra: Any) -> AsyncIterator[NxSink]:
+async def nx_sink(
+    nx: NxEmulator, cert: tuple[Path, Path], database: AsyncDatabase, **extra: Any
+) -> AsyncIterator[NxSink]:
     """An nx sink keeping its references in `store`, closed afterwards."""
-    sink = NxSink(nx_config(nx, cert, **extra), store)
+    sink = NxSink(nx_config(nx, cert, **extra), database)
     try:
         yield sink
     finally:
@@ -78,13 +80,13 @@ async def nx_sink(nx: NxEmulator, cert: tuple[Path, Path], store: AsyncStore, **
 
 
 @contextlib.asynccontextmanager
-async def opened_store(path: Path) -> AsyncIterator[AsyncStore]:
+async def opened_database(path: Path) -> AsyncIterator[AsyncDatabase]:
     """A SQLite store (outbox and sink references)."""
-    store = AsyncStore(path)
+    database = AsyncDatabase(path)
     try:
-        yield store
+        yield database
     finally:
-        await store.close()
+        await database.close()
 
 
 def incident(camera: str = "cam1", n: int = 1) -> tuple[Incident, Incident]:
@@ -101,18 +103,18 @@ def incident(camera: str = "cam1", n: int = 1) -> tuple[Incident, Incident]:
 
 
 async def deliver_all(
-    store: AsyncStore, sink: IncidentSink, incidents: list[Incident], until: Callable[[], bool] | None = None
+    database: AsyncDatabase, sink: IncidentSink, incidents: list[Incident], until: Callable[[], bool] | None = None
 ) -> dict[str, int]:
     """Save the incidents to the outbox and let the real OutboxWorker deliver them (or work until `until()`);
     the final counts."""
     for inc in incidents:
-        await store.call(store.sync.save, inc, [sink.id])
-    worker = OutboxWorker(store, {sink.id: sink}, Metrics(), FAST)
+        await database.call(database.sync.save, inc, [sink.id])
+    worker = OutboxWorker(database, {sink.id: sink}, Metrics(), FAST)
     task = asyncio.create_task(worker.run())
     try:
         deadline = time.monotonic() + WAIT_S
         while True:
-            counts = (await store.call(store.sync.outbox_counts))[sink.id]
+            counts = (await database.call(database.sync.outbox_counts))[sink.id]
             if (until() if until else counts["pending"] == 0) or time.monotonic() > deadline:
                 return counts
             await asyncio.sleep(0.05)
@@ -139,15 +141,17 @@ def assert_one_bookmark_and_event(nx: NxEmulator, start: Incident, end: Incident
 
 async def test_start_and_end_make_one_bookmark_and_one_generic_event(cert: tuple[Path, Path], tmp_path: Path) -> None:
     start, end = incident()
-    async with emulator(cert) as nx, opened_store(tmp_path / "db") as store, nx_sink(nx, cert, store) as sink:
-        counts = await deliver_all(store, sink, [start, end])
+    async with emulator(cert) as nx, opened_database(tmp_path / "db") as database, nx_sink(nx, cert, database) as sink:
+        counts = await deliver_all(database, sink, [start, end])
         assert counts == {"pending": 0, "delivered": 2, "dead": 0}
         assert_one_bookmark_and_event(nx, start, end)
         # a first attempt needs no lookup; the end finds the bookmark through its stored reference
         assert nx.count("GET", "/bookmarks") == 0 and nx.count("PATCH", "/bookmarks/") == 1
         assert nx.logins == 1
         [delivered] = [
-            d for d in await store.call(store.sync.deliveries, "delivered") if d["delivery_key"].endswith(":start:0")
+            d
+            for d in await database.call(database.sync.deliveries, "delivered")
+            if d["delivery_key"].endswith(":start:0")
         ]
         assert "bookmark" in delivered["receipt"] and "generic event" in delivered["receipt"]
     assert nx.count("DELETE", "/login/sessions/-") == 1 and not nx.sessions  # close() logged out
@@ -158,9 +162,9 @@ async def test_a_lost_bookmark_reply_and_the_outbox_retry_make_no_duplicate(
     cert: tuple[Path, Path], tmp_path: Path, how: Literal["disconnect", "502"]
 ) -> None:
     start, end = incident()
-    async with emulator(cert) as nx, opened_store(tmp_path / "db") as store, nx_sink(nx, cert, store) as sink:
+    async with emulator(cert) as nx, opened_database(tmp_path / "db") as database, nx_sink(nx, cert, database) as sink:
         nx.lose_reply(1, "POST", "/bookmarks", how=how)  # stored in Nx, but the sink never hears so
-        counts = await deliver_all(store, sink, [start, end])
+        counts = await deliver_all(database, sink, [start, end])
         assert counts == {"pending": 0, "delivered": 2, "dead": 0}
         assert_one_bookmark_and_event(nx, start, end)
         assert nx.count("POST", "/bookmarks") == 1  # the retry looked it up instead of creating it again
@@ -169,9 +173,9 @@ async def test_a_lost_bookmark_reply_and_the_outbox_retry_make_no_duplicate(
 
 async def test_a_lost_generic_event_reply_is_not_sent_twice(cert: tuple[Path, Path], tmp_path: Path) -> None:
     start, end = incident()
-    async with emulator(cert) as nx, opened_store(tmp_path / "db") as store, nx_sink(nx, cert, store) as sink:
+    async with emulator(cert) as nx, opened_database(tmp_path / "db") as database, nx_sink(nx, cert, database) as sink:
         nx.lose_reply(1, "POST", "/events/generic")
-        counts = await deliver_all(store, sink, [start, end])
+        counts = await deliver_all(database, sink, [start, end])
         assert counts == {"pending": 0, "delivered": 2, "dead": 0}
         assert_one_bookmark_and_event(nx, start, end)
         assert nx.count("GET", "/events/log") == 1 and nx.count("POST", "/bookmarks") == 1
@@ -182,15 +186,15 @@ async def test_an_end_without_a_stored_reference_finds_the_bookmark_by_its_marke
 ) -> None:
     start, end = incident()
     async with emulator(cert, wrap_lists=True) as nx:  # and list replies as {"reply": [...]}
-        async with opened_store(tmp_path / "a") as first, nx_sink(nx, cert, first) as sink:
+        async with opened_database(tmp_path / "a") as first, nx_sink(nx, cert, first) as sink:
             await sink.publish(start.delivery_key, incident_to_json(start))
-        async with opened_store(tmp_path / "b") as empty, nx_sink(nx, cert, empty) as sink:
+        async with opened_database(tmp_path / "b") as empty, nx_sink(nx, cert, empty) as sink:
             receipt = await sink.publish(end.delivery_key, incident_to_json(end))
         assert_one_bookmark_and_event(nx, start, end)
         assert nx.count("GET", "/bookmarks") == 1 and receipt.detail.startswith("Nx end: bookmark ")
         # an end whose start never reached Nx: one bookmark of the full length, no event
         _, end2 = incident("cam2", n=2)
-        async with opened_store(tmp_path / "c") as store, nx_sink(nx, cert, store) as sink:
+        async with opened_database(tmp_path / "c") as database, nx_sink(nx, cert, database) as sink:
             await sink.publish(end2.delivery_key, incident_to_json(end2))
             await sink.publish(end2.delivery_key, incident_to_json(end2))  # delivered twice: still one
         [bm2] = [b for b in nx.bookmarks.values() if b["deviceId"] == DEV2]
@@ -200,8 +204,8 @@ async def test_an_end_without_a_stored_reference_finds_the_bookmark_by_its_marke
 
 async def test_the_session_is_renewed_before_it_expires(cert: tuple[Path, Path], tmp_path: Path) -> None:
     start, end = incident()
-    async with emulator(cert, token_lifetime_s=1) as nx, opened_store(tmp_path / "db") as store:
-        async with nx_sink(nx, cert, store) as sink:
+    async with emulator(cert, token_lifetime_s=1) as nx, opened_database(tmp_path / "db") as database:
+        async with nx_sink(nx, cert, database) as sink:
             await sink.publish(start.delivery_key, incident_to_json(start))
             await asyncio.sleep(0.9)  # past 80 % of the 1 s session
             await sink.publish(end.delivery_key, incident_to_json(end))
@@ -211,7 +215,7 @@ async def test_the_session_is_renewed_before_it_expires(cert: tuple[Path, Path],
 
 async def test_a_session_that_expired_on_the_server_logs_in_again_once(cert: tuple[Path, Path], tmp_path: Path) -> None:
     start, end = incident()
-    async with emulator(cert) as nx, opened_store(tmp_path / "db") as store, nx_sink(nx, cert, store) as sink:
+    async with emulator(cert) as nx, opened_database(tmp_path / "db") as database, nx_sink(nx, cert, database) as sink:
         await sink.publish(start.delivery_key, incident_to_json(start))
         nx.expire_sessions()  # e.g. the server restarted
         await sink.publish(end.delivery_key, incident_to_json(end))
@@ -221,7 +225,7 @@ async def test_a_session_that_expired_on_the_server_logs_in_again_once(cert: tup
 
 async def test_a_second_401_right_after_a_fresh_login_is_an_auth_error(cert: tuple[Path, Path], tmp_path: Path) -> None:
     start, _ = incident()
-    async with emulator(cert) as nx, opened_store(tmp_path / "db") as store, nx_sink(nx, cert, store) as sink:
+    async with emulator(cert) as nx, opened_database(tmp_path / "db") as database, nx_sink(nx, cert, database) as sink:
         nx.reject_all_tokens = True
         with pytest.raises(SinkAuthError, match="HTTP 401 again right after a fresh login"):
             await sink.publish(start.delivery_key, incident_to_json(start))
@@ -233,18 +237,18 @@ async def test_wrong_password_is_an_auth_error_held_by_the_outbox_and_never_logg
 ) -> None:
     caplog.set_level(logging.DEBUG)
     start, end = incident()
-    async with emulator(cert) as nx, opened_store(tmp_path / "db") as store:
-        async with nx_sink(nx, cert, store, password="hunter2-wrong") as sink:
+    async with emulator(cert) as nx, opened_database(tmp_path / "db") as database:
+        async with nx_sink(nx, cert, database, password="hunter2-wrong") as sink:
             with pytest.raises(SinkAuthError, match="login as 'storesight' refused") as err:
                 await sink.publish(start.delivery_key, incident_to_json(start))
             assert "hunter2" not in str(err.value)
-            counts = await deliver_all(store, sink, [start, end], until=lambda: sink.health.auth_failed)
+            counts = await deliver_all(database, sink, [start, end], until=lambda: sink.health.auth_failed)
             await asyncio.sleep(0.3)  # time for retries that must not happen
-            counts = (await store.call(store.sync.outbox_counts))[sink.id]
+            counts = (await database.call(database.sync.outbox_counts))[sink.id]
             assert sink.health.auth_failed and nx.logins == 2 and counts == {"pending": 2, "delivered": 0, "dead": 0}
         assert not nx.bookmarks and not nx.events
         # and a session that works leaves neither the password nor its token in the log
-        async with nx_sink(nx, cert, store) as good:
+        async with nx_sink(nx, cert, database) as good:
             await good.publish(start.delivery_key, incident_to_json(start))
         tokens = {s.authorized_with for s in nx.seen if s.authorized_with}
         assert tokens
@@ -256,17 +260,17 @@ async def test_outages_and_timeouts_are_retried_by_the_outbox_until_delivered(
     cert: tuple[Path, Path], tmp_path: Path
 ) -> None:
     start, end = incident()
-    async with emulator(cert) as nx, opened_store(tmp_path / "db") as store:
-        async with nx_sink(nx, cert, store, timeout_s=0.3) as sink:
+    async with emulator(cert) as nx, opened_database(tmp_path / "db") as database:
+        async with nx_sink(nx, cert, database, timeout_s=0.3) as sink:
             nx.fail(1, 500, "POST", "/login/sessions")
             nx.fail(2, 503, "POST", "/bookmarks")
             nx.hang(1, "POST", "/events/generic")  # answered only after the sink gave up
             nx.fail(1, 502, "PATCH", "/bookmarks/")
-            counts = await deliver_all(store, sink, [start, end])
+            counts = await deliver_all(database, sink, [start, end])
             assert counts == {"pending": 0, "delivered": 2, "dead": 0}
         assert_one_bookmark_and_event(nx, start, end)
         assert all(f.remaining == 0 for f in nx.faults)
-        dead_or_done = await store.call(store.sync.deliveries, "delivered")
+        dead_or_done = await database.call(database.sync.deliveries, "delivered")
         assert max(d["attempts"] for d in dead_or_done) >= 4  # 500, 503, 503, hang for the start
 
 
@@ -274,8 +278,8 @@ async def test_an_unreachable_server_is_not_ready(cert: tuple[Path, Path], tmp_p
     start, _ = incident()
     async with emulator(cert) as nx:
         url = nx.url
-    async with opened_store(tmp_path / "db") as store:
-        sink = NxSink(nx_config(nx, cert, url=url), store)
+    async with opened_database(tmp_path / "db") as database:
+        sink = NxSink(nx_config(nx, cert, url=url), database)
         try:
             with pytest.raises(SinkNotReady, match="login/sessions"):
                 await sink.publish(start.delivery_key, incident_to_json(start))
@@ -285,7 +289,7 @@ async def test_an_unreachable_server_is_not_ready(cert: tuple[Path, Path], tmp_p
 
 async def test_an_unmapped_camera_is_rejected_with_a_clear_message(cert: tuple[Path, Path], tmp_path: Path) -> None:
     start, _ = incident(camera="cam9")
-    async with emulator(cert) as nx, opened_store(tmp_path / "db") as store, nx_sink(nx, cert, store) as sink:
+    async with emulator(cert) as nx, opened_database(tmp_path / "db") as database, nx_sink(nx, cert, database) as sink:
         with pytest.raises(SinkRejected, match=r"camera 'cam9' has no Nx device in sink 'nvr' \(add `cam9: <Nx"):
             await sink.publish(start.delivery_key, incident_to_json(start))
         assert nx.seen == []  # refused before anything was sent
@@ -295,8 +299,8 @@ async def test_a_device_unknown_to_nx_is_a_rejection(cert: tuple[Path, Path], tm
     start, _ = incident()
     async with (
         emulator(cert) as nx,
-        opened_store(tmp_path / "db") as store,
-        nx_sink(nx, cert, store, cameras={"cam1": UNKNOWN_DEV}) as sink,
+        opened_database(tmp_path / "db") as database,
+        nx_sink(nx, cert, database, cameras={"cam1": UNKNOWN_DEV}) as sink,
     ):
         with pytest.raises(SinkRejected, match=f"create the bookmark .* on device {UNKNOWN_DEV}: HTTP 404"):
             await sink.publish(start.delivery_key, incident_to_json(start))
@@ -305,17 +309,17 @@ async def test_a_device_unknown_to_nx_is_a_rejection(cert: tuple[Path, Path], tm
 async def test_self_test_checks_the_camera_map_and_writes_a_test_bookmark(
     cert: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    async with emulator(cert) as nx, opened_store(tmp_path / "db") as store:
-        async with nx_sink(nx, cert, store, cameras={"cam1": DEV1, "cam2": UNKNOWN_DEV.upper()}) as sink:
+    async with emulator(cert) as nx, opened_database(tmp_path / "db") as database:
+        async with nx_sink(nx, cert, database, cameras={"cam1": DEV1, "cam2": UNKNOWN_DEV.upper()}) as sink:
             with pytest.raises(SinkRejected, match=f"unknown Nx device ids: cam2 -> {UNKNOWN_DEV} .*Checkout 1"):
                 await sink.self_test()
         assert not nx.bookmarks and not nx.events
-        async with nx_sink(nx, cert, store) as sink:
+        async with nx_sink(nx, cert, database) as sink:
             detail = await sink.self_test()
         [bm] = nx.bookmarks.values()
         assert bm["tags"] == [TEST_TAG] and "connection test" in bm["name"] and bm["deviceId"] == DEV1
         assert f"2 mapped device(s) found; wrote a test bookmark {bm['id']}" in detail and not nx.events
-        async with nx_sink(nx, cert, store, bookmark=False) as sink:  # events only: the test writes an event
+        async with nx_sink(nx, cert, database, bookmark=False) as sink:  # events only: the test writes an event
             assert "test generic event" in await sink.self_test()
         assert len(nx.events) == 1 and len(nx.bookmarks) == 1
 
@@ -324,8 +328,8 @@ async def test_an_untrusted_certificate_is_an_auth_error_naming_ca_bundle(
     cert: tuple[Path, Path], tmp_path: Path
 ) -> None:
     start, _ = incident()
-    async with emulator(cert) as nx, opened_store(tmp_path / "db") as store:
-        async with nx_sink(nx, cert, store, ca_bundle=None) as sink:
+    async with emulator(cert) as nx, opened_database(tmp_path / "db") as database:
+        async with nx_sink(nx, cert, database, ca_bundle=None) as sink:
             with pytest.raises(SinkAuthError, match=r"not trusted .* set ca_bundle"):
                 await sink.publish(start.delivery_key, incident_to_json(start))
         assert nx.seen == []  # the TLS handshake failed: no request reached the server
@@ -368,7 +372,7 @@ def test_config_names_bad_fields_and_build_sink_picks_nx(tmp_path: Path) -> None
     [sink_cfg] = cfg.sinks
     assert isinstance(sink_cfg, NxSinkConfig) and sink_cfg.cameras == {"cam1": DEV1}  # braces and case normalised
     assert sink_cfg.verify_tls and sink_cfg.bookmark and sink_cfg.generic_event and sink_cfg.tags == ["storesight"]
-    sink = build_sink(sink_cfg, AsyncStore(tmp_path / "refs.db"))
+    sink = build_sink(sink_cfg, AsyncDatabase(tmp_path / "refs.db"))
     assert isinstance(sink, NxSink) and sink.kind == SPEC.key == "nx"
     assert "pw" not in repr(sink_cfg)
     bad = [

@@ -23,17 +23,19 @@ from test_config import example
 from adapters.cameras.onvif.device import (
     WSDL_DIR,
     OnvifProfile,
-    OnvifSource,
     pick_analysis_profile,
     pick_evidence_profile,
     probe,
     with_credentials,
 )
-from plugin.app import RESTART_START_S, RUNTIME, build_app
+from adapters.cameras.onvif.source import OnvifSource
+from plugin.app import build_app
 from plugin.config.cameras import OnvifConfig
 from plugin.config.loader import load_config, parse_config
 from plugin.errors import CameraAuthError, SourceError
 from plugin.inference.server import EmbeddedTriton, free_port
+from plugin.pipeline.supervisor import RESTART_START_S
+from plugin.web.keys import CAMERAS
 
 USER = "admin"
 PASSWORD = "Ipy-s3cret-pw"  # distinctive, so a leak into a message is found by a substring test
@@ -249,15 +251,15 @@ async def test_bridge_analyses_an_onvif_camera(
             body = await _readyz_until(doc["web"]["port"], lambda b: b["cameras"]["cam1"]["frames_analysed"] > 0)
             camera = body["cameras"]["cam1"]
             assert (camera["state"], camera["connected"], camera["error"]) == ("running", True, None)
-            pipeline = app[RUNTIME].pipelines["cam1"]
+            pipeline = app[CAMERAS].pipelines["cam1"]
             assert pipeline.last_frame is not None and pipeline.last_frame.image.shape == (SUB[1], SUB[0], 3)
         else:
             body = await _readyz_until(doc["web"]["port"], lambda b: b["cameras"]["cam1"]["state"] == "failed")
             await asyncio.sleep(RESTART_START_S + 0.5)  # long enough for a restart, which must not happen
             camera = body["cameras"]["cam1"]
             assert "wrong username or password" in camera["error"]
-            assert app[RUNTIME].pipelines["cam1"].status.state == "failed"
-            assert app[RUNTIME].tasks["cam1"].done()  # not retried: cameras lock accounts
+            assert app[CAMERAS].pipelines["cam1"].status.state == "failed"
+            assert app[CAMERAS].tasks["cam1"].done()  # not retried: cameras lock accounts
         assert camera["source"] == f"onvif://127.0.0.1:{locked_device.port}"
         assert PASSWORD not in json.dumps(body) and "not-the-password" not in json.dumps(body)
     finally:

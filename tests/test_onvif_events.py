@@ -44,14 +44,18 @@ from adapters.cameras.onvif.events import (
     parse_pull_response,
     reference_parameters,
 )
-from plugin.app import Runtime, camera_events
+from adapters.cameras.registry import camera_source, events_source
 from plugin.config.cameras import OnvifConfig
 from plugin.config.loader import parse_config
 from plugin.errors import ConfigError
-from plugin.incidents.database import AsyncStore
+from plugin.incidents.database import AsyncDatabase
 from plugin.incidents.explain import Explainer
 from plugin.incidents.manager import IncidentManager
+from plugin.metrics import Metrics
 from plugin.pipeline.camera_signals import CameraSignals
+from plugin.pipeline.presence import PresenceLog
+from plugin.pipeline.supervisor import CameraFleet, PipelineParts, Supervisor
+from plugin.rules.base import RuleContext
 from plugin.types import CAMERA_SIGNAL_KINDS, CameraSignal
 
 USER = "admin"
@@ -636,12 +640,19 @@ async def test_a_forwarded_camera_event_becomes_an_incident(responder: EventsRes
             "host": "127.0.0.1", "port": responder.port, "username": USER, "password": PASSWORD, "timeout_s": 5,
             "events": {"forward": ["line_crossing", "door_alarm"], "severity": "critical"}}}],
     }  # fmt: skip
-    rt = Runtime(parse_config(doc))
-    rt.store = AsyncStore(tmp_path / "db.sqlite")
-    rt.incidents = IncidentManager(rt.store, tmp_path / "evidence", Explainer("UTC"), [])
-    task = asyncio.create_task(camera_events(rt, "cam1"))
+    config = parse_config(doc)
+    database = AsyncDatabase(tmp_path / "db.sqlite")
+    incidents = IncidentManager(database, tmp_path / "evidence", Explainer("UTC"), [])
+    parts = PipelineParts(
+        detector=config.detector, pose_config=config.pose, rules=[], client=None,  # type: ignore[arg-type]
+        incidents=incidents, metrics=Metrics(), insights=None, presence=PresenceLog(), rule_context=RuleContext(),
+        make_source=camera_source,
+    )  # fmt: skip
+    fleet = CameraFleet()
+    supervisor = Supervisor(fleet, config.cameras, parts, once=False, ready_timeout_s=5, make_events=events_source)
+    task = asyncio.create_task(supervisor.camera_events("cam1"))
     try:
-        await until(lambda: "cam1" in rt.events and rt.events["cam1"].status.state == "subscribed")
+        await until(lambda: "cam1" in fleet.events and fleet.events["cam1"].status.state == "subscribed")
         responder.publish(
             crossing("Line1", at=T),
             notification("tns1:VideoSource/MotionAlarm", T, source={"Source": "VS1"}, data={"State": "true"}),
@@ -650,12 +661,12 @@ async def test_a_forwarded_camera_event_becomes_an_incident(responder: EventsRes
             notification("tns1:Door/State/DoorAlarm", T + timedelta(seconds=20), source={"DoorToken": "Door1"},
                          data={"State": "Normal"}),
         )  # fmt: skip
-        await until(lambda: rt.signals["cam1"].counts.total() == 4)
-        rows = await rt.store.call(rt.store.sync.incidents)
+        await until(lambda: fleet.signals["cam1"].counts.total() == 4)
+        rows = await database.call(database.sync.incidents)
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-        await rt.store.close()
+        await database.close()
     by_type = {r["type"]: r for r in rows}
     assert set(by_type) == {"onvif_line_crossing", "onvif_door_alarm"}  # motion is not forwarded
     line = by_type["onvif_line_crossing"]
@@ -667,9 +678,9 @@ async def test_a_forwarded_camera_event_becomes_an_incident(responder: EventsRes
     assert door["explanation"] == (
         "Camera cam1 reported a door alarm: forced open (ONVIF door Door1), 14:03:05-14:03:25 (20 s)"
     )
-    signals = rt.signals["cam1"]
+    signals = fleet.signals["cam1"]
     assert signals.last_motion_at == T and signals.motion_active  # motion is kept for gating
-    assert rt.events["cam1"].describe()["state"] == "stopped"
+    assert fleet.events["cam1"].describe()["state"] == "stopped"
 
 
 # --- subscriptions told apart by a WS-Addressing reference parameter ----------------------------------------------

@@ -19,7 +19,7 @@ from helpers import WebhookReceiver, write_config
 
 from adapters.sinks.webhook import WebhookSink, WebhookSinkConfig, verify
 from plugin.config.service import OutboxConfig
-from plugin.incidents.database import AsyncStore
+from plugin.incidents.database import AsyncDatabase
 from plugin.incidents.outbox import OutboxWorker
 from plugin.inference.server import EmbeddedTriton, free_port
 from plugin.metrics import Metrics
@@ -45,18 +45,18 @@ def webhook(sink_id: str, url: str, **kw: object) -> WebhookSink:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[AsyncStore]:
+async def database(tmp_path: Path) -> AsyncIterator[AsyncDatabase]:
     """A fresh SQLite store."""
-    s = AsyncStore(tmp_path / "db.sqlite")
+    s = AsyncDatabase(tmp_path / "db.sqlite")
     yield s
     await s.close()
 
 
 async def run_worker(
-    store: AsyncStore, sinks: dict[str, IncidentSink], config: OutboxConfig = FAST
+    database: AsyncDatabase, sinks: dict[str, IncidentSink], config: OutboxConfig = FAST
 ) -> asyncio.Task[None]:
     """Start an outbox worker in the background."""
-    worker = OutboxWorker(store, sinks, Metrics(), config)
+    worker = OutboxWorker(database, sinks, Metrics(), config)
     return asyncio.create_task(worker.run())
 
 
@@ -76,20 +76,20 @@ async def stop(task: asyncio.Task[None], sinks: dict[str, IncidentSink]) -> None
         await s.close()
 
 
-async def save_all(store: AsyncStore, sink_ids: list[str], n: int) -> None:
+async def save_all(database: AsyncDatabase, sink_ids: list[str], n: int) -> None:
     """n incidents, each with start and end."""
     for i in range(n):
-        await store.call(store.sync.save, incident(i), sink_ids)
-        await store.call(store.sync.save, incident(i, "end"), sink_ids)
+        await database.call(database.sync.save, incident(i), sink_ids)
+        await database.call(database.sync.save, incident(i, "end"), sink_ids)
 
 
-async def test_sink_down_then_back_gets_everything_exactly_once(store: AsyncStore) -> None:
+async def test_sink_down_then_back_gets_everything_exactly_once(database: AsyncDatabase) -> None:
     blocker = socket.socket()  # bound, not listening: refused connections, and the port stays ours
     blocker.bind(("127.0.0.1", 0))
     port = blocker.getsockname()[1]
     sinks: dict[str, IncidentSink] = {"hook": webhook("hook", f"http://127.0.0.1:{port}/in")}
-    await save_all(store, ["hook"], 5)
-    task = await run_worker(store, sinks)
+    await save_all(database, ["hook"], 5)
+    task = await run_worker(database, sinks)
     await asyncio.sleep(1.0)  # nothing listens: every attempt fails and is rescheduled
     assert sinks["hook"].health.ok is False
     blocker.close()
@@ -102,15 +102,15 @@ async def test_sink_down_then_back_gets_everything_exactly_once(store: AsyncStor
     # in stored order: after an outage an incident's end never arrives before its start
     assert keys == [incident(i, state).delivery_key for i in range(5) for state in ("start", "end")]
     assert sinks["hook"].health.ok is True
-    counts = await store.call(store.sync.outbox_counts)
+    counts = await database.call(database.sync.outbox_counts)
     assert counts["hook"] == {"pending": 0, "delivered": 10, "dead": 0}
 
 
-async def test_a_slow_sink_does_not_hold_up_the_others(store: AsyncStore) -> None:
+async def test_a_slow_sink_does_not_hold_up_the_others(database: AsyncDatabase) -> None:
     with WebhookReceiver(delay_s=1.0) as slow, WebhookReceiver() as fast:
         sinks: dict[str, IncidentSink] = {"slow": webhook("slow", slow.url), "fast": webhook("fast", fast.url)}
-        await save_all(store, ["slow", "fast"], 4)
-        task = await run_worker(store, sinks)
+        await save_all(database, ["slow", "fast"], 4)
+        task = await run_worker(database, sinks)
         await wait_for(lambda: len(fast.keys()) == 8, 5)
         slow_so_far = len(slow.keys())
         await wait_for(lambda: len(slow.keys()) == 8, 30)
@@ -119,56 +119,56 @@ async def test_a_slow_sink_does_not_hold_up_the_others(store: AsyncStore) -> Non
     assert slow_so_far <= 2, f"fast sink waited for the slow one ({slow_so_far} slow deliveries first)"
 
 
-async def test_auth_failure_holds_and_rejection_dead_letters(store: AsyncStore) -> None:
+async def test_auth_failure_holds_and_rejection_dead_letters(database: AsyncDatabase) -> None:
     with WebhookReceiver(status=401) as denied, WebhookReceiver(status=400) as picky:
         sinks: dict[str, IncidentSink] = {"denied": webhook("denied", denied.url), "picky": webhook("picky", picky.url)}
-        await save_all(store, ["denied", "picky"], 1)
-        task = await run_worker(store, sinks)
+        await save_all(database, ["denied", "picky"], 1)
+        task = await run_worker(database, sinks)
         await wait_for(lambda: sinks["denied"].health.auth_failed)
         await asyncio.sleep(0.5)  # time for the 400s to be dead-lettered and for retries that must not happen
         await stop(task, sinks)
-    counts = await store.call(store.sync.outbox_counts)
+    counts = await database.call(database.sync.outbox_counts)
     assert counts["denied"]["pending"] == 2 and counts["denied"]["dead"] == 0  # held, never given up
     assert counts["picky"]["dead"] == 2  # a 400 is not retried
-    dead = await store.call(store.sync.deliveries, "dead")
+    dead = await database.call(database.sync.deliveries, "dead")
     assert {d["sink"] for d in dead} == {"picky"}
     assert all("rejected: " in d["last_error"] and "HTTP 400" in d["last_error"] for d in dead)
-    incident_doc = await store.call(store.sync.incident, incident(0).id)
+    incident_doc = await database.call(database.sync.incident, incident(0).id)
     assert incident_doc is not None
     assert {(d["sink"], d["state"]) for d in incident_doc["deliveries"]} == {("denied", "pending"), ("picky", "dead")}
 
     # fixed receiver + manual retry: the dead letters go out
     with WebhookReceiver() as picky_fixed:
         sinks2: dict[str, IncidentSink] = {"picky": webhook("picky", picky_fixed.url)}
-        assert await store.call(store.sync.retry_dead, "picky", None) == 2
-        task = await run_worker(store, sinks2)
+        assert await database.call(database.sync.retry_dead, "picky", None) == 2
+        task = await run_worker(database, sinks2)
         await wait_for(lambda: len(picky_fixed.keys()) == 2)
         await stop(task, sinks2)
 
 
-async def test_too_many_failures_dead_letter(store: AsyncStore) -> None:
+async def test_too_many_failures_dead_letter(database: AsyncDatabase) -> None:
     with WebhookReceiver(status=503) as down:
         sinks: dict[str, IncidentSink] = {"down": webhook("down", down.url)}
-        await store.call(store.sync.save, incident(1), ["down"])
-        task = await run_worker(store, sinks, FAST.model_copy(update={"max_attempts": 3}))
+        await database.call(database.sync.save, incident(1), ["down"])
+        task = await run_worker(database, sinks, FAST.model_copy(update={"max_attempts": 3}))
 
         async def dead() -> int:
-            return int((await store.call(store.sync.outbox_counts))["down"]["dead"])
+            return int((await database.call(database.sync.outbox_counts))["down"]["dead"])
 
         for _ in range(100):
             if await dead() == 1:
                 break
             await asyncio.sleep(0.05)
         await stop(task, sinks)
-    [row] = await store.call(store.sync.deliveries, "dead")
+    [row] = await database.call(database.sync.deliveries, "dead")
     assert row["attempts"] == 3 and "gave up after 3 attempts" in row["last_error"]
 
 
-async def test_signed_webhook_verifies_and_detects_tampering(store: AsyncStore) -> None:
+async def test_signed_webhook_verifies_and_detects_tampering(database: AsyncDatabase) -> None:
     with WebhookReceiver() as hook:
         sinks: dict[str, IncidentSink] = {"signed": webhook("signed", hook.url, secret=SECRET)}
-        await store.call(store.sync.save, incident(3), ["signed"])
-        task = await run_worker(store, sinks)
+        await database.call(database.sync.save, incident(3), ["signed"])
+        task = await run_worker(database, sinks)
         await wait_for(lambda: len(hook.keys()) == 1)
         await stop(task, sinks)
         [req] = hook.requests
@@ -240,22 +240,22 @@ def test_sigkill_during_an_outage_loses_nothing(triton: EmbeddedTriton, clip: Pa
 def test_outbox_cli_lists_and_requeues_dead_letters(tmp_path: Path) -> None:
     from helpers import run_cli
 
-    from plugin.incidents.database import Delivery, Store
+    from plugin.incidents.database import Database, Delivery
 
     cfg = write_config(tmp_path / "c.yaml", {"storage": {"path": str(tmp_path / "data")}})
-    store = Store(tmp_path / "data" / "storesight.db")
-    store.save(incident(7), ["vms"])
-    [due] = store.due("vms", time.time())
-    store.mark_dead(Delivery(due.delivery_key, "vms", due.incident_id, {}, 0), "rejected: HTTP 422")
-    store.close()
+    database = Database(tmp_path / "data" / "storesight.db")
+    database.save(incident(7), ["vms"])
+    [due] = database.due("vms", time.time())
+    database.mark_dead(Delivery(due.delivery_key, "vms", due.incident_id, {}, 0), "rejected: HTTP 422")
+    database.close()
     listed = run_cli("outbox", "list", "-c", str(cfg), "--state", "dead", "--json")
     assert listed.returncode == 0, listed.stderr
     assert '"last_error": "rejected: HTTP 422"' in listed.stdout and due.delivery_key in listed.stdout
     retried = run_cli("outbox", "retry", "-c", str(cfg), "--sink", "vms")
     assert retried.returncode == 0 and "requeued 1 dead-lettered delivery" in retried.stdout
-    store = Store(tmp_path / "data" / "storesight.db")
-    assert store.outbox_counts()["vms"] == {"pending": 1, "delivered": 0, "dead": 0}
-    store.close()
+    database = Database(tmp_path / "data" / "storesight.db")
+    assert database.outbox_counts()["vms"] == {"pending": 1, "delivered": 0, "dead": 0}
+    database.close()
 
 
 def test_vms_test_reports_each_sink(tmp_path: Path) -> None:

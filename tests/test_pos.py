@@ -23,10 +23,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_config import example
 
-from adapters.business.pos.poslog import DocumentRejected, PosLogReader, _masked_copy, safe_parse
-from adapters.business.pos.receipt_text import ReceiptTextParser
+from adapters.business.pos.poslog import DocumentRejected, PosLogDropFolder, PosLogReader, _masked_copy, safe_parse
+from adapters.business.pos.receipt_text import ReceiptTextParser, ReceiptTextServer
+from adapters.business.pos.transact import TransactServer
 from adapters.sinks.nx.sink import parse_incident as nx_incident
-from plugin.app import RUNTIME, Runtime, build_app, pos_ctx, sinks_ctx, store_ctx
+from plugin.app import add_intake_routes, build_app, database_ctx, new_app, pos_ctx, sinks_ctx
 from plugin.config.loader import parse_config
 from plugin.config.pos import PosConfig
 from plugin.config.root import Config
@@ -35,13 +36,14 @@ from plugin.fusion.hub import BusinessHub
 from plugin.fusion.pos.exceptions import PosExceptionRules
 from plugin.fusion.pos.model import Transaction, render_receipt
 from plugin.fusion.pos.service import PosService
-from plugin.incidents.database import AsyncStore
+from plugin.incidents.database import AsyncDatabase
 from plugin.incidents.explain import Explainer
 from plugin.incidents.manager import IncidentManager
 from plugin.inference.server import EmbeddedTriton, free_port
 from plugin.pipeline.presence import PresenceLog
 from plugin.redact import find_pans, luhn_ok, mask_pans
 from plugin.types import Frame
+from plugin.web.keys import DATABASE, POS, POS_INPUTS
 from plugin.web.routes import setup_routes
 
 pytestmark = [pytest.mark.pos]
@@ -380,32 +382,32 @@ def feed_presence(presence: PresenceLog, seconds: float, people: dict[int, list[
 
 @dataclass
 class Env:
-    store: AsyncStore
+    database: AsyncDatabase
     hub: BusinessHub
     presence: PresenceLog
     service: PosService
 
     async def incidents(self) -> list[dict[str, Any]]:
-        return await self.store.call(self.store.sync.incidents)
+        return await self.database.call(self.database.sync.incidents)
 
     async def events(self, kind: str | None = None) -> list[dict[str, Any]]:
-        return await self.store.call(self.store.sync.business_events, "2026-01-01", "2027-01-01", kind)
+        return await self.database.call(self.database.sync.business_events, "2026-01-01", "2027-01-01", kind)
 
 
 @pytest.fixture
 async def env(tmp_path: Path) -> AsyncIterator[Env]:
     config = pos_config()
     assert config.pos is not None
-    store = AsyncStore(tmp_path / "db.sqlite")
-    hub = BusinessHub(store)
+    database = AsyncDatabase(tmp_path / "db.sqlite")
+    hub = BusinessHub(database)
     presence = PresenceLog()
-    incidents = IncidentManager(store, tmp_path / "evidence", Explainer("UTC"), ["nx"])
+    incidents = IncidentManager(database, tmp_path / "evidence", Explainer("UTC"), ["nx"])
     service = PosService(config.pos, "store-42", "UTC", hub, presence, incidents)
     try:
-        yield Env(store, hub, presence, service)
+        yield Env(database, hub, presence, service)
     finally:
         await service.close()
-        await store.close()
+        await database.close()
 
 
 def refund(txn_id: str, begin_s: float, end_s: float, linked: bool = False, **extra: Any) -> Transaction:
@@ -593,17 +595,16 @@ def pos_app(tmp_path: Path, **pos: Any) -> tuple[web.Application, int]:
     doc["storage"] = {"path": str(tmp_path / "data")}
     port = free_port()
     doc["web"] = {"port": port, "token": TOKEN}
-    app = web.Application()
-    app[RUNTIME] = Runtime(config=parse_config(doc))
-    app.cleanup_ctx.extend([store_ctx, sinks_ctx, pos_ctx])
+    app = new_app(parse_config(doc))
+    app.cleanup_ctx.extend([database_ctx, sinks_ctx, pos_ctx])
     setup_routes(app)
+    add_intake_routes(app)
     return app, port
 
 
 async def test_http_intake(tmp_path: Path) -> None:
     app, port = pos_app(tmp_path, max_document_bytes=200_000)
     runner = await _start(app, port)
-    rt = app[RUNTIME]
     base = f"http://127.0.0.1:{port}/api/pos"
     auth = {"Authorization": f"Bearer {TOKEN}"}
     try:
@@ -615,8 +616,9 @@ async def test_http_intake(tmp_path: Path) -> None:
                 assert resp.status == 202, body
                 assert body == {"accepted": 7, "duplicates": 0, "skipped": 2, "rejected": []}
             # stored before the answer: every transaction is in the store now
-            assert rt.store is not None
-            rows = await rt.store.call(rt.store.sync.business_events, "2026-01-01", "2027-01-01", "pos.transaction")
+            rows = await app[DATABASE].call(
+                app[DATABASE].sync.business_events, "2026-01-01", "2027-01-01", "pos.transaction"
+            )
             assert len(rows) == 7 and VISA not in json.dumps(rows)
             async with http.post(f"{base}/poslog", data=POSLOG, headers=auth) as resp:
                 assert (await resp.json())["duplicates"] == 7
@@ -654,12 +656,12 @@ async def test_drop_folder_takes_good_files_and_rejects_hostile_ones(tmp_path: P
     (drop / "notes.txt").write_text("not mine")
     app, port = pos_app(tmp_path, file_drop={"path": str(drop), "settle_s": 0, "poll_s": 60})
     runner = await _start(app, port)
-    rt = app[RUNTIME]
     try:
-        assert rt.pos is not None and rt.pos.drop is not None
-        await rt.pos.drop.scan()  # the first poll may be running too: scans are idempotent
-        assert rt.store is not None
-        rows = await rt.store.call(rt.store.sync.business_events, "2026-01-01", "2027-01-01", "pos.transaction")
+        [drop_folder] = [s for s in app[POS_INPUTS] if isinstance(s, PosLogDropFolder)]
+        await drop_folder.scan()  # the first poll may be running too: scans are idempotent
+        rows = await app[DATABASE].call(
+            app[DATABASE].sync.business_events, "2026-01-01", "2027-01-01", "pos.transaction"
+        )
         assert len(rows) == 8  # 7 from a-good, plus 5001 from e-partly (its others are duplicates of a-good)
     finally:
         await runner.cleanup()
@@ -679,15 +681,15 @@ async def test_drop_folder_takes_good_files_and_rejects_hostile_ones(tmp_path: P
 async def test_text_feed_and_transact_feed(tmp_path: Path) -> None:
     app, port = pos_app(tmp_path, text=[{"port": 0}], transact=[{"port": 0, "lanes": ["3"]}])
     runner = await _start(app, port)
-    rt = app[RUNTIME]
+    [transact] = [s for s in app[POS_INPUTS] if isinstance(s, TransactServer)]
+    [text] = [s for s in app[POS_INPUTS] if isinstance(s, ReceiptTextServer)]
     try:
-        assert rt.pos is not None
-        t_reader, t_writer = await asyncio.open_connection("127.0.0.1", rt.pos.transact[0].port)
+        t_reader, t_writer = await asyncio.open_connection("127.0.0.1", transact.port)
         for _ in range(50):
-            if rt.pos.transact[0].clients:
+            if transact.clients:
                 break
             await asyncio.sleep(0.05)
-        _, reg_writer = await asyncio.open_connection("127.0.0.1", rt.pos.text[0].port)
+        _, reg_writer = await asyncio.open_connection("127.0.0.1", text.port)
         # three transactions pipelined in one segment, one on another lane, a card number in a tender line
         stream = (
             "TXN 501 LANE 3 OP 17 2026-11-29 14:00:10\r\nSALE Jeans 39.99\r\n*** VOID *** Jacket 59.99\r\n"
@@ -702,10 +704,10 @@ async def test_text_feed_and_transact_feed(tmp_path: Path) -> None:
             while "END TXN 502" not in lines:
                 lines.append((await t_reader.readline()).decode().rstrip("\r\n"))
         for _ in range(100):
-            if rt.pos.text[0].received == 3:
+            if text.received == 3:
                 break
             await asyncio.sleep(0.05)
-        assert rt.pos.text[0].received == 3
+        assert text.received == 3
         reg_writer.close()
         t_writer.close()
     finally:
@@ -781,7 +783,6 @@ async def test_end_to_end_refund_on_the_real_clip(triton: EmbeddedTriton, clip: 
     }
     app = build_app(parse_config(doc))
     runner = await _start(app, doc["web"]["port"])
-    rt = app[RUNTIME]
     auth = {"Authorization": f"Bearer {TOKEN}"}
     empty = refund("E1", 1, 4).payload()
     busy = refund("P1", 9, 12).payload()
@@ -790,10 +791,10 @@ async def test_end_to_end_refund_on_the_real_clip(triton: EmbeddedTriton, clip: 
             url = f"http://127.0.0.1:{doc['web']['port']}/api/pos/events"
             async with http.post(url, json=[empty, busy], headers=auth) as resp:
                 assert resp.status == 202 and (await resp.json())["accepted"] == 2
-        assert rt.pos is not None
-        await rt.pos.service.idle(timeout_s=90)
-        assert rt.store is not None
-        incidents = await rt.store.call(rt.store.sync.incidents)
+        service = app[POS]
+        assert service is not None
+        await service.idle(timeout_s=90)
+        incidents = await app[DATABASE].call(app[DATABASE].sync.incidents)
     finally:
         await runner.cleanup()
     fused = [i for i in incidents if i["rule_id"] == "pos.refund_no_customer"]

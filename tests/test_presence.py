@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from plugin.fusion.hub import BusinessHub
-from plugin.incidents.database import AsyncStore
+from plugin.incidents.database import AsyncDatabase
 from plugin.pipeline.presence import PresenceLog
 from plugin.types import BusinessEvent, Frame
 
@@ -46,13 +46,13 @@ def test_a_window_the_camera_did_not_watch_is_unknown_not_empty() -> None:
 
 
 async def test_hub_stores_before_fusion_and_dedupes(tmp_path: Path) -> None:
-    store = AsyncStore(tmp_path / "db.sqlite")
+    database = AsyncDatabase(tmp_path / "db.sqlite")
     try:
-        hub = BusinessHub(store)
+        hub = BusinessHub(database)
         seen: list[tuple[str, str, int]] = []
 
         async def fusion(event_id: str, event: BusinessEvent) -> None:
-            stored = await store.call(store.sync.business_events, "2026-01-01", "2027-01-01")
+            stored = await database.call(database.sync.business_events, "2026-01-01", "2027-01-01")
             seen.append((event_id, event.kind, len(stored)))  # the event is already committed when fusion runs
 
         async def broken(event_id: str, event: BusinessEvent) -> None:
@@ -65,7 +65,7 @@ async def test_hub_stores_before_fusion_and_dedupes(tmp_path: Path) -> None:
         again = await hub.ingest(refund, dedupe_key="pos:lane3:txn-1001")
         assert first[1] is True and again[1] is False
         assert seen == [(first[0], "pos.refund", 1)]  # fused once, after storage, despite the broken handler
-        [row] = await store.call(store.sync.business_events, "2026-11-29", "2026-11-30", "pos.refund")
+        [row] = await database.call(database.sync.business_events, "2026-11-29", "2026-11-30", "pos.refund")
         assert row["payload"] == {"lane": 3, "amount": 59.99} and row["site"] == "store-42"
     finally:
-        await store.close()
+        await database.close()

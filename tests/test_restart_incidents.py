@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from plugin.incidents.database import AsyncStore
+from plugin.incidents.database import AsyncDatabase
 from plugin.incidents.explain import Explainer
 from plugin.incidents.manager import IncidentManager
 from plugin.rules.base import RuleHit
@@ -24,9 +24,9 @@ def _hit(camera: str, rule: str, kind: str, key: str, state: str = "start", at: 
 
 
 async def test_left_open_camera_incidents_end_once_at_restart(tmp_path: Path) -> None:
-    store = AsyncStore(tmp_path / "db.sqlite")
+    database = AsyncDatabase(tmp_path / "db.sqlite")
     try:
-        first = IncidentManager(store, tmp_path / "ev", Explainer("UTC"), ["nx", "hook"])
+        first = IncidentManager(database, tmp_path / "ev", Explainer("UTC"), ["nx", "hook"])
         still_open = await first.handle(_hit("cam1", "tamper", "camera_tamper", "cam1"), None, None)
         done = await first.handle(_hit("cam2", "offline", "camera_offline", "cam2"), None, None)
         ended = _hit("cam2", "offline", "camera_offline", "cam2", "end", T0 + timedelta(minutes=2))
@@ -36,21 +36,21 @@ async def test_left_open_camera_incidents_end_once_at_restart(tmp_path: Path) ->
         assert still_open is not None and done is not None and system is not None
         # the process dies here: the next run starts with a fresh manager over the same database
         now = T0 + timedelta(hours=1)
-        second = IncidentManager(store, tmp_path / "ev", Explainer("UTC"), ["nx", "hook"])
+        second = IncidentManager(database, tmp_path / "ev", Explainer("UTC"), ["nx", "hook"])
         closed = await second.close_left_open(now, keep_cameras=(SYSTEM_CAMERA,))
 
         assert [(i.id, i.state, i.seq, i.end) for i in closed] == [(still_open.id, "end", 1, now)]
         assert "Closed at restart" in closed[0].explanation
         assert closed[0].details["closed_by"] == "restart"
-        doc = await store.call(store.sync.incident, still_open.id)
+        doc = await database.call(database.sync.incident, still_open.id)
         assert doc is not None and doc["state"] == "end" and doc["end"] == now.isoformat()
-        system_doc = await store.call(store.sync.incident, system.id)
+        system_doc = await database.call(database.sync.incident, system.id)
         assert system_doc is not None and system_doc["state"] == "start"  # the system health monitor adopts it
         for sink in ("nx", "hook"):
-            keys = [d.delivery_key for d in await store.call(store.sync.due, sink, 1e12)]
+            keys = [d.delivery_key for d in await database.call(database.sync.due, sink, 1e12)]
             assert keys.count(closed[0].delivery_key) == 1
         # a second restart finds nothing left open on cameras and delivers nothing again
-        third = IncidentManager(store, tmp_path / "ev", Explainer("UTC"), ["nx", "hook"])
+        third = IncidentManager(database, tmp_path / "ev", Explainer("UTC"), ["nx", "hook"])
         assert await third.close_left_open(now + timedelta(minutes=1), keep_cameras=(SYSTEM_CAMERA,)) == []
     finally:
-        await store.close()
+        await database.close()

@@ -28,12 +28,12 @@ from pysiaalarm.account import SIAAccount
 from pysiaalarm.event import SIAEvent
 
 from adapters.business.alarm.sia_dc09 import FrameSplitter, SiaDc09Receiver, classify
-from plugin.app import RUNTIME, build_app
+from plugin.app import build_app
 from plugin.config.loader import parse_config
 from plugin.errors import ConfigError
 from plugin.fusion.alarms import AlarmVerifier, PanelStates
 from plugin.fusion.hub import BusinessHub
-from plugin.incidents.database import AsyncStore
+from plugin.incidents.database import AsyncDatabase
 from plugin.incidents.explain import Explainer
 from plugin.incidents.manager import IncidentManager
 from plugin.inference.server import free_port
@@ -41,6 +41,7 @@ from plugin.pipeline.presence import PresenceLog
 from plugin.rules.base import Observation, RuleContext, RuleHit
 from plugin.rules.registry import build_rule
 from plugin.types import BusinessEvent, Detections, Frame
+from plugin.web.keys import DATABASE
 
 pytestmark = pytest.mark.alarm
 
@@ -253,7 +254,7 @@ async def send_tcp(port: int, *data: bytes, replies: int | None = None, pause_s:
 class Rig:
     """A real store, hub, presence log, incident manager, verifier and receiver on a loopback port."""
 
-    store: AsyncStore
+    database: AsyncDatabase
     hub: BusinessHub
     receiver: SiaDc09Receiver
     verifier: AlarmVerifier
@@ -267,13 +268,13 @@ class Rig:
         return await send_tcp(self.port, *data, replies=replies, pause_s=pause_s)
 
     async def events(self, kind: str | None = None) -> list[dict[str, Any]]:
-        return await self.store.call(self.store.sync.business_events, "2000", "2100", kind)
+        return await self.database.call(self.database.sync.business_events, "2000", "2100", kind)
 
     async def incidents(self, count: int, timeout_s: float = 5.0) -> list[dict[str, Any]]:
         """The stored incidents (newest first) once there are `count` of them."""
         rows: list[dict[str, Any]] = []
         for _ in range(int(timeout_s / 0.05)):
-            rows = await self.store.call(self.store.sync.incidents)
+            rows = await self.database.call(self.database.sync.incidents)
             if len(rows) >= count:
                 return rows
             await asyncio.sleep(0.05)
@@ -284,24 +285,31 @@ class Rig:
 async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     port = free_port()
     config = parse_config(config_doc(port))
-    store = AsyncStore(tmp_path / "db.sqlite")
-    hub = BusinessHub(store)
+    database = AsyncDatabase(tmp_path / "db.sqlite")
+    hub = BusinessHub(database)
     presence = PresenceLog()
-    incidents = IncidentManager(store, tmp_path / "evidence", Explainer("UTC"), [])
+    incidents = IncidentManager(database, tmp_path / "evidence", Explainer("UTC"), [])
     panels = PanelStates()
     clock = Clock(T0)
     # the verifier's clock is an hour on: every alarm's window has passed, so it judges at once
-    verifier = AlarmVerifier(config, presence, incidents, panels, now=lambda: clock() + timedelta(hours=1),
-                             video_lag_max_s=0.0)  # fmt: skip
+    verifier = AlarmVerifier(
+        config.alarm_panels,
+        config.cameras,
+        presence,
+        incidents,
+        panels,
+        now=lambda: clock() + timedelta(hours=1),
+        video_lag_max_s=0.0,
+    )
     hub.subscribe(verifier.on_event)
     receiver = SiaDc09Receiver(config.alarm_panels[0], hub, config.site.id, now=clock)
     await receiver.start()
     try:
-        yield Rig(store, hub, receiver, verifier, presence, panels, clock, port)
+        yield Rig(database, hub, receiver, verifier, presence, panels, clock, port)
     finally:
         await receiver.close()
         await verifier.close()
-        await store.close()
+        await database.close()
 
 
 async def test_alarm_is_acknowledged_only_once_stored(rig: Rig) -> None:
@@ -459,7 +467,7 @@ async def test_arm_and_disarm_set_the_armed_state_that_rules_follow(rig: Rig, tm
     assert rig.panels.armed("shop-panel", T0 + timedelta(minutes=2))
     # a restart replays the stored reports
     replayed = PanelStates()
-    assert await replayed.load(rig.store, ["shop-panel"]) == 2
+    assert await replayed.load(rig.database, ["shop-panel"]) == 2
     assert replayed.armed("shop-panel", T0 + timedelta(minutes=2)) and not replayed.armed("shop-panel", rig.clock.t)
 
     config = parse_config(config_doc(rig.port))
@@ -546,7 +554,7 @@ async def test_several_views_and_unmapped_zones(rig: Rig) -> None:
     assert inc["type"] == "alarm_verified" and inc["camera"] == "cam2" and inc["track_ids"] == [3]
     assert inc["details"]["cameras"] == ["cam1", "cam2"]
     await asyncio.sleep(0.2)
-    assert len(await rig.store.call(rig.store.sync.incidents)) == 1  # zone 99 has no camera; fire is not verified
+    assert len(await rig.database.call(rig.database.sync.incidents)) == 1  # zone 99 has no camera; fire is not verified
     assert len(await rig.events()) == 3
 
 
@@ -555,10 +563,12 @@ async def test_the_window_includes_video_after_the_alarm(tmp_path: Path) -> None
     config = parse_config(config_doc(free_port()))
     panel = config.alarm_panels[0].model_copy(update={"verify_before_s": 1.0, "verify_after_s": 1.0})
     config = config.model_copy(update={"alarm_panels": [panel]})
-    store = AsyncStore(tmp_path / "db.sqlite")
+    database = AsyncDatabase(tmp_path / "db.sqlite")
     presence = PresenceLog()
-    incidents = IncidentManager(store, tmp_path / "evidence", Explainer("UTC"), [])
-    verifier = AlarmVerifier(config, presence, incidents, PanelStates(), video_lag_max_s=2.0)
+    incidents = IncidentManager(database, tmp_path / "evidence", Explainer("UTC"), [])
+    verifier = AlarmVerifier(
+        config.alarm_panels, config.cameras, presence, incidents, PanelStates(), video_lag_max_s=2.0
+    )
     try:
         now = datetime.now(UTC)
         alarm = BusinessEvent("shop-panel", "store-042", now, "alarm.burglary",
@@ -571,10 +581,10 @@ async def test_the_window_includes_video_after_the_alarm(tmp_path: Path) -> None
             presence.record(Frame("cam1", i, t, 0.0, image), {"stockroom-door": inside}, np.array([4], np.int32))
             await asyncio.sleep(max((t - datetime.now(UTC)).total_seconds(), 0.0))
         await verifier.close()
-        [inc] = await store.call(store.sync.incidents)
+        [inc] = await database.call(database.sync.incidents)
         assert inc["type"] == "alarm_verified" and inc["track_ids"] == [4]
     finally:
-        await store.close()
+        await database.close()
 
 
 # -- config ------------------------------------------------------------------------------------------------------------
@@ -789,11 +799,11 @@ async def test_real_clip_verifies_an_alarm_and_the_vms_gets_it(triton: Any, clip
             now = datetime.now(UTC)
             replies = await send_tcp(port, sia(1, "BA", "15", at=now), sia(2, "BA", "16", at=now))
             assert [r.token for r in replies] == ["ACK", "ACK"]
-            rt = app[RUNTIME]
-            assert rt.store is not None
             rows: list[dict[str, Any]] = []
             for _ in range(240):
-                rows = [r for r in await rt.store.call(rt.store.sync.incidents) if r["type"].startswith("alarm_")]
+                rows = [
+                    r for r in await app[DATABASE].call(app[DATABASE].sync.incidents) if r["type"].startswith("alarm_")
+                ]
                 delivered = {r["body"]["incident"]["type"] for r in hook.requests}
                 if len(rows) == 2 and {"alarm_verified", "alarm_unverified"} <= delivered:
                     break

@@ -19,7 +19,7 @@ from plugin.config.loader import parse_config
 from plugin.config.occupancy import StoreOccupancyConfig
 from plugin.errors import ConfigError
 from plugin.fusion.store_occupancy import StoreOccupancy, StoreOccupancyService
-from plugin.incidents.database import AsyncStore
+from plugin.incidents.database import AsyncDatabase
 from plugin.incidents.explain import Explainer
 from plugin.incidents.manager import IncidentManager
 from plugin.insights.rollups import InsightsRecorder, summarise
@@ -181,7 +181,7 @@ def test_a_crowd_that_lasts_to_the_end_of_the_footage_is_reported() -> None:
 
 
 async def test_the_clock_resets_at_closing_without_crossings(tmp_path: Path) -> None:
-    service, store, _ = await _service(tmp_path / "storesight.db", reset_at="22:00")
+    service, database, _ = await _service(tmp_path / "storesight.db", reset_at="22:00")
     await service.on_measurement(crossing("front", "in", 0), None)
     clock = [T0 + timedelta(hours=1), datetime(2026, 11, 29, 22, 0, 5, tzinfo=UTC)]
     task = asyncio.create_task(service.run(lambda: clock[0] if len(clock) == 1 else clock.pop(0), every_s=0.001))
@@ -191,8 +191,8 @@ async def test_the_clock_resets_at_closing_without_crossings(tmp_path: Path) -> 
         await asyncio.sleep(0.005)
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
-    saved = await store.call(store.sync.occupancy_state, "store")
-    await store.close()
+    saved = await database.call(database.sync.occupancy_state, "store")
+    await database.close()
     assert saved is not None and (saved["people"], saved["last_reset"]) == (0, "2026-11-29T22:00:00+00:00")
 
 
@@ -208,27 +208,27 @@ def test_an_identity_switch_after_a_crossing_counts_once() -> None:
     assert [m.metric for m in crossings] == ["in"] and occ.state.people == 1
 
 
-async def _service(db: Path, **kw: Any) -> tuple[StoreOccupancyService, AsyncStore, InsightsRecorder]:
-    store = AsyncStore(db)
-    incidents = IncidentManager(store, db.parent / "evidence", Explainer("Europe/London"), [])
-    insights = InsightsRecorder(store)
-    service = StoreOccupancyService([cfg(**kw)], "Europe/London", store, incidents, insights)
+async def _service(db: Path, **kw: Any) -> tuple[StoreOccupancyService, AsyncDatabase, InsightsRecorder]:
+    database = AsyncDatabase(db)
+    incidents = IncidentManager(database, db.parent / "evidence", Explainer("Europe/London"), [])
+    insights = InsightsRecorder(database)
+    service = StoreOccupancyService([cfg(**kw)], "Europe/London", database, incidents, insights)
     await service.load()
-    return service, store, insights
+    return service, database, insights
 
 
 async def test_state_survives_a_restart_and_a_closing_missed_while_down_resets(tmp_path: Path) -> None:
     db = tmp_path / "storesight.db"
-    service, store, insights = await _service(db, reset_at="22:00", max_people=5)
+    service, database, insights = await _service(db, reset_at="22:00", max_people=5)
     image = np.zeros((48, 64, 3), np.uint8)
     for k, (line, metric) in enumerate([("front", "in"), ("back", "in"), ("back", "in"), ("front", "out")]):
         m = crossing(line, metric, k)
         await service.on_measurement(m, Frame(m.camera, k, m.t, float(k), image))
     await service.on_measurement(crossing("side", "in", 5), None)  # not one of its lines
     await insights.flush()
-    await store.close()  # stopped (a crash would lose nothing more: every change is saved as it happens)
+    await database.close()  # stopped (a crash would lose nothing more: every change is saved as it happens)
 
-    service, store, insights = await _service(db, reset_at="22:00", max_people=5)
+    service, database, insights = await _service(db, reset_at="22:00", max_people=5)
     occ = service.counts[0]
     assert (occ.state.people, occ.state.out_at_zero) == (2, 0)
     assert occ.state.last_reset == datetime(2026, 11, 28, 22, 0, tzinfo=UTC)
@@ -237,17 +237,17 @@ async def test_state_survives_a_restart_and_a_closing_missed_while_down_resets(t
     await service.on_measurement(crossing("front", "out", 62), None)  # one out too many: drift
     await service.on_measurement(crossing("front", "in", 63), None)
     await insights.flush()  # the app's store context does this at shutdown
-    await store.close()
+    await database.close()
 
     # down over closing: the first time seen after the restart (the next morning) resets at the closing
-    service, store, insights = await _service(db, reset_at="22:00", max_people=5)
+    service, database, insights = await _service(db, reset_at="22:00", max_people=5)
     assert (service.counts[0].state.people, service.counts[0].state.out_at_zero) == (1, 1)
     await service.tick(datetime(2026, 11, 30, 8, 0, tzinfo=UTC))
     await insights.flush()
-    saved = await store.call(store.sync.occupancy_state, "store")
-    resets = await store.call(store.sync.occupancy_resets, "2026-11-29T00:00:00", "2026-12-01T00:00:00")
-    rows = await store.call(store.sync.rollups, "2026-11-29T00:00:00+00:00", "2026-12-01T00:00:00+00:00")
-    await store.close()
+    saved = await database.call(database.sync.occupancy_state, "store")
+    resets = await database.call(database.sync.occupancy_resets, "2026-11-29T00:00:00", "2026-12-01T00:00:00")
+    rows = await database.call(database.sync.rollups, "2026-11-29T00:00:00+00:00", "2026-12-01T00:00:00+00:00")
+    await database.close()
     assert saved is not None and (saved["people"], saved["out_at_zero"]) == (0, 0)
     assert saved["last_reset"] == "2026-11-29T22:00:00+00:00"
     assert resets == [{"id": "store", "at": "2026-11-29T22:00:00+00:00", "removed": 1, "out_at_zero": 1}]
@@ -259,15 +259,15 @@ async def test_state_survives_a_restart_and_a_closing_missed_while_down_resets(t
 
 
 async def test_overcrowding_incident_through_the_incident_manager(tmp_path: Path) -> None:
-    service, store, _ = await _service(tmp_path / "storesight.db", max_people=1, min_duration_s=2)
+    service, database, _ = await _service(tmp_path / "storesight.db", max_people=1, min_duration_s=2)
     image = np.zeros((48, 64, 3), np.uint8)
     for k, line in enumerate(["front", "back"]):
         m = crossing(line, "in", k)
         await service.on_measurement(m, Frame(m.camera, k, m.t, float(k), image))
     await service.tick(T0 + timedelta(seconds=4))
     await service.on_measurement(crossing("front", "out", 9), None)
-    stored = await store.call(store.sync.incidents)
-    await store.close()
+    stored = await database.call(database.sync.incidents)
+    await database.close()
     assert [(i["rule_id"], i["type"], i["camera"], i["state"], i["zone"]) for i in stored] == [
         ("store", "store_occupancy", "cam2", "end", None)
     ]
@@ -282,18 +282,18 @@ async def test_overcrowding_incident_through_the_incident_manager(tmp_path: Path
 
 async def test_footfall_rollups_survive_a_restart(tmp_path: Path) -> None:
     db = tmp_path / "storesight.db"
-    store = AsyncStore(db)
-    rec = InsightsRecorder(store)
+    database = AsyncDatabase(db)
+    rec = InsightsRecorder(database)
     for k in range(5):
         rec.add(crossing("front", "in" if k < 4 else "out", 60 * k))
     await rec.flush()
-    await store.close()
-    store = AsyncStore(db)  # the next run: a new process reads the same database
-    rec = InsightsRecorder(store)
+    await database.close()
+    database = AsyncDatabase(db)  # the next run: a new process reads the same database
+    rec = InsightsRecorder(database)
     rec.add(crossing("front", "in", 600))
     await rec.flush()
-    rows = await store.call(store.sync.rollups, "2026-11-29T00:00:00+00:00", "2026-11-30T00:00:00+00:00")
-    await store.close()
+    rows = await database.call(database.sync.rollups, "2026-11-29T00:00:00+00:00", "2026-11-30T00:00:00+00:00")
+    await database.close()
     assert summarise(rows, [])["lines"] == {"front": {"in": 5, "out": 1}}
 
 
@@ -355,7 +355,7 @@ def test_store_occupancy_on_the_clip(clip: Path, triton: Any, tmp_path: Path) ->
     assert ins.returncode == 0, ins.stderr
     out = json.loads(ins.stdout)
     assert out["lines"] == {"exit": {"in": 0, "out": 6}}
-    store = out["store_occupancy"]["store"]
-    assert store["out_at_zero"] == 6 and store["max"] == 0 and store["last"] == 0 and store["samples"] == 6
-    assert store["resets"] == 0 and store["reset_log"] == []
+    database = out["store_occupancy"]["store"]
+    assert database["out_at_zero"] == 6 and database["max"] == 0 and database["last"] == 0 and database["samples"] == 6
+    assert database["resets"] == 0 and database["reset_log"] == []
     assert out["incidents"] == {}  # never over zero people

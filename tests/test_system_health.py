@@ -27,17 +27,18 @@ from adapters.sinks.frigate.config import FrigateSinkConfig
 from adapters.sinks.frigate.sink import FrigateSink
 from adapters.sinks.zoneminder.config import ZoneMinderSinkConfig
 from adapters.sinks.zoneminder.sink import ZoneMinderSink
-from plugin.app import RUNTIME, Runtime, build_app
+from plugin.app import build_app
 from plugin.config.loader import parse_config
 from plugin.config.service import StorageConfig, SystemHealthConfig
 from plugin.errors import ConfigError
-from plugin.incidents.database import AsyncStore, incident_to_json
+from plugin.incidents.database import AsyncDatabase, incident_to_json
 from plugin.incidents.explain import Explainer
 from plugin.incidents.manager import IncidentManager
 from plugin.inference.server import EmbeddedTriton, free_port
 from plugin.insights.system_health import Check, SystemHealthMonitor
 from plugin.metrics import Metrics
 from plugin.types import Incident
+from plugin.web.keys import DATABASE, SYSTEM
 
 T0 = datetime(2026, 11, 29, 14, 3, 5, tzinfo=UTC)
 TOKEN = "system-health-token-0123456789"
@@ -51,21 +52,21 @@ TRITON = {"url": "grpc://10.0.0.5:8001", "model": "yolox_nano", "cameras": 3, "r
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[AsyncStore]:
+async def database(tmp_path: Path) -> AsyncIterator[AsyncDatabase]:
     """A fresh SQLite store."""
-    s = AsyncStore(tmp_path / "storesight.db")
+    s = AsyncDatabase(tmp_path / "storesight.db")
     yield s
     await s.close()
 
 
 def monitor_for(
-    store: AsyncStore, tmp_path: Path, sink_ids: tuple[str, ...] = (), debounce_s: float = 2.0
+    database: AsyncDatabase, tmp_path: Path, sink_ids: tuple[str, ...] = (), debounce_s: float = 2.0
 ) -> SystemHealthMonitor:
     """A monitor over a real incident manager and store; its checks are fed by the test."""
-    manager = IncidentManager(store, tmp_path / "evidence", Explainer("UTC"), list(sink_ids))
+    manager = IncidentManager(database, tmp_path / "evidence", Explainer("UTC"), list(sink_ids))
     return SystemHealthMonitor(
         SystemHealthConfig(debounce_s=debounce_s), StorageConfig(path=tmp_path, min_free_mb=0), "store-042",
-        manager, store, {}, Metrics(),
+        manager, database, {}, Metrics(),
     )  # fmt: skip
 
 
@@ -92,10 +93,10 @@ def inference(bad: bool) -> Check:
     ],
 )
 async def test_debounce(
-    store: AsyncStore, tmp_path: Path, spells: list[tuple[int, bool]], expected: list[tuple[str, int, int]]
+    database: AsyncDatabase, tmp_path: Path, spells: list[tuple[int, bool]], expected: list[tuple[str, int, int]]
 ) -> None:
     """(state, second it is stored, second it is dated) for each incident change."""
-    monitor = monitor_for(store, tmp_path)
+    monitor = monitor_for(database, tmp_path)
     got = []
     for second, bad in spells:
         wall = T0 + timedelta(seconds=second)
@@ -106,8 +107,8 @@ async def test_debounce(
     assert got == expected
 
 
-async def test_each_kind_explains_itself(store: AsyncStore, tmp_path: Path) -> None:
-    monitor = monitor_for(store, tmp_path, sink_ids=("nvr", "soc"), debounce_s=0)
+async def test_each_kind_explains_itself(database: AsyncDatabase, tmp_path: Path) -> None:
+    monitor = monitor_for(database, tmp_path, sink_ids=("nvr", "soc"), debounce_s=0)
     bad = [
         inference(True),
         Check("sink_dead_letters", "nvr", True,
@@ -144,7 +145,7 @@ async def test_each_kind_explains_itself(store: AsyncStore, tmp_path: Path) -> N
 
     # the sink a condition is about never hears of it; the others do
     def sinks_of(inc: Incident) -> set[str]:
-        doc = store.sync.incident(inc.id)
+        doc = database.sync.incident(inc.id)
         assert doc is not None
         return {d["sink"] for d in doc["deliveries"]}
 
@@ -171,11 +172,11 @@ async def test_each_kind_explains_itself(store: AsyncStore, tmp_path: Path) -> N
     assert monitor.snapshot()["ok"] is True and monitor.snapshot()["open"] == []
 
 
-async def test_a_restart_continues_the_open_incident(store: AsyncStore, tmp_path: Path) -> None:
-    first = monitor_for(store, tmp_path, debounce_s=0)
+async def test_a_restart_continues_the_open_incident(database: AsyncDatabase, tmp_path: Path) -> None:
+    first = monitor_for(database, tmp_path, debounce_s=0)
     [opened] = await first.process([inference(True)], 0.0, T0)
     # StoreSight restarts while Triton is still down: the same incident goes on, no second "analytics down"
-    second = monitor_for(store, tmp_path, debounce_s=0)
+    second = monitor_for(database, tmp_path, debounce_s=0)
     assert await second.adopt_open() == 1
     assert await second.process([inference(True)], 100.0, T0 + timedelta(minutes=5)) == []
     assert second.snapshot()["open"][0]["incident_id"] == opened.id
@@ -183,15 +184,15 @@ async def test_a_restart_continues_the_open_incident(store: AsyncStore, tmp_path
     [ended] = await second.process([inference(False)], 200.0, T0 + timedelta(minutes=10))
     assert (ended.id, ended.state, ended.seq) == (opened.id, "end", 1)
     # a third start finds nothing left open
-    assert await monitor_for(store, tmp_path).adopt_open() == 0
+    assert await monitor_for(database, tmp_path).adopt_open() == 0
 
 
 # --- in the application, with real components ----------------------------------------------------------------------
 
 
 @contextlib.asynccontextmanager
-async def running(doc: dict[str, Any]) -> AsyncIterator[tuple[Runtime, str]]:
-    """The whole application (build_app, every context) serving HTTP on a free port; its runtime and base URL."""
+async def running(doc: dict[str, Any]) -> AsyncIterator[tuple[web.Application, str]]:
+    """The whole application (build_app, every context) serving HTTP on a free port; it and its base URL."""
     port = free_port()
     doc = {"web": {"port": port, "token": TOKEN}, "outbox": FAST_OUTBOX, "system_health": FAST_HEALTH} | doc
     app = build_app(parse_config(doc))
@@ -199,7 +200,7 @@ async def running(doc: dict[str, Any]) -> AsyncIterator[tuple[Runtime, str]]:
     await runner.setup()
     try:
         await web.TCPSite(runner, "127.0.0.1", port).start()
-        yield app[RUNTIME], f"http://127.0.0.1:{port}"
+        yield app, f"http://127.0.0.1:{port}"
     finally:
         await runner.cleanup()
 
@@ -290,7 +291,7 @@ async def test_inference_down_reaches_the_webhook_and_ends_when_triton_is_back(
             "triton": {"url": f"http://127.0.0.1:{port}", "request_timeout_s": 2},
             "sinks": [{"kind": "webhook", "id": "soc", "url": hook.url}],
         }
-        async with running(doc) as (rt, base):
+        async with running(doc) as (app, base):
             [opened] = await until(lambda: posted(hook, "system_inference_down", "start"), "inference_down opened")
             assert opened["camera"] == "system" and opened["track_ids"] == [] and opened["severity"] == "critical"
             assert opened["explanation"].startswith(
@@ -312,7 +313,7 @@ async def test_inference_down_reaches_the_webhook_and_ends_when_triton_is_back(
                 assert await metric(base, "inference_down") == 0.0
                 await asyncio.sleep(0.5)  # nothing more: one start, one end
                 assert len(posted(hook, "system_inference_down")) == 2
-                assert rt.system is not None and rt.system.error is None
+                assert app[SYSTEM] is not None and app[SYSTEM].error is None
 
 
 async def test_a_dead_lettering_sink_is_reported_to_the_others_only(tmp_path: Path) -> None:
@@ -323,13 +324,12 @@ async def test_a_dead_lettering_sink_is_reported_to_the_others_only(tmp_path: Pa
             "sinks": [{"kind": "webhook", "id": "good", "url": good.url},
                       {"kind": "webhook", "id": "bad", "url": bad.url}],
         }  # fmt: skip
-        async with running(doc) as (rt, base):
+        async with running(doc) as (app, base):
             # analytics down reaches both; "bad" rejects it (400): a dead letter, so its condition opens
             [opened] = await until(lambda: posted(good, "system_sink_dead_letters", "start"), "dead letters reported")
             assert opened["details"]["sink"] == "bad" and opened["details"]["dead"] >= 1
             assert "HTTP 400" in opened["explanation"] and "--sink bad" in opened["explanation"]
-            assert rt.store is not None
-            doc_ = await rt.store.call(rt.store.sync.incident, opened["id"])
+            doc_ = await app[DATABASE].call(app[DATABASE].sync.incident, opened["id"])
             assert {d["sink"] for d in doc_["deliveries"]} == {"good"}  # never queued for the sink it is about
             ready = await get_json(f"{base}/readyz")
             assert "sink_dead_letters" in {c["kind"] for c in ready["system"]["open"]}
@@ -375,8 +375,8 @@ async def test_storage_low_in_the_vms_readyz_and_metrics(tmp_path: Path) -> None
 
 async def test_the_monitor_can_be_turned_off(tmp_path: Path) -> None:
     doc = {"storage": {"path": str(tmp_path / "data")}, "triton": dead_triton(), "system_health": {"enabled": False}}
-    async with running(doc) as (rt, base):
-        assert rt.system is None
+    async with running(doc) as (app, base):
+        assert app[SYSTEM] is None
         assert (await get_json(f"{base}/readyz"))["system"] is None
 
 
@@ -394,16 +394,16 @@ def test_config_fields_and_the_reserved_camera_id() -> None:
 # --- what each sink makes of a system incident ----------------------------------------------------------------------
 
 
-async def system_pair(store: AsyncStore, tmp_path: Path) -> tuple[Incident, Incident]:
+async def system_pair(database: AsyncDatabase, tmp_path: Path) -> tuple[Incident, Incident]:
     """A real system_inference_down start and its end, made by the monitor from its checks."""
-    monitor = monitor_for(store, tmp_path, debounce_s=0)
+    monitor = monitor_for(database, tmp_path, debounce_s=0)
     [opened] = await monitor.process([inference(True)], 0.0, T0)
     [ended] = await monitor.process([inference(False)], 60.0, T0 + timedelta(seconds=60))
     return opened, ended
 
 
 @pytest.mark.nx
-async def test_nx_gets_a_generic_event_without_a_device(store: AsyncStore, tmp_path: Path) -> None:
+async def test_nx_gets_a_generic_event_without_a_device(database: AsyncDatabase, tmp_path: Path) -> None:
     from components.nx_emulator import NxEmulator, nx_emulator_available
 
     from adapters.sinks.nx.config import NxSinkConfig
@@ -427,11 +427,11 @@ async def test_nx_gets_a_generic_event_without_a_device(store: AsyncStore, tmp_p
         assert nx.count("POST", "/bookmarks") == 0  # a bookmark needs a device
 
         # the sink on its own: start and end, and a lost reply that must not make a second event
-        opened, ended = await system_pair(store, tmp_path)
+        opened, ended = await system_pair(database, tmp_path)
         config = NxSinkConfig.model_validate(
             {"kind": "nx", "id": "nvr2", "url": nx.url, "username": nx.username, "password": nx.password}
         )
-        sink = NxSink(config, store)
+        sink = NxSink(config, database)
         try:
             nx.lose_reply(1, "POST", "/events/generic")
             with pytest.raises(SinkNotReady):
@@ -451,7 +451,7 @@ async def test_nx_gets_a_generic_event_without_a_device(store: AsyncStore, tmp_p
 
 @pytest.mark.milestone
 async def test_milestone_raises_an_alarm_and_events_without_a_camera(
-    store: AsyncStore, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    database: AsyncDatabase, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     from components.milestone_emulator import AnalyticsEventServer, GenericEventServer, XProtectEmulator, xsd_available
 
@@ -465,7 +465,7 @@ async def test_milestone_raises_an_alarm_and_events_without_a_camera(
         AnalyticsEventServer() as analytics,
         GenericEventServer() as generic,
     ):
-        opened, ended = await system_pair(store, tmp_path)
+        opened, ended = await system_pair(database, tmp_path)
         for source in (None, server_room):
             config = MilestoneSinkConfig.model_validate({
                 "kind": "milestone", "id": f"xp-{source}", "url": emu.url, "username": "storesight",
@@ -473,7 +473,7 @@ async def test_milestone_raises_an_alarm_and_events_without_a_camera(
                 "event_server_host": "127.0.0.1", "analytics_event_port": analytics.port,
                 "generic_event_port": generic.port, "system_source": source, "timeout_s": 5,
             })  # fmt: skip
-            sink = MilestoneSink(config, store)
+            sink = MilestoneSink(config, database)
             try:
                 with caplog.at_level(logging.WARNING):
                     for inc in (opened, ended):
@@ -495,19 +495,21 @@ async def test_milestone_raises_an_alarm_and_events_without_a_camera(
 
 
 @pytest.mark.genetec
-async def test_genetec_raises_the_system_custom_event_without_a_camera(store: AsyncStore, tmp_path: Path) -> None:
+async def test_genetec_raises_the_system_custom_event_without_a_camera(database: AsyncDatabase, tmp_path: Path) -> None:
     from components.genetec_emulator import DEMO_APP_ID, GenetecEmulator
 
     from adapters.sinks.genetec.config import GenetecSinkConfig
     from adapters.sinks.genetec.sink import GenetecSink
 
-    opened, ended = await system_pair(store, tmp_path)
+    opened, ended = await system_pair(database, tmp_path)
     async with GenetecEmulator(cameras={"5c2b5a0e-8d7f-4c3e-9a1b-0f6e2d4c8a10": "Checkout 1"},
                                custom_event_ids={5001, 9001}) as sc:  # fmt: skip
         base = {"kind": "genetec", "url": sc.url, "username": sc.username, "password": sc.password,
                 "application_id": DEMO_APP_ID, "cameras": {"cam1": "5c2b5a0e-8d7f-4c3e-9a1b-0f6e2d4c8a10"}}  # fmt: skip
-        told = GenetecSink(GenetecSinkConfig.model_validate(base | {"id": "sc", "system_custom_event_id": 9001}), store)
-        silent = GenetecSink(GenetecSinkConfig.model_validate(base | {"id": "sc2"}), store)
+        told = GenetecSink(
+            GenetecSinkConfig.model_validate(base | {"id": "sc", "system_custom_event_id": 9001}), database
+        )
+        silent = GenetecSink(GenetecSinkConfig.model_validate(base | {"id": "sc2"}), database)
         try:
             for inc in (opened, ended):
                 await told.publish(inc.delivery_key, incident_to_json(inc))
@@ -524,14 +526,14 @@ async def test_genetec_raises_the_system_custom_event_without_a_camera(store: As
 
 
 async def test_zoneminder_and_frigate_skip_system_incidents_without_a_request(
-    store: AsyncStore, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    database: AsyncDatabase, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    opened, ended = await system_pair(store, tmp_path)
+    opened, ended = await system_pair(database, tmp_path)
     nowhere = f"http://127.0.0.1:{free_port()}"  # any request would fail: none may be made
     zm = ZoneMinderSink(ZoneMinderSinkConfig.model_validate(
-        {"kind": "zoneminder", "id": "zm", "url": f"{nowhere}/zm", "cameras": {"cam1": "1"}}), store)  # fmt: skip
+        {"kind": "zoneminder", "id": "zm", "url": f"{nowhere}/zm", "cameras": {"cam1": "1"}}), database)  # fmt: skip
     frigate = FrigateSink(FrigateSinkConfig.model_validate(
-        {"kind": "frigate", "id": "fr", "url": nowhere, "cameras": {"cam1": "front"}}), store)  # fmt: skip
+        {"kind": "frigate", "id": "fr", "url": nowhere, "cameras": {"cam1": "front"}}), database)  # fmt: skip
     try:
         with caplog.at_level(logging.INFO):
             for inc in (opened, ended):
@@ -555,7 +557,7 @@ def broker() -> Iterator[Any]:
 
 
 @pytest.mark.mqtt
-async def test_mqtt_keeps_the_system_state_retained(broker: Any, store: AsyncStore, tmp_path: Path) -> None:
+async def test_mqtt_keeps_the_system_state_retained(broker: Any, database: AsyncDatabase, tmp_path: Path) -> None:
     import aiomqtt
 
     from adapters.sinks.mqtt import MqttSink, MqttSinkConfig
@@ -571,7 +573,7 @@ async def test_mqtt_keeps_the_system_state_retained(broker: Any, store: AsyncSto
                     return parsed
         raise AssertionError("no retained system state")
 
-    opened, ended = await system_pair(store, tmp_path)
+    opened, ended = await system_pair(database, tmp_path)
     sink = MqttSink(MqttSinkConfig.model_validate(
         {"kind": "mqtt", "id": "mq", "port": broker.port, "topic_prefix": "sh/store-042", "timeout_s": 5}))  # fmt: skip
     try:

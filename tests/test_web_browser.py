@@ -14,7 +14,7 @@ from conftest import require
 
 from plugin.app import build_app
 from plugin.config.loader import parse_config
-from plugin.incidents.database import Store
+from plugin.incidents.database import Database
 from plugin.incidents.evidence import draw_snapshot, write_jpeg
 from plugin.inference.server import EmbeddedTriton, free_port
 from plugin.types import Incident
@@ -45,9 +45,9 @@ def _seed(storage: Path) -> Incident:
         seq=1, end=start + timedelta(seconds=23), zone="table", track_ids=(3,), snapshot=str(snap),
         explanation="Person #3 stayed 23 s in zone table (threshold 8 s) on cam1, 14:03:05-14:03:28 <b>x</b>",
     )  # fmt: skip
-    store = Store(storage / "storesight.db")
-    store.save(incident, [])
-    store.close()
+    database = Database(storage / "storesight.db")
+    database.save(incident, [])
+    database.close()
     return incident
 
 
@@ -102,11 +102,11 @@ async def test_outbox_api_lists_and_requeues_dead_letters(triton: EmbeddedTriton
 
     storage = tmp_path / "data"
     incident = _seed(storage)
-    store = Store(storage / "storesight.db")
-    store.save(incident, ["vms"])
-    [due] = store.due("vms", 1e12)
-    store.mark_dead(Delivery(due.delivery_key, "vms", due.incident_id, {}, 0), "rejected: HTTP 422")
-    store.close()
+    database = Database(storage / "storesight.db")
+    database.save(incident, ["vms"])
+    [due] = database.due("vms", 1e12)
+    database.mark_dead(Delivery(due.delivery_key, "vms", due.incident_id, {}, 0), "rejected: HTTP 422")
+    database.close()
     port = free_port()
     token = "api-token-0123456789"
     doc = {"storage": {"path": str(storage)}, "triton": {"url": triton.grpc_url}, "web": {"port": port, "token": token}}

@@ -35,7 +35,7 @@ from plugin.app import build_sink
 from plugin.config.loader import parse_config
 from plugin.config.service import OutboxConfig
 from plugin.errors import ConfigError, SinkAuthError, SinkNotReady, SinkRejected
-from plugin.incidents.database import AsyncStore, incident_to_json
+from plugin.incidents.database import AsyncDatabase, incident_to_json
 from plugin.incidents.outbox import OutboxWorker
 from plugin.metrics import Metrics
 from plugin.types import Incident
@@ -131,9 +131,9 @@ class MemoryRefs:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[AsyncStore]:
+async def database(tmp_path: Path) -> AsyncIterator[AsyncDatabase]:
     """A fresh SQLite store."""
-    s = AsyncStore(tmp_path / "db.sqlite")
+    s = AsyncDatabase(tmp_path / "db.sqlite")
     yield s
     await s.close()
 
@@ -148,15 +148,15 @@ async def in_thread(fn: Any, *args: Any, **kwargs: Any) -> Any:
 
 @zm
 async def test_start_records_an_event_with_the_explanation_and_end_closes_it(
-    zoneminder_rig: Rig, store: AsyncStore
+    zoneminder_rig: Rig, database: AsyncDatabase
 ) -> None:
     rig = zoneminder_rig
-    sink = ZoneMinderSink(config(rig.monitor), store)
+    sink = ZoneMinderSink(config(rig.monitor), database)
     inc = incident()
     before = await in_thread(rig.admin.event_ids, rig.monitor)
     try:
         receipt = await sink.publish(inc.delivery_key, doc(inc))
-        event_id = await store.get_ref("zm", inc.id)
+        event_id = await database.get_ref("zm", inc.id)
         assert event_id is not None and receipt.detail == f"ZoneMinder event {event_id} on monitor {rig.monitor}"
         event = await in_thread(rig.admin.event, event_id)
         assert str(event["MonitorId"]) == rig.monitor
@@ -248,25 +248,25 @@ async def test_incidents_sharing_a_camera_share_the_event_until_the_last_ends(zo
 
 @zm
 async def test_through_the_outbox_worker_and_an_end_whose_start_never_arrived(
-    zoneminder_rig: Rig, store: AsyncStore
+    zoneminder_rig: Rig, database: AsyncDatabase
 ) -> None:
     rig = zoneminder_rig
-    sink = build_sink(config(rig.monitor), store)
+    sink = build_sink(config(rig.monitor), database)
     assert isinstance(sink, ZoneMinderSink) and sink.kind == SPEC.key
     inc, lone = incident(), incident()
-    await store.call(store.sync.save, inc, ["zm"])
-    await store.call(store.sync.save, incident(ended=True, id=inc.id), ["zm"])
+    await database.call(database.sync.save, inc, ["zm"])
+    await database.call(database.sync.save, incident(ended=True, id=inc.id), ["zm"])
     # only the end of this one: its start went to a sink added later, or was dead-lettered
-    await store.call(store.sync.save, incident(ended=True, id=lone.id), ["zm"])
-    worker = OutboxWorker(store, {"zm": sink}, Metrics(), FAST)
+    await database.call(database.sync.save, incident(ended=True, id=lone.id), ["zm"])
+    worker = OutboxWorker(database, {"zm": sink}, Metrics(), FAST)
     try:
         assert await worker.flush(timeout_s=60)
     finally:
         await sink.close()
-    counts = await store.call(store.sync.outbox_counts)
+    counts = await database.call(database.sync.outbox_counts)
     assert counts["zm"] == {"pending": 0, "delivered": 3, "dead": 0}
     for incident_id in (inc.id, lone.id):
-        event_id = await store.get_ref("zm", incident_id)
+        event_id = await database.get_ref("zm", incident_id)
         assert event_id is not None
         closed = await in_thread(rig.admin.wait_closed, event_id)
         # the lone end's alarm came while the monitor still recorded the first event's post-event frames, and

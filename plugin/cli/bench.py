@@ -45,7 +45,7 @@ from adapters.cameras.opencv import OpenCVSource
 from plugin.config.cameras import CameraConfig, MotionGatingConfig, ZoneConfig
 from plugin.config.service import DetectorConfig
 from plugin.errors import InferenceUnavailable, ModelError, SourceError, StoreSightError
-from plugin.incidents.database import AsyncStore
+from plugin.incidents.database import AsyncDatabase
 from plugin.incidents.explain import Explainer
 from plugin.incidents.manager import IncidentManager
 from plugin.inference.assets import DEMO_MEDIA
@@ -344,7 +344,7 @@ def _thread_group(name: str | None, comm: str) -> str:
         return "grpc" if comm.startswith(("grpc", "event_engine", "lifeguard")) else "native"
     if name == "MainThread":
         return "event_loop"
-    prefixes = {"decode-": "decode", "naive-": "naive_detect", "store": "store", "bench-": "benchmark"}
+    prefixes = {"decode-": "decode", "naive-": "naive_detect", "database": "database", "bench-": "benchmark"}
     return next((g for p, g in prefixes.items() if name.startswith(p)), "other_python")
 
 
@@ -767,7 +767,7 @@ async def run_trial(env: BenchEnv, mode: Mode, cameras: int) -> dict[str, Any]:
     workdir = env.workdir / f"trial-{env.trials_run:02d}-{mode}-{cameras}"
     workdir.mkdir(parents=True)
     rtsp: RtspCameras | None = None
-    store: AsyncStore | None = None
+    db: AsyncDatabase | None = None
     naive_clients: list[NaiveClient] = []
     tasks: list[asyncio.Task[None]] = []
     monitor: ResourceMonitor | None = None
@@ -781,9 +781,9 @@ async def run_trial(env: BenchEnv, mode: Mode, cameras: int) -> dict[str, Any]:
             sources = [str(env.clip.path)] * cameras
         if mode == "naive" and env.naive is None:
             env.naive = await asyncio.to_thread(_load_naive, env)
-        store = await asyncio.to_thread(AsyncStore, workdir / "bench.db")
+        db = await asyncio.to_thread(AsyncDatabase, workdir / "bench.db")
         recorder = Recorder()
-        incidents = IncidentManager(store, workdir / "evidence", Explainer("UTC"), [], on_saved=recorder.on_incident)
+        incidents = IncidentManager(db, workdir / "evidence", Explainer("UTC"), [], on_saved=recorder.on_incident)
         metrics = Metrics()
         pipelines, timers = [], []
         for i, src in enumerate(sources):
@@ -838,8 +838,8 @@ async def run_trial(env: BenchEnv, mode: Mode, cameras: int) -> dict[str, Any]:
             await c.close()
         if monitor is not None:
             monitor.stop()
-        if store is not None:
-            await store.close()
+        if db is not None:
+            await db.close()
         if rtsp is not None:
             await asyncio.to_thread(rtsp.stop)
 

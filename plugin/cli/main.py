@@ -24,6 +24,7 @@ from plugin.types import ImageArray
 
 if TYPE_CHECKING:
     from adapters.cameras.onvif.device import OnvifCamera, OnvifProfile
+    from plugin.pipeline.supervisor import CameraFleet
 
 log = logging.getLogger("storesight")
 
@@ -218,9 +219,9 @@ def cmd_detect(args: argparse.Namespace) -> int:
     return 0
 
 
-def _progress_line(rt: Any, started: float) -> str:
+def _progress_line(fleet: CameraFleet, started: float) -> str:
     parts = []
-    for cid, p in rt.pipelines.items():
+    for cid, p in fleet.pipelines.items():
         st = p.source.status
         pos = p.status.media_processed_s
         dur = st.duration_s
@@ -230,10 +231,10 @@ def _progress_line(rt: Any, started: float) -> str:
     return " | ".join(parts)
 
 
-def _gating_line(rt: Any) -> str:
+def _gating_line(fleet: CameraFleet) -> str:
     """What motion gating saved in a one-shot run: detector calls skipped, and what the gate itself cost."""
     parts = []
-    for cid, p in rt.pipelines.items():
+    for cid, p in fleet.pipelines.items():
         st = p.status
         share = st.frames_skipped / max(st.frames, 1)
         gate_ms = 1000.0 * st.gate_seconds / max(st.frames, 1)
@@ -247,16 +248,17 @@ def _gating_line(rt: Any) -> str:
 async def _run(config: Config, once: bool) -> int:
     from aiohttp import web
 
-    from plugin.app import RUNTIME, build_app
+    from plugin.app import build_app
+    from plugin.web.keys import CAMERAS, OUTBOX, SINKS
 
     app = build_app(config, once=once)
-    rt = app[RUNTIME]
+    fleet = app[CAMERAS]
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await runner.setup()  # runs every cleanup context's startup: store, Triton, sinks, cameras
+    await runner.setup()  # runs every cleanup context's startup: database, Triton, sinks, cameras
     started = time.monotonic()
     try:
         if once:
@@ -265,24 +267,24 @@ async def _run(config: Config, once: bool) -> int:
                 # log lines first erase the progress line they would otherwise run into
                 for handler in logging.getLogger().handlers:
                     handler.setFormatter(logging.Formatter("\r\x1b[K%(asctime)s %(levelname)s %(name)s: %(message)s"))
-            while not rt.done.is_set() and not stop.is_set():
+            while not fleet.done.is_set() and not stop.is_set():
                 if tty:
-                    print("\r" + _progress_line(rt, started), end="", file=sys.stderr, flush=True)
-                done_wait = asyncio.create_task(rt.done.wait())
+                    print("\r" + _progress_line(fleet, started), end="", file=sys.stderr, flush=True)
+                done_wait = asyncio.create_task(fleet.done.wait())
                 stop_wait = asyncio.create_task(stop.wait())
                 await asyncio.wait({done_wait, stop_wait}, timeout=0.5, return_when=asyncio.FIRST_COMPLETED)
                 done_wait.cancel()
                 stop_wait.cancel()
             if tty:
-                print("\r" + _progress_line(rt, started), file=sys.stderr)
-            if rt.outbox is not None and rt.sinks:
-                drained = await rt.outbox.wait_drained(timeout_s=30.0)
+                print("\r" + _progress_line(fleet, started), file=sys.stderr)
+            if app[SINKS]:
+                drained = await app[OUTBOX].wait_drained(timeout_s=30.0)
                 if not drained:
                     log.warning("some deliveries are still pending; they go out on the next run")
-            total = sum(p.status.incidents for p in rt.pipelines.values())
-            print(f"analysed {len(rt.pipelines)} source(s) in {time.monotonic() - started:.1f} s: "
+            total = sum(p.status.incidents for p in fleet.pipelines.values())
+            print(f"analysed {len(fleet.pipelines)} source(s) in {time.monotonic() - started:.1f} s: "
                   f"{total} incident(s)", file=sys.stderr)  # fmt: skip
-            print(_gating_line(rt), file=sys.stderr)
+            print(_gating_line(fleet), file=sys.stderr)
         else:
             site = web.TCPSite(runner, config.web.host, config.web.port)
             await site.start()
@@ -291,8 +293,8 @@ async def _run(config: Config, once: bool) -> int:
             await stop.wait()
     finally:
         await runner.cleanup()
-    if rt.fatal is not None:
-        raise rt.fatal
+    if fleet.fatal is not None:
+        raise fleet.fatal
     return 0
 
 
@@ -308,11 +310,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_incidents(args: argparse.Namespace) -> int:
     """Print stored incidents."""
-    from plugin.incidents.database import Store
+    from plugin.incidents.database import Database
 
     config = load_config(args.config)
     db = config.storage.path / "storesight.db"
-    rows = Store(db).incidents(limit=args.limit) if db.exists() else []
+    rows = Database(db).incidents(limit=args.limit) if db.exists() else []
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
@@ -323,21 +325,21 @@ def cmd_incidents(args: argparse.Namespace) -> int:
 
 def cmd_outbox(args: argparse.Namespace) -> int:
     """Inspect deliveries, or requeue dead letters."""
-    from plugin.incidents.database import Store
+    from plugin.incidents.database import Database
 
     config = load_config(args.config)
     db = config.storage.path / "storesight.db"
     if not db.exists():
         raise StoreSightError(f"no database yet at {db}")
-    store = Store(db)
+    database = Database(db)
     try:
         if args.outbox_command == "retry":
-            n = store.retry_dead(args.sink, args.key)
+            n = database.retry_dead(args.sink, args.key)
             print(f"requeued {n} dead-lettered deliver{'y' if n == 1 else 'ies'}; a running bridge sends them now")
             return 0
-        rows = store.deliveries(args.state, args.limit)
+        rows = database.deliveries(args.state, args.limit)
     finally:
-        store.close()
+        database.close()
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
@@ -359,7 +361,7 @@ def _parse_when(text: str, tz: str, flag: str) -> datetime:
 
 def cmd_insights(args: argparse.Namespace) -> int:
     """Footfall, occupancy, incidents and dwell for a time range."""
-    from plugin.incidents.database import Store
+    from plugin.incidents.database import Database
     from plugin.insights.rollups import hour_bucket, summarise
 
     config = load_config(args.config)
@@ -373,13 +375,13 @@ def cmd_insights(args: argparse.Namespace) -> int:
     incidents: list[dict[str, Any]] = []
     resets: list[dict[str, Any]] = []
     if db.exists():
-        store = Store(db)
+        database = Database(db)
         try:
-            rows = store.rollups(hour_bucket(start), end.astimezone(UTC).isoformat())
-            incidents = store.incidents_between(start.astimezone(UTC).isoformat(), end.astimezone(UTC).isoformat())
-            resets = store.occupancy_resets(start.astimezone(UTC).isoformat(), end.astimezone(UTC).isoformat())
+            rows = database.rollups(hour_bucket(start), end.astimezone(UTC).isoformat())
+            incidents = database.incidents_between(start.astimezone(UTC).isoformat(), end.astimezone(UTC).isoformat())
+            resets = database.occupancy_resets(start.astimezone(UTC).isoformat(), end.astimezone(UTC).isoformat())
         finally:
-            store.close()
+            database.close()
     summary = summarise(rows, incidents, resets)
     doc = {"site": config.site.id, "from": start.isoformat(), "to": end.isoformat(), **summary}
     if args.json:
@@ -406,18 +408,18 @@ def cmd_insights(args: argparse.Namespace) -> int:
 async def _vms_test(config: Config, only: str | None) -> int:
     from plugin.app import build_sink
     from plugin.errors import SinkAuthError, SinkNotReady, SinkRejected
-    from plugin.incidents.database import AsyncStore
+    from plugin.incidents.database import AsyncDatabase
     from plugin.protocols import SelfTestingSink
 
     chosen = [s for s in config.sinks if only is None or s.id == only]
     if not chosen:
         known = ", ".join(s.id for s in config.sinks) or "none"
         raise StoreSightError(f"no sink {only!r} in the config (sinks: {known})" if only else "the config has no sinks")
-    store = AsyncStore(config.storage.path / "storesight.db")
+    database = AsyncDatabase(config.storage.path / "storesight.db")
     failures = 0
     try:
         for sink_config in chosen:
-            sink = build_sink(sink_config, store)
+            sink = build_sink(sink_config, database)
             try:
                 if not isinstance(sink, SelfTestingSink):
                     print(f"{sink.id} ({sink_config.kind}): no self-test for this kind")
@@ -433,7 +435,7 @@ async def _vms_test(config: Config, only: str | None) -> int:
             finally:
                 await sink.close()
     finally:
-        await store.close()
+        await database.close()
     return 1 if failures else 0
 
 

@@ -29,9 +29,9 @@ import cv2
 import numpy as np
 
 from plugin.config.alarms import AlarmAccountConfig, AlarmPanelConfig, AlarmZoneView
-from plugin.config.root import Config
+from plugin.config.cameras import CameraConfig
 from plugin.fusion.hub import PendingJudgements
-from plugin.incidents.database import AsyncStore
+from plugin.incidents.database import AsyncDatabase
 from plugin.incidents.manager import IncidentManager
 from plugin.pipeline.presence import PresenceAnswer, PresenceLog
 from plugin.rules.base import RuleHit
@@ -95,12 +95,12 @@ class PanelStates:
             if series
         }
 
-    async def load(self, store: AsyncStore, panels: Iterable[str]) -> int:
+    async def load(self, db: AsyncDatabase, panels: Iterable[str]) -> int:
         """Replay stored arm/disarm reports of these panels (a restart keeps the armed state); returns how many."""
         wanted = set(panels)
         count = 0
         for kind in ("arm", "disarm"):
-            rows = await store.call(store.sync.business_events, "0000", "9999", KIND_PREFIX + kind)
+            rows = await db.call(db.sync.business_events, "0000", "9999", KIND_PREFIX + kind)
             for row in rows:
                 if row["source"] in wanted:
                     event = BusinessEvent(row["source"], row["site"], datetime.fromisoformat(row["time"]),
@@ -165,21 +165,22 @@ class AlarmVerifier:
 
     def __init__(
         self,
-        config: Config,
+        panel_configs: Sequence[AlarmPanelConfig],
+        cameras: Sequence[CameraConfig],
         presence: PresenceLog,
         incidents: IncidentManager,
         panels: PanelStates,
         now: Callable[[], datetime] | None = None,
         video_lag_max_s: float = VIDEO_LAG_MAX_S,
     ) -> None:
-        self.config = config
         self.presence = presence
+        self._zones = {(c.id, z.id): z for c in cameras for z in c.zones}  # where the verdict draws its zone
         self.incidents = incidents
         self.panels = panels
         self._now = now or (lambda: datetime.now(UTC))
         self.video_lag_max_s = video_lag_max_s
         self._accounts: dict[tuple[str, str], tuple[AlarmPanelConfig, AlarmAccountConfig]] = {
-            (p.id, a.account): (p, a) for p in config.alarm_panels for a in p.accounts
+            (p.id, a.account): (p, a) for p in panel_configs for a in p.accounts
         }
         self._judgements = PendingJudgements("alarm verification")
         self._closing = asyncio.Event()
@@ -268,7 +269,8 @@ class AlarmVerifier:
                            start, end, severity, facts)  # fmt: skip
 
         frame = await self._evidence(verdict.camera, verdict.evidence_at or event.time)
-        zone = next((PolygonZone(z) for z in self.config.camera(verdict.camera).zones if z.id == verdict.zone), None)
+        zone_config = self._zones.get((verdict.camera, verdict.zone))
+        zone = None if zone_config is None else PolygonZone(zone_config)
         opened = await self.incidents.handle(hit("start"), frame, zone)
         await self.incidents.handle(hit("end"), None, None)  # a point event: the window is the incident
         if verdict.verified:

@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-from plugin.incidents.database import AsyncStore
+from plugin.incidents.database import AsyncDatabase
 from plugin.types import BusinessEvent
 
 log = logging.getLogger(__name__)
@@ -63,8 +63,8 @@ class PendingJudgements:
 class BusinessHub:
     """Durable intake plus fan-out to fusion handlers."""
 
-    def __init__(self, store: AsyncStore) -> None:
-        self.store = store
+    def __init__(self, db: AsyncDatabase) -> None:
+        self.db = db
         self._handlers: list[Handler] = []
         self.received = 0
         self.duplicates = 0
@@ -76,7 +76,7 @@ class BusinessHub:
     async def ingest(self, event: BusinessEvent, dedupe_key: str | None = None) -> tuple[str, bool]:
         """Store the event; returns (id, new). A repeat of a `dedupe_key` is stored once and not fused again."""
         event_id = str(uuid.uuid4())
-        new = await self.store.call(self.store.sync.save_business_event, event_id, event, dedupe_key)
+        new = await self.db.call(self.db.sync.save_business_event, event_id, event, dedupe_key)
         if not new:
             self.duplicates += 1
             return event_id, False

@@ -19,7 +19,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from plugin.config.occupancy import StoreOccupancyConfig
-from plugin.incidents.database import AsyncStore
+from plugin.incidents.database import AsyncDatabase
 from plugin.incidents.manager import IncidentManager
 from plugin.insights.rollups import STORE_COUNTERS, STORE_PEOPLE, InsightsRecorder
 from plugin.rules.base import Measurement, RuleHit, RuleOutput
@@ -250,7 +250,7 @@ class StoreOccupancyService:
 
     configs: Sequence[StoreOccupancyConfig]
     timezone: str
-    store: AsyncStore
+    db: AsyncDatabase
     incidents: IncidentManager
     insights: InsightsRecorder | None = None
     counts: list[StoreOccupancy] = field(default_factory=list)
@@ -261,7 +261,7 @@ class StoreOccupancyService:
         """Build each count from its saved state (a fresh one the first time)."""
         self.counts = []
         for config in self.configs:
-            row = await self.store.call(self.store.sync.occupancy_state, config.id)
+            row = await self.db.call(self.db.sync.occupancy_state, config.id)
             state = OccupancyState.from_row(row)
             if row is not None:
                 log.info("%s: carrying on from %d people (saved at %s, last reset %s)", config.id, state.people,
@@ -305,9 +305,9 @@ class StoreOccupancyService:
         resets, occ.resets = occ.resets, []
         row = occ.state.to_row(occ.config.id)
         for reset in resets:
-            await self.store.call(self.store.sync.save_occupancy, row, reset.to_row(occ.config.id))
+            await self.db.call(self.db.sync.save_occupancy, row, reset.to_row(occ.config.id))
         if changed and not resets:
-            await self.store.call(self.store.sync.save_occupancy, row, None)
+            await self.db.call(self.db.sync.save_occupancy, row, None)
         for out in outs:
             if isinstance(out, Measurement):
                 if self.insights is not None:

@@ -1,4 +1,5 @@
-"""SQLite (WAL) incident store and outbox. Nothing is acknowledged before it is committed here.
+"""The SQLite (WAL) database: incidents, the outbox, business events, rollups and sink references. Nothing is
+acknowledged before it is committed here.
 
 All calls run on one dedicated thread (SQLite connections are single-threaded and writes are serial anyway),
 so the event loop never blocks on disk.
@@ -195,25 +196,25 @@ class Delivery:
     attempts: int
 
 
-class Store:
-    """Synchronous SQLite access; use `AsyncStore` from the event loop."""
+class Database:
+    """Synchronous SQLite access; use `AsyncDatabase` from the event loop."""
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self.db.row_factory = sqlite3.Row
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes
-        self.db.execute("PRAGMA busy_timeout=5000")
-        self.db.executescript(SCHEMA)
+        self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.conn.row_factory = sqlite3.Row
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes
+        self.conn.execute("PRAGMA busy_timeout=5000")
+        self.conn.executescript(SCHEMA)
 
     def save(self, incident: Incident, sink_ids: Sequence[str]) -> None:
         """Upsert the incident and enqueue one delivery per sink, in one transaction (idempotent by key)."""
         doc = incident_to_json(incident)
-        with self.db:
-            self.db.execute("BEGIN IMMEDIATE")
-            self.db.execute(
+        with self.conn:
+            self.conn.execute("BEGIN IMMEDIATE")
+            self.conn.execute(
                 """INSERT INTO incidents (id, rule_id, type, camera, zone, severity, state, seq, start, "end",
                        track_ids, explanation, snapshot, details, updated)
                    VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
@@ -230,7 +231,7 @@ class Store:
             )  # fmt: skip
             now = datetime.now(UTC).isoformat()
             for sink_id in sink_ids:
-                self.db.execute(
+                self.conn.execute(
                     "INSERT OR IGNORE INTO outbox (delivery_key, sink_id, incident_id, payload, created)"
                     " VALUES (?,?,?,?,?)",
                     (incident.delivery_key, sink_id, incident.id, json.dumps(doc), now),
@@ -245,7 +246,7 @@ class Store:
             args.append(camera)
         sql += " ORDER BY start DESC LIMIT ?"
         args.append(limit)
-        docs = [_row_to_json(r) for r in self.db.execute(sql, args)]
+        docs = [_row_to_json(r) for r in self.conn.execute(sql, args)]
         self._attach_deliveries(docs)
         return docs
 
@@ -256,11 +257,11 @@ class Store:
         if exclude_camera is not None:
             sql += " AND camera != ?"
             args.append(exclude_camera)
-        return [_row_to_json(r) for r in self.db.execute(sql + " ORDER BY start, id", args)]
+        return [_row_to_json(r) for r in self.conn.execute(sql + " ORDER BY start, id", args)]
 
     def incident(self, incident_id: str) -> dict[str, Any] | None:
         """One incident by id."""
-        row = self.db.execute("SELECT * FROM incidents WHERE id = ?", (incident_id,)).fetchone()
+        row = self.conn.execute("SELECT * FROM incidents WHERE id = ?", (incident_id,)).fetchone()
         if row is None:
             return None
         doc = _row_to_json(row)
@@ -275,7 +276,7 @@ class Store:
         if not by_id:
             return
         marks = ",".join("?" * len(by_id))
-        rows = self.db.execute(
+        rows = self.conn.execute(
             f"""SELECT delivery_key, sink_id, incident_id, created, attempts, next_attempt, delivered, dead,
                        last_error, receipt FROM outbox WHERE incident_id IN ({marks}) ORDER BY created, rowid""",
             list(by_id),
@@ -290,7 +291,7 @@ class Store:
 
         Head-of-line order: an incident's end never overtakes its start while the start is being retried.
         """
-        rows = self.db.execute(
+        rows = self.conn.execute(
             """SELECT delivery_key, sink_id, incident_id, payload, attempts, next_attempt FROM outbox
                WHERE sink_id = ? AND delivered IS NULL AND dead IS NULL
                ORDER BY created, rowid LIMIT ?""",
@@ -305,7 +306,7 @@ class Store:
 
     def next_due(self, sink_id: str) -> float | None:
         """When this sink's oldest pending delivery is due (epoch seconds), None when nothing is pending."""
-        row = self.db.execute(
+        row = self.conn.execute(
             """SELECT next_attempt FROM outbox WHERE sink_id = ? AND delivered IS NULL AND dead IS NULL
                ORDER BY created, rowid LIMIT 1""",
             (sink_id,),
@@ -316,8 +317,8 @@ class Store:
 
     def mark_delivered(self, d: Delivery, receipt: str) -> None:
         """Record success."""
-        with self.db:
-            self.db.execute(
+        with self.conn:
+            self.conn.execute(
                 "UPDATE outbox SET delivered=?, receipt=?, attempts=attempts+1, last_error=NULL"
                 " WHERE delivery_key=? AND sink_id=?",
                 (datetime.now(UTC).isoformat(), receipt, d.delivery_key, d.sink_id),
@@ -325,8 +326,8 @@ class Store:
 
     def mark_retry(self, d: Delivery, error: str, next_attempt: float) -> None:
         """Record a failure to retry later."""
-        with self.db:
-            self.db.execute(
+        with self.conn:
+            self.conn.execute(
                 "UPDATE outbox SET attempts=attempts+1, last_error=?, next_attempt=?"
                 " WHERE delivery_key=? AND sink_id=?",
                 (error, next_attempt, d.delivery_key, d.sink_id),
@@ -334,8 +335,8 @@ class Store:
 
     def mark_dead(self, d: Delivery, error: str) -> None:
         """Move to the dead-letter state: kept for inspection and a manual retry, never retried by itself."""
-        with self.db:
-            self.db.execute(
+        with self.conn:
+            self.conn.execute(
                 "UPDATE outbox SET attempts=attempts+1, dead=?, last_error=? WHERE delivery_key=? AND sink_id=?",
                 (datetime.now(UTC).isoformat(), error, d.delivery_key, d.sink_id),
             )
@@ -350,8 +351,8 @@ class Store:
         if delivery_key:
             sql += " AND delivery_key=?"
             args.append(delivery_key)
-        with self.db:
-            return self.db.execute(sql, args).rowcount
+        with self.conn:
+            return self.conn.execute(sql, args).rowcount
 
     def deliveries(self, state: str | None = None, limit: int = 500) -> list[dict[str, Any]]:
         """Outbox rows without payload: state is pending, delivered or dead."""
@@ -361,7 +362,7 @@ class Store:
             "delivered": "delivered IS NOT NULL",
             "dead": "dead IS NOT NULL",
         }[state]
-        rows = self.db.execute(
+        rows = self.conn.execute(
             f"""SELECT delivery_key, sink_id, incident_id, created, attempts, next_attempt, delivered, dead,
                        last_error, receipt FROM outbox WHERE {where} ORDER BY created DESC, rowid DESC LIMIT ?""",
             (limit,),
@@ -370,7 +371,7 @@ class Store:
 
     def outbox_counts(self) -> dict[str, dict[str, int]]:
         """Per sink: pending / delivered / dead row counts."""
-        rows = self.db.execute(
+        rows = self.conn.execute(
             """SELECT sink_id, SUM(delivered IS NULL AND dead IS NULL), SUM(delivered IS NOT NULL),
                       SUM(dead IS NOT NULL) FROM outbox GROUP BY sink_id"""
         )
@@ -378,9 +379,9 @@ class Store:
 
     def add_rollups(self, batch: Mapping[tuple[str, str, str, str, str], Any]) -> None:
         """Merge hourly roll-ups (counts add, gauges add samples, keep the peak and the latest value)."""
-        with self.db:
+        with self.conn:
             for (bucket, camera, rule_id, metric, key), r in batch.items():
-                self.db.execute(
+                self.conn.execute(
                     """INSERT INTO rollups (bucket, camera, rule_id, metric, key, count, total, n, peak, last, last_t)
                        VALUES (?,?,?,?,?,?,?,?,?,?,?)
                        ON CONFLICT(bucket, camera, rule_id, metric, key) DO UPDATE SET
@@ -393,7 +394,7 @@ class Store:
 
     def rollups(self, start: str, end: str) -> list[dict[str, Any]]:
         """Roll-ups whose hour lies in [start, end) (ISO UTC text)."""
-        rows = self.db.execute(
+        rows = self.conn.execute(
             "SELECT * FROM rollups WHERE bucket >= ? AND bucket < ? ORDER BY bucket, camera, rule_id, metric, key",
             (start, end),
         )
@@ -401,8 +402,8 @@ class Store:
 
     def save_occupancy(self, state: Mapping[str, Any], reset: Mapping[str, Any] | None = None) -> None:
         """Upsert one store occupancy's live state, and record the reset that led to it, in one transaction."""
-        with self.db:
-            self.db.execute(
+        with self.conn:
+            self.conn.execute(
                 """INSERT INTO store_occupancy (id, people, last_reset, out_at_zero, last_t, updated)
                    VALUES (?,?,?,?,?,?)
                    ON CONFLICT(id) DO UPDATE SET people=excluded.people, last_reset=excluded.last_reset,
@@ -413,32 +414,32 @@ class Store:
                 ),
             )  # fmt: skip
             if reset is not None:
-                self.db.execute(
+                self.conn.execute(
                     "INSERT OR REPLACE INTO store_occupancy_resets (id, at, removed, out_at_zero) VALUES (?,?,?,?)",
                     (reset["id"], reset["at"], reset["removed"], reset["out_at_zero"]),
                 )
 
     def occupancy_state(self, occupancy_id: str) -> dict[str, Any] | None:
         """One store occupancy's saved live state."""
-        row = self.db.execute("SELECT * FROM store_occupancy WHERE id = ?", (occupancy_id,)).fetchone()
+        row = self.conn.execute("SELECT * FROM store_occupancy WHERE id = ?", (occupancy_id,)).fetchone()
         return None if row is None else dict(row)
 
     def occupancy_resets(self, start: str, end: str) -> list[dict[str, Any]]:
         """Closing resets in [start, end) (ISO UTC text), oldest first."""
-        rows = self.db.execute(
+        rows = self.conn.execute(
             "SELECT * FROM store_occupancy_resets WHERE at >= ? AND at < ? ORDER BY at, id", (start, end)
         )
         return [dict(r) for r in rows]
 
     def incidents_between(self, start: str, end: str) -> list[dict[str, Any]]:
         """Incidents that started in [start, end)."""
-        rows = self.db.execute("SELECT * FROM incidents WHERE start >= ? AND start < ? ORDER BY start", (start, end))
+        rows = self.conn.execute("SELECT * FROM incidents WHERE start >= ? AND start < ? ORDER BY start", (start, end))
         return [_row_to_json(r) for r in rows]
 
     def save_business_event(self, event_id: str, event: BusinessEvent, dedupe_key: str | None = None) -> bool:
-        """Store durably (committed before the sender is acknowledged); False when `dedupe_key` was seen before."""
-        with self.db:
-            cur = self.db.execute(
+        """Database durably (committed before the sender is acknowledged); False when `dedupe_key` was seen before."""
+        with self.conn:
+            cur = self.conn.execute(
                 """INSERT OR IGNORE INTO business_events (id, source, site, time, kind, payload, received, dedupe_key)
                    VALUES (?,?,?,?,?,?,?,?)""",
                 (
@@ -455,20 +456,20 @@ class Store:
         if kind:
             sql += " AND kind = ?"
             args.append(kind)
-        rows = self.db.execute(sql + " ORDER BY time", args)
+        rows = self.conn.execute(sql + " ORDER BY time", args)
         return [{**dict(r), "payload": json.loads(r["payload"])} for r in rows]
 
     def get_ref(self, sink_id: str, incident_id: str) -> str | None:
         """A sink's stored reference for an incident."""
-        row = self.db.execute(
+        row = self.conn.execute(
             "SELECT ref FROM sink_refs WHERE sink_id=? AND incident_id=?", (sink_id, incident_id)
         ).fetchone()
         return None if row is None else str(row[0])
 
     def put_ref(self, sink_id: str, incident_id: str, ref: str) -> None:
-        """Store a sink's reference for an incident."""
-        with self.db:
-            self.db.execute(
+        """Database a sink's reference for an incident."""
+        with self.conn:
+            self.conn.execute(
                 "INSERT INTO sink_refs (sink_id, incident_id, ref, updated) VALUES (?,?,?,?)"
                 " ON CONFLICT(sink_id, incident_id) DO UPDATE SET ref=excluded.ref, updated=excluded.updated",
                 (sink_id, incident_id, ref, datetime.now(UTC).isoformat()),
@@ -476,18 +477,18 @@ class Store:
 
     def close(self) -> None:
         """Close the connection."""
-        self.db.close()
+        self.conn.close()
 
 
-class AsyncStore:
-    """The store, called from the event loop; every call runs on the store's own thread."""
+class AsyncDatabase:
+    """The database, called from the event loop; every call runs on the database's own thread."""
 
     def __init__(self, path: Path) -> None:
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
-        self.sync = self._executor.submit(Store, path).result()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="database")
+        self.sync = self._executor.submit(Database, path).result()
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run `fn(*args)` on the store thread."""
+        """Run `fn(*args)` on the database thread."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     async def get_ref(self, sink_id: str, incident_id: str) -> str | None:

@@ -10,7 +10,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from plugin.incidents.database import AsyncStore, incident_from_json
+from plugin.incidents.database import AsyncDatabase, incident_from_json
 from plugin.incidents.evidence import draw_snapshot, write_jpeg
 from plugin.incidents.explain import Explainer
 from plugin.rules.base import RuleHit
@@ -39,13 +39,13 @@ class IncidentManager:
 
     def __init__(
         self,
-        store: AsyncStore,
+        db: AsyncDatabase,
         evidence_dir: Path,
         explainer: Explainer,
         sink_ids: Sequence[str],
         on_saved: Callable[[Incident], None] | None = None,
     ) -> None:
-        self.store = store
+        self.db = db
         self.evidence_dir = evidence_dir
         self.explainer = explainer
         self.sink_ids = list(sink_ids)
@@ -69,7 +69,7 @@ class IncidentManager:
         Rule state does not survive a restart, so nothing would ever end them: they would stay open in every VMS.
         Each gets its end now, saying so; a condition that still holds opens a fresh incident once its rule has
         seen it again. `keep_cameras` (StoreSight's own health camera) are left to whoever adopts them."""
-        docs = await self.store.call(self.store.sync.open_incidents)
+        docs = await self.db.call(self.db.sync.open_incidents)
         closed: list[Incident] = []
         for doc in docs:
             if doc["camera"] in keep_cameras:
@@ -87,7 +87,7 @@ class IncidentManager:
                 explanation=opened.explanation + note,
                 details={**opened.details, "closed_by": "restart"},
             )
-            await self.store.call(self.store.sync.save, incident, self.sink_ids)
+            await self.db.call(self.db.sync.save, incident, self.sink_ids)
             log.warning(
                 "%s: incident %s (%s) was left open by the last run; closed at restart", incident.camera,
                 incident.id[:8], incident.rule_id,
@@ -144,7 +144,7 @@ class IncidentManager:
                 details={**_details(hit, None), **({"box": opened.details["box"]} if "box" in opened.details else {})},
             )
         sink_ids = [s for s in self.sink_ids if s not in exclude_sinks]
-        await self.store.call(self.store.sync.save, incident, sink_ids)
+        await self.db.call(self.db.sync.save, incident, sink_ids)
         log.info("%s: incident %s %s: %s", incident.camera, incident.id[:8], incident.state, incident.explanation)
         if self.on_saved is not None:
             self.on_saved(incident)

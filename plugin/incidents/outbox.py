@@ -15,7 +15,7 @@ from collections.abc import Mapping
 
 from plugin.config.service import OutboxConfig
 from plugin.errors import SinkAuthError, SinkNotReady, SinkRejected
-from plugin.incidents.database import AsyncStore, Delivery
+from plugin.incidents.database import AsyncDatabase, Delivery
 from plugin.metrics import Metrics
 from plugin.protocols import IncidentSink
 
@@ -29,12 +29,12 @@ class OutboxWorker:
 
     def __init__(
         self,
-        store: AsyncStore,
+        db: AsyncDatabase,
         sinks: Mapping[str, IncidentSink],
         metrics: Metrics,
         config: OutboxConfig | None = None,
     ) -> None:
-        self.store = store
+        self.db = db
         self.sinks = dict(sinks)
         self.metrics = metrics
         self.config = config or OutboxConfig()
@@ -57,7 +57,7 @@ class OutboxWorker:
             wake.clear()
             if await self.deliver_due(sink_id):
                 continue
-            next_due = await self.store.call(self.store.sync.next_due, sink_id)
+            next_due = await self.db.call(self.db.sync.next_due, sink_id)
             wait = IDLE_POLL_S if next_due is None else min(IDLE_POLL_S, max(0.0, next_due - time.time()))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), wait)
@@ -66,7 +66,7 @@ class OutboxWorker:
         """One pass over due deliveries of one sink (or all); returns how many were attempted."""
         attempted = 0
         for sid in [sink_id] if sink_id else list(self.sinks):
-            for d in await self.store.call(self.store.sync.due, sid, time.time()):
+            for d in await self.db.call(self.db.sync.due, sid, time.time()):
                 attempted += 1
                 if not await self._deliver(d):
                     break  # keep the order: nothing overtakes a delivery that is backing off
@@ -75,7 +75,7 @@ class OutboxWorker:
 
     async def refresh_metrics(self) -> None:
         """Pending and dead-letter gauges per sink."""
-        counts = await self.store.call(self.store.sync.outbox_counts)
+        counts = await self.db.call(self.db.sync.outbox_counts)
         for sid in self.sinks:
             c = counts.get(sid, {"pending": 0, "dead": 0})
             self.metrics.outbox_pending.labels(sink=sid).set(c["pending"])
@@ -83,7 +83,7 @@ class OutboxWorker:
 
     async def pending(self) -> int:
         """Deliveries not yet delivered nor dead, over the configured sinks."""
-        counts = await self.store.call(self.store.sync.outbox_counts)
+        counts = await self.db.call(self.db.sync.outbox_counts)
         return sum(counts.get(s, {}).get("pending", 0) for s in self.sinks)
 
     async def wait_drained(self, timeout_s: float) -> bool:
@@ -111,13 +111,13 @@ class OutboxWorker:
             log.error("%s: delivery %s dead-lettered after %d attempts: %s", sink.id, d.delivery_key,
                       d.attempts + 1, reason)  # fmt: skip
             why = f"gave up after {d.attempts + 1} attempts: {reason}"
-            await self.store.call(self.store.sync.mark_dead, d, why)
+            await self.db.call(self.db.sync.mark_dead, d, why)
             self.metrics.deliveries.labels(sink=sink.id, outcome="dead").inc()
             return True
         delay = self._backoff(d.attempts)
         log.warning("%s: delivery %s failed (attempt %d), retry in %.1f s: %s", sink.id, d.delivery_key,
                     d.attempts + 1, delay, reason)  # fmt: skip
-        await self.store.call(self.store.sync.mark_retry, d, reason, time.time() + delay)
+        await self.db.call(self.db.sync.mark_retry, d, reason, time.time() + delay)
         self.metrics.deliveries.labels(sink=sink.id, outcome="retry").inc()
         return False
 
@@ -134,12 +134,12 @@ class OutboxWorker:
         except SinkAuthError as exc:
             sink.health.ok, sink.health.auth_failed, sink.health.last_error = False, True, str(exc)
             log.error("%s: authentication failed, holding deliveries: %s", sink.id, exc)
-            await self.store.call(self.store.sync.mark_retry, d, str(exc), time.time() + self.config.auth_retry_s)
+            await self.db.call(self.db.sync.mark_retry, d, str(exc), time.time() + self.config.auth_retry_s)
             self.metrics.deliveries.labels(sink=sink.id, outcome="auth").inc()
             return False
         except SinkRejected as exc:
             log.error("%s: delivery %s rejected, dead-lettered: %s", sink.id, d.delivery_key, exc)
-            await self.store.call(self.store.sync.mark_dead, d, f"rejected: {exc}")
+            await self.db.call(self.db.sync.mark_dead, d, f"rejected: {exc}")
             self.metrics.deliveries.labels(sink=sink.id, outcome="rejected").inc()
             return True
         except (SinkNotReady, TimeoutError) as exc:
@@ -149,6 +149,6 @@ class OutboxWorker:
             log.exception("%s: unexpected error delivering %s", sink.id, d.delivery_key)
             return await self._retry_later(d, sink, f"{type(exc).__name__}: {exc}")
         sink.health.ok, sink.health.auth_failed, sink.health.last_error = True, False, None
-        await self.store.call(self.store.sync.mark_delivered, d, receipt.detail)
+        await self.db.call(self.db.sync.mark_delivered, d, receipt.detail)
         self.metrics.deliveries.labels(sink=sink.id, outcome="delivered").inc()
         return True

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from plugin.incidents.database import AsyncStore
+from plugin.incidents.database import AsyncDatabase
 from plugin.rules.base import Measurement
 
 log = logging.getLogger(__name__)
@@ -42,8 +42,8 @@ def hour_bucket(t: datetime) -> str:
 class InsightsRecorder:
     """Collects measurements from every pipeline and writes hourly roll-ups to the store."""
 
-    def __init__(self, store: AsyncStore) -> None:
-        self.store = store
+    def __init__(self, db: AsyncDatabase) -> None:
+        self.db = db
         self._pending: dict[tuple[str, str, str, str, str], Rollup] = {}
 
     def add(self, m: Measurement) -> None:
@@ -64,7 +64,7 @@ class InsightsRecorder:
         if not self._pending:
             return
         batch, self._pending = self._pending, {}
-        await self.store.call(self.store.sync.add_rollups, batch)
+        await self.db.call(self.db.sync.add_rollups, batch)
 
     async def run(self) -> None:
         """Flush periodically until cancelled, then once more."""

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from plugin.config.service import StorageConfig, SystemHealthConfig
-from plugin.incidents.database import AsyncStore, incident_from_json
+from plugin.incidents.database import AsyncDatabase, incident_from_json
 from plugin.incidents.manager import IncidentManager
 from plugin.metrics import Metrics
 from plugin.protocols import IncidentSink, InferenceClient
@@ -135,7 +135,7 @@ class SystemHealthMonitor:
         storage: StorageConfig,
         site_id: str,
         incidents: IncidentManager,
-        store: AsyncStore,
+        db: AsyncDatabase,
         sinks: Mapping[str, IncidentSink],
         metrics: Metrics,
         client: InferenceClient | None = None,
@@ -148,7 +148,7 @@ class SystemHealthMonitor:
         self.storage = storage
         self.site_id = site_id
         self.incidents = incidents
-        self.store = store
+        self.db = db
         self.sinks = dict(sinks)
         self.metrics = metrics
         self.client = client
@@ -196,10 +196,10 @@ class SystemHealthMonitor:
     async def _sinks(self) -> list[Check]:
         if not self.sinks:
             return []
-        counts = await self.store.call(self.store.sync.outbox_counts)
+        counts = await self.db.call(self.db.sync.outbox_counts)
         last: dict[str, str] = {}
         if any(counts.get(sid, {}).get("dead", 0) for sid in self.sinks):
-            for row in await self.store.call(self.store.sync.deliveries, "dead", DEAD_SCAN):
+            for row in await self.db.call(self.db.sync.deliveries, "dead", DEAD_SCAN):
                 last.setdefault(row["sink"], row["last_error"] or "")
         out = []
         for sid, sink in self.sinks.items():
@@ -326,7 +326,7 @@ class SystemHealthMonitor:
 
     async def adopt_open(self) -> int:
         """Take over the system incidents an earlier run left open (newest per condition); returns how many."""
-        docs = await self.store.call(self.store.sync.incidents, 1000, SYSTEM_CAMERA)
+        docs = await self.db.call(self.db.sync.incidents, 1000, SYSTEM_CAMERA)
         adopted = 0
         for doc in docs:  # newest first
             kind = _KIND_OF_TYPE.get(str(doc.get("type")))

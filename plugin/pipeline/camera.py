@@ -8,6 +8,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -15,7 +16,6 @@ import numpy.typing as npt
 from plugin.config.cameras import CameraConfig
 from plugin.config.service import DetectorConfig, PoseConfig
 from plugin.errors import ConfigError, InferenceUnavailable, ModelError
-from plugin.fusion.store_occupancy import StoreOccupancyService
 from plugin.incidents.manager import IncidentManager
 from plugin.inference.pose import PoseClient
 from plugin.insights.rollups import InsightsRecorder
@@ -33,6 +33,14 @@ from plugin.types import Detections, FloatArray, Frame
 log = logging.getLogger(__name__)
 
 OBJECT_MAX_AGE_S = 5.0  # a still object the detector misses for a few seconds keeps its track (people: 1.5 s)
+
+
+class CrossingListener(Protocol):
+    """Told of every line crossing (a line_crossing rule's Measurement with its track): store occupancy."""
+
+    async def on_measurement(self, measurement: Measurement, frame: Frame) -> None:
+        """Count the crossing."""
+        ...
 
 
 @dataclass
@@ -77,7 +85,7 @@ class CameraPipeline:
         self.class_ids: npt.NDArray[np.int32] | None = None
         self.class_names: tuple[str, ...] = ()
         self.insights = insights
-        self.store_occupancy: StoreOccupancyService | None = None  # set by the app: the entrance lines' counts
+        self.store_occupancy: CrossingListener | None = None  # set by the app: the entrance lines' counts
         self.tamper: TamperDetector | None = None
         self.presence: PresenceLog | None = None
         self.tracker = Tracker()

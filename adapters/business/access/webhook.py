@@ -14,7 +14,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from adapters.business.pos import read_body
-from plugin.fusion.access.service import AccessEventIn, AccessService
+from plugin.fusion.access.model import AccessEventIn, DoorEventIntake
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ def _problems(exc: ValidationError, where: str) -> list[str]:
     return out
 
 
-def events_handler(get_service: Callable[[], AccessService | None]) -> Any:
+def events_handler(get_service: Callable[[], DoorEventIntake | None]) -> Any:
     """`POST /api/access/events`."""
 
     async def handle(request: web.Request) -> web.Response:

@@ -11,7 +11,7 @@ one frame, so this module owns the loop:
   receiver's time, so the panel can set its clock; an encrypted frame must carry one (it is the replay protection);
 - an unknown account, a message type or event code this receiver does not handle, or a plain frame for an
   encrypted account (and the reverse) gets DUH: the panel does not repeat it;
-- ACK is written only after BusinessHub.ingest returned, i.e. after the event is committed to SQLite; a frame that
+- ACK is written only after the hub's ingest returned, i.e. after the event is committed to SQLite; a frame that
   could not be stored gets no answer, so the panel sends it again;
 - a repeat of the last frames of an account (same sequence number, same content: the panel did not hear the ACK)
   is acknowledged again but stored once.
@@ -48,7 +48,7 @@ from pysiaalarm.utils.enums import MessageTypes
 
 from plugin.config.alarms import AlarmAccountConfig, AlarmPanelConfig, normalise_panel_zone
 from plugin.errors import StoreSightError
-from plugin.fusion.hub import BusinessHub
+from plugin.protocols import BusinessIntake
 from plugin.types import BusinessEvent
 
 PROTOCOL_KEY = "sia_dc09"
@@ -191,7 +191,7 @@ class SiaDc09Receiver:
     def __init__(
         self,
         config: AlarmPanelConfig,
-        hub: BusinessHub,
+        hub: BusinessIntake,
         default_site: str,
         now: Callable[[], datetime] | None = None,
     ) -> None:

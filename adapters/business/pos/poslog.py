@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import contextlib
 import io
 import logging
 import re
@@ -35,8 +36,7 @@ from pydantic import ValidationError
 
 from adapters.business.pos import read_body
 from plugin.config.pos import PosConfig, PosFileDropConfig
-from plugin.fusion.pos.model import PosLine, PosLink, PosTender, Transaction, TxnType
-from plugin.fusion.pos.service import PosService
+from plugin.fusion.pos.model import PosLine, PosLink, PosTender, Transaction, TransactionIntake, TxnType
 from plugin.redact import mask_pans
 
 log = logging.getLogger(__name__)
@@ -330,7 +330,7 @@ class PosLogReader:
         )
 
 
-async def submit_all(service: PosService, result: ParseResult) -> tuple[int, int]:
+async def submit_all(service: TransactionIntake, result: ParseResult) -> tuple[int, int]:
     """Submit every transaction in order; (new, duplicates). A store failure propagates (the sender retries)."""
     new = dup = 0
     for txn in result.transactions:
@@ -341,7 +341,7 @@ async def submit_all(service: PosService, result: ParseResult) -> tuple[int, int
     return new, dup
 
 
-def poslog_handler(get_service: Callable[[], PosService | None]) -> Any:
+def poslog_handler(get_service: Callable[[], TransactionIntake | None]) -> Any:
     """`POST /api/pos/poslog`: a POSLog document; 202 once every good transaction in it is stored."""
 
     async def handle(request: web.Request) -> web.Response:
@@ -378,7 +378,7 @@ class PosLogDropFolder:
     """Polls a folder for POSLog files: each file's transactions are stored, then the file moves to done/ (or to
     rejected/ with a .reason file); the copies kept there have card numbers masked, the original is removed."""
 
-    def __init__(self, config: PosFileDropConfig, service: PosService, reader: PosLogReader) -> None:
+    def __init__(self, config: PosFileDropConfig, service: TransactionIntake, reader: PosLogReader) -> None:
         self.config = config
         self.service = service
         self.reader = reader
@@ -387,6 +387,19 @@ class PosLogDropFolder:
         self.processed = 0
         self.failed = 0
         self._lock = asyncio.Lock()  # one scan at a time: the poller and a manual scan never take a file twice
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Poll in the background until `close`."""
+        self._task = asyncio.create_task(self.run(), name="pos-drop-folder")
+        self._task.add_done_callback(_report_stop)
+
+    async def close(self) -> None:
+        """Stop polling; a file being taken is either stored and moved, or left for the next start."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
 
     async def run(self) -> None:
         """Scan forever (a cleanup context cancels it)."""
@@ -484,3 +497,8 @@ def _write(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_bytes(data)
     tmp.replace(path)
+
+
+def _report_stop(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("pos: the drop folder stopped", exc_info=task.exception())

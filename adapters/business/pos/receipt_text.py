@@ -22,8 +22,7 @@ from zoneinfo import ZoneInfo
 from pydantic import ValidationError
 
 from plugin.config.pos import DEFAULT_TEXT_PATTERNS, PosTextFeedConfig
-from plugin.fusion.pos.model import Transaction, TxnType
-from plugin.fusion.pos.service import PosService
+from plugin.fusion.pos.model import Transaction, TransactionIntake, TxnType
 from plugin.redact import mask_pans
 
 log = logging.getLogger(__name__)
@@ -181,7 +180,7 @@ class ReceiptTextParser:
 class ReceiptTextServer:
     """The TCP listener of one `pos.text` entry."""
 
-    def __init__(self, feed: PosTextFeedConfig, service: PosService) -> None:
+    def __init__(self, feed: PosTextFeedConfig, service: TransactionIntake) -> None:
         self.feed = feed
         self.service = service
         self.server: asyncio.Server | None = None

@@ -16,8 +16,7 @@ import contextlib
 import logging
 
 from plugin.config.pos import PosTransactConfig
-from plugin.fusion.pos.model import Transaction
-from plugin.fusion.pos.service import PosService
+from plugin.fusion.pos.model import Transaction, TransactionIntake
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +26,7 @@ CLIENT_QUEUE = 200  # transactions waiting per client; a client this far behind 
 class TransactServer:
     """One `pos.transact` entry: a listener serving the receipt text of its lanes."""
 
-    def __init__(self, config: PosTransactConfig, service: PosService) -> None:
+    def __init__(self, config: PosTransactConfig, service: TransactionIntake) -> None:
         self.config = config
         self.service = service
         self.server: asyncio.Server | None = None

@@ -14,8 +14,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from adapters.business.pos import read_body
-from plugin.fusion.pos.model import Transaction
-from plugin.fusion.pos.service import PosService
+from plugin.fusion.pos.model import Transaction, TransactionIntake
 from plugin.redact import mask_pans
 
 log = logging.getLogger(__name__)
@@ -31,7 +30,7 @@ def _problems(exc: ValidationError, where: str) -> list[str]:
     return out
 
 
-def events_handler(get_service: Callable[[], PosService | None]) -> Any:
+def events_handler(get_service: Callable[[], TransactionIntake | None]) -> Any:
     """`POST /api/pos/events`."""
 
     async def handle(request: web.Request) -> web.Response:

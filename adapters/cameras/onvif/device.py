@@ -22,7 +22,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,12 +34,8 @@ import zeep.exceptions
 from onvif import ONVIFCamera
 from onvif.exceptions import ONVIFAuthError, ONVIFError, ONVIFTimeoutError
 
-from adapters.cameras.opencv import OpenCVSource
-from plugin.config.cameras import OnvifConfig
 from plugin.errors import CameraAuthError, SourceError
-from plugin.protocols import SourceStatus
 from plugin.redact import redact_url
-from plugin.types import Frame
 
 log = logging.getLogger(__name__)
 
@@ -328,46 +324,3 @@ def _log_found(where: str, found: OnvifCamera) -> None:
             "%s: profile %s (%s) %s %sx%s @ %s fps: %s",
             where, p.token, p.name, p.encoding, p.width, p.height, p.fps, redact_url(p.stream_uri or "no stream"),
         )  # fmt: skip
-
-
-class OnvifSource:
-    """A CameraSource for an ONVIF camera: probes it at every start, then reads the analysis stream with OpenCV."""
-
-    is_file = False
-
-    def __init__(self, camera_id: str, config: OnvifConfig, fps: float) -> None:
-        self.camera_id = camera_id
-        self.config = config
-        self.fps = fps
-        self.status = SourceStatus()
-        self.name = f"{camera_id} (ONVIF {config.host}:{config.port})"
-        self.device: OnvifCamera | None = None
-        self.profile: OnvifProfile | None = None
-        self._inner: OpenCVSource | None = None
-
-    async def frames(self) -> AsyncIterator[Frame]:
-        """Probe the camera, then yield frames from its analysis stream."""
-        cfg = self.config
-        password = cfg.password.get_secret_value() if cfg.password is not None else None
-        try:
-            self.device = await probe(cfg.host, cfg.port, cfg.username, password, cfg.timeout_s, name=self.camera_id)
-            self.profile = self.device.analysis_profile(cfg.profile)
-        except SourceError as exc:
-            self.status.connected, self.status.last_error = False, str(exc)
-            raise
-        assert self.profile.stream_uri is not None  # analysis_profile() guarantees it
-        log.info(
-            "%s: analysing profile %s (%sx%s): %s",
-            self.camera_id, self.profile.token, self.profile.width, self.profile.height,
-            redact_url(self.profile.stream_uri),
-        )  # fmt: skip
-        url = with_credentials(self.profile.stream_uri, cfg.username, password)
-        self._inner = OpenCVSource(self.camera_id, url, self.fps)
-        self._inner.status = self.status  # one status object for readiness, whichever stage failed
-        async for frame in self._inner.frames():
-            yield frame
-
-    async def close(self) -> None:
-        """Stop reading the stream."""
-        if self._inner is not None:
-            await self._inner.close()

@@ -554,6 +554,10 @@ class OnvifEventsClient:
             "last_signal_at": None if st.last_signal_at is None else st.last_signal_at.isoformat(),
         }
 
+    def crashed(self, reason: str) -> None:
+        """`run()` ended in an unexpected error: its supervisor restarts it; readiness says why meanwhile."""
+        self.status.state, self.status.last_error = "reconnecting", reason
+
     # -- the loop --
 
     async def run(self) -> None:

@@ -20,29 +20,26 @@ Badge ids are personal data: they are stored with the event, but logs and incide
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 from collections import defaultdict
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
-
-from plugin.config.access import AccessConfig, AccessDoorConfig, door_text
+from plugin.config.access import AccessConfig, AccessDoorConfig
+from plugin.fusion.access.model import AccessEventIn, badge_ref
 from plugin.fusion.hub import BusinessHub, PendingJudgements
 from plugin.incidents.manager import IncidentManager
 from plugin.metrics import Metrics
 from plugin.pipeline.presence import PresenceLog
+from plugin.protocols import SubmitResult
 from plugin.rules.base import RuleHit
 from plugin.rules.line_crossing import FORGET_AFTER_S
 from plugin.types import BusinessEvent, CameraSignal
 
 log = logging.getLogger(__name__)
 
-AccessKind = Literal["granted", "denied", "forced", "held", "closed"]
-KINDS: tuple[AccessKind, ...] = ("granted", "denied", "forced", "held", "closed")
 POLL_S = 0.25  # how often a waiting judgement looks at how far video has been analysed
 # a crossing is confirmed min_frames after it, or, when the person walks out of view first, when the track is
 # forgotten (FORGET_AFTER_S later, dated when it was last seen): video must be this far past a window to have it all
@@ -56,36 +53,6 @@ ALARM_LABELS = {"forced": "forced open", "held": "held open"}
 _ONVIF_ALARMS = {"forced open": "forced", "held open": "held"}
 _ONVIF_ACCESS = {"granted": "granted", "denied": "denied"}
 _ONVIF_BADGE_ITEMS = ("CredentialToken", "Card", "CardNumber", "CredentialHolderName")
-
-
-def badge_ref(badge: str | None) -> str:
-    """What logs and incidents say about a badge: the first 8 hex digits of its SHA-256 ("" for none)."""
-    return "" if not badge else hashlib.sha256(badge.encode()).hexdigest()[:8]
-
-
-class AccessEventIn(BaseModel):
-    """One door event as an access-control system posts it."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    door: str = Field(min_length=1, max_length=64, description="the door id of `access.doors`")
-    kind: AccessKind
-    time: AwareDatetime = Field(description="when it happened, with a UTC offset")
-    badge: str | None = Field(default=None, min_length=1, max_length=128, description="the credential presented")
-    id: str | None = Field(default=None, min_length=1, max_length=128, description="the sender's event id")
-
-    @field_validator("door", mode="before")
-    @classmethod
-    def _door(cls, v: Any) -> Any:
-        return door_text(v)
-
-
-@dataclass(frozen=True)
-class SubmitResult:
-    """What happened to one submitted door event."""
-
-    event_id: str
-    new: bool  # False: a repeat of one already stored (acknowledge it all the same)
 
 
 class AccessService:
@@ -294,6 +261,3 @@ class AccessService:
             self.counts["incidents"] += 1
             if self.metrics is not None:
                 self.metrics.incidents.labels(camera=door.camera, rule=hit.rule_id).inc()
-
-
-__all__ = ["KINDS", "AccessEventIn", "AccessService", "SubmitResult", "badge_ref"]

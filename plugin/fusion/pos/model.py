@@ -1,5 +1,6 @@
 """POS transactions as the bridge knows them, whatever carried them (POSLog XML, receipt text, JSON webhooks): the
-normalised model, masked at construction, and the receipt text StoreSight writes for people and for XProtect Transact.
+normalised model (pure: adapters use it), masked at construction, the receipt text StoreSight writes for people and
+for XProtect Transact, and what the POS adapters hand transactions to.
 
 Card numbers never get past the constructor: every string of a transaction (descriptions, receipt lines, tender
 references, ids) goes through `mask_pans` in a before-validator, so nothing built from this model can store, log
@@ -8,13 +9,15 @@ or forward a full PAN (PCI DSS). The JSON webhook accepts this model as its sche
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol
 from zoneinfo import ZoneInfo
 
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
+from plugin.config.pos import PosConfig
+from plugin.protocols import SubmitResult
 from plugin.redact import mask_pans, mask_pans_deep
 
 TxnType = Literal["sale", "return", "void", "no_sale", "post_void", "price_override", "employee_discount"]
@@ -225,3 +228,18 @@ def receipt_summary(lines: Sequence[str], max_chars: int = 900) -> str:
         return text
     cut = text[: max_chars - 20].rsplit(" | ", 1)[0]
     return f"{cut} | ... ({len(lines)} lines)"
+
+
+ReceiptListener = Callable[[Transaction, list[str]], None]
+
+
+class TransactionIntake(Protocol):
+    """What the POS adapters hand normalised transactions to (the POS service): stored before `submit` returns."""
+
+    config: PosConfig
+    tz: ZoneInfo  # the store's (or the POS's) local time, for receipts that carry no offset
+    listeners: list[ReceiptListener]  # told of each stored transaction with its normalised receipt (Transact feeds)
+
+    async def submit(self, txn: Transaction, source: str) -> SubmitResult:
+        """Store one transaction (returns after it is committed: acknowledge the sender then)."""
+        ...

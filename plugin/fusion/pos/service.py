@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -30,10 +29,11 @@ from pydantic import ValidationError
 from plugin.config.pos import PosConfig, PosLaneConfig
 from plugin.fusion.hub import BusinessHub, PendingJudgements
 from plugin.fusion.pos.exceptions import PosException, PosExceptionRules
-from plugin.fusion.pos.model import TRANSACTION_KIND, Transaction, receipt_summary, render_receipt
+from plugin.fusion.pos.model import TRANSACTION_KIND, ReceiptListener, Transaction, receipt_summary, render_receipt
 from plugin.incidents.manager import IncidentManager
 from plugin.metrics import Metrics
 from plugin.pipeline.presence import PresenceAnswer, PresenceLog
+from plugin.protocols import SubmitResult
 from plugin.rules.base import RuleHit
 from plugin.types import BusinessEvent
 
@@ -42,16 +42,7 @@ log = logging.getLogger(__name__)
 POLL_S = 0.25  # how often a waiting judgement looks at how far video has been analysed
 RECENT_MAX = 5000  # transactions kept for post-void look-ups (originals are minutes old; presence keeps 15 min)
 Verdict = Literal["present", "absent", "unverified"]
-ReceiptListener = Callable[[Transaction, list[str]], None]
 CHECK_LABELS = {"refund_no_customer": "refund", "no_sale_nobody": "no-sale", "void_customer_left": "void"}
-
-
-@dataclass(frozen=True)
-class SubmitResult:
-    """What happened to one submitted transaction."""
-
-    event_id: str
-    new: bool  # False: a duplicate of one already stored (acknowledge it all the same)
 
 
 @dataclass(frozen=True)
@@ -103,8 +94,8 @@ class PosService:
         """Seed the operator-frequency windows from stored transactions (a restart keeps counting)."""
         window = timedelta(seconds=2 * self.config.operator_limits.window_s)
         now = datetime.now(UTC)
-        rows = await self.hub.store.call(
-            self.hub.store.sync.business_events,
+        rows = await self.hub.db.call(
+            self.hub.db.sync.business_events,
             (now - window).isoformat(),
             (now + window).isoformat(),
             TRANSACTION_KIND,

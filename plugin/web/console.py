@@ -1,0 +1,53 @@
+"""The console: the incidents page and the evidence snapshots it shows."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from aiohttp import web
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+
+from plugin.web.api import public
+from plugin.web.keys import CAMERAS, CONFIG, DATABASE
+
+TEMPLATES = Path(__file__).parent / "templates"
+_PAGE_ENV = Environment(
+    loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]), undefined=StrictUndefined
+)
+
+
+async def snapshot(request: web.Request) -> web.StreamResponse:
+    """The evidence JPEG of an incident (looked up by id: no file path ever comes from the request)."""
+    db = request.app[DATABASE]
+    row = await db.call(db.sync.incident, request.match_info["id"])
+    if row is None or not row.get("snapshot"):
+        raise web.HTTPNotFound(text="no snapshot")
+    # FileResponse answers 404 itself when the file is gone
+    return web.FileResponse(row["snapshot"], headers={"Cache-Control": "private, max-age=3600"})
+
+
+async def page(request: web.Request) -> web.Response:
+    """The incidents page."""
+    app = request.app
+    db, config, fleet = app[DATABASE], app[CONFIG], app[CAMERAS]
+    rows = await db.call(db.sync.incidents, 200, None)
+    tz = ZoneInfo(config.site.timezone)
+
+    def local(iso: str | None) -> str:
+        return "" if not iso else datetime.fromisoformat(iso).astimezone(tz).strftime("%Y-%m-%d %H:%M:%S")
+
+    cameras = [
+        {
+            "id": cid,
+            "state": fleet.health[cid].snapshot.state if cid in fleet.health else p.status.state,
+            "frames": p.status.frames,
+            "incidents": p.status.incidents,
+        }
+        for cid, p in fleet.pipelines.items()
+    ]
+    html = _PAGE_ENV.get_template("incidents.html").render(
+        site=config.site, incidents=[public(r) for r in rows], local=local, cameras=cameras
+    )
+    return web.Response(text=html, content_type="text/html")

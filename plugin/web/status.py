@@ -1,0 +1,90 @@
+"""Liveness, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from plugin.redact import redact_url
+from plugin.web.keys import CAMERAS, DATABASE, EMBEDDED_TRITON, INFERENCE, METRICS, OUTBOX, SINKS, SYSTEM
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """The process is alive and serving."""
+    return web.json_response({"status": "ok"})
+
+
+def _camera(request: web.Request, cam_id: str) -> dict[str, Any]:
+    """One camera's readiness and counters."""
+    fleet = request.app[CAMERAS]
+    p = fleet.pipelines[cam_id]
+    src = p.source.status
+    health = fleet.health.get(cam_id)
+    snap = health.snapshot if health is not None else None
+    age = None if snap is None else snap.last_frame_age_s
+    live_ok = p.status.state == "running" and src.connected and (snap is None or snap.state != "offline")
+    ok = p.status.state == "finished" if p.source.is_file else live_ok
+    camera: dict[str, Any] = {
+        "ready": ok,
+        "state": p.status.state,
+        "health": None if snap is None else snap.state,
+        "health_reason": None if snap is None or snap.reason is None else redact_url(snap.reason),
+        "received_fps": None if snap is None else round(snap.received_fps, 2),
+        "analysed_fps": None if snap is None else round(snap.analysed_fps, 2),
+        "last_frame_age_s": None if age is None else round(age, 1),
+        "reconnects": src.reconnects,
+        "source": redact_url(p.camera.describe_source()),
+        "connected": src.connected,
+        "frames_analysed": p.status.frames,
+        # motion gating: analysed frames the detector ran on, and those it skipped (nothing moved)
+        "frames_detected": p.status.frames_detected,
+        "frames_skipped": p.status.frames_skipped,
+        "frames_dropped": src.frames_dropped,
+        "incidents": p.status.incidents,
+        "error": None if p.status.last_error is None else redact_url(p.status.last_error),
+    }
+    if p.source.is_file and p.status.state in ("running", "starting"):
+        camera["ready"] = True  # a file being analysed is healthy
+    if cam_id in fleet.events:  # the camera's own analytics; they do not decide readiness
+        signals = fleet.signals.get(cam_id)
+        camera["events"] = fleet.events[cam_id].describe() | (signals.describe() if signals else {})
+    return camera
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Ready when Triton answers with the model loaded, every live camera delivers and no sink is failing."""
+    app = request.app
+    client, db, system = app[INFERENCE], app[DATABASE], app[SYSTEM]
+    triton_ok = await client.ready()
+    app[METRICS].triton_up.set(1 if triton_ok else 0)
+    cameras = {cam_id: _camera(request, cam_id) for cam_id in app[CAMERAS].pipelines}
+    counts = await db.call(db.sync.outbox_counts)
+    sinks = {
+        sid: {
+            "ready": s.health.ok,
+            "auth_failed": s.health.auth_failed,
+            "error": None if s.health.last_error is None else redact_url(s.health.last_error),
+            "pending": counts.get(sid, {}).get("pending", 0),
+            "dead_letters": counts.get(sid, {}).get("dead", 0),
+        }
+        for sid, s in app[SINKS].items()
+    }
+    ready = triton_ok and all(c["ready"] for c in cameras.values()) and all(s["ready"] for s in sinks.values())
+    body = {
+        "ready": ready,
+        "triton": {"ready": triton_ok, "url": client.url, "embedded": app[EMBEDDED_TRITON] is not None},
+        "cameras": cameras,
+        "sinks": sinks,
+        # StoreSight's own health conditions (the system_* incidents); informative, readiness does not wait on them
+        "system": system.snapshot() if system is not None else None,
+    }
+    return web.json_response(body, status=200 if ready else 503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text exposition."""
+    await request.app[OUTBOX].refresh_metrics()
+    body = generate_latest(request.app[METRICS].registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
