@@ -21,7 +21,7 @@ import pytest
 from aiohttp import web
 from test_config import example
 
-from adapters.cameras.onvif.events import ONVIF_TOPICS, TT, WSNT, parse_notification_xml
+from adapters.cameras.onvif.messages import ONVIF_TOPICS, TT, WSNT, parse_notification_xml
 from plugin.app import access_ctx, add_intake_routes, database_ctx, new_app, sinks_ctx
 from plugin.config.loader import parse_config
 from plugin.config.root import Config

@@ -28,22 +28,21 @@ from adapters.cameras.onvif.discovery import (
     WSD_GROUP,
     WSD_PORT,
     DiscoveredDevice,
-    DiscoverOptions,
-    DiscoveryResult,
-    EnvRefs,
     FoundDevice,
+    parse_probe_matches,
+    parse_target,
+    ws_discover,
+)
+from plugin.cli.discover import DiscoverOptions, DiscoveryResult, discover, report_and_write
+from plugin.cli.skeleton import (
+    EnvRefs,
     VmsListing,
     build_skeleton,
     camera_id,
-    discover,
     env_credentials,
-    parse_probe_matches,
-    parse_target,
     render_skeleton,
-    report_and_write,
     sink_skeleton,
     write_skeleton,
-    ws_discover,
 )
 from plugin.config.loader import load_config
 from plugin.errors import StoreSightError
@@ -456,7 +455,7 @@ async def test_zoneminder_monitors_are_listed_with_their_sources(zm_monitor: str
 
 
 def test_discovery_result_report_redacts() -> None:
-    from adapters.cameras.onvif.discovery import report
+    from plugin.cli.discover import report
 
     listing = VmsListing("zm", "zoneminder", [VmsCamera("3", "x", f"rtsp://a:{CAM_PASSWORD}@h/s")])
     assert CAM_PASSWORD not in json.dumps(report(DiscoveryResult([], [listing])))

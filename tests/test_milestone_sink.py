@@ -29,7 +29,8 @@ from lxml import etree
 from adapters.sinks.milestone import SPEC
 from adapters.sinks.milestone import sink as milestone
 from adapters.sinks.milestone.config import MilestoneSinkConfig
-from adapters.sinks.milestone.sink import IncidentView, MilestoneSink, build_analytics_event
+from adapters.sinks.milestone.events import IncidentView, build_analytics_event
+from adapters.sinks.milestone.sink import REST, TOKEN_PATH, MilestoneSink
 from plugin.app import build_sink
 from plugin.config.loader import parse_config
 from plugin.config.service import OutboxConfig
@@ -531,8 +532,8 @@ def test_config_defaults_and_build_sink(tmp_path: Path) -> None:
     refs = AsyncDatabase(tmp_path / "refs.db")
     sink = build_sink(cfg, refs)
     assert isinstance(sink, MilestoneSink) and sink.kind == SPEC.key == "milestone"
-    assert sink.token_url == "https://xprotect.store.lan/API/IDP/connect/token"
-    assert sink.rest == "https://xprotect.store.lan/api/rest/v1"
+    assert sink.http.base + TOKEN_PATH == "https://xprotect.store.lan/API/IDP/connect/token"
+    assert sink.http.base + REST == "https://xprotect.store.lan/api/rest/v1"
     assert sink.event_server == "xprotect.store.lan"
 
 

@@ -19,8 +19,9 @@ from components.nx_emulator import NxEmulator, nx_emulator_available, self_signe
 from conftest import require
 
 from adapters.sinks.nx import SPEC
+from adapters.sinks.nx.api import MARKER_PREFIX
 from adapters.sinks.nx.config import NxSinkConfig
-from adapters.sinks.nx.sink import MARKER_PREFIX, TEST_TAG, NxSink
+from adapters.sinks.nx.sink import TEST_TAG, NxSink
 from plugin.app import build_sink
 from plugin.config.loader import parse_config
 from plugin.config.service import OutboxConfig

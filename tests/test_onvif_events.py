@@ -33,10 +33,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lxml import etree
 
-from adapters.cameras.onvif.events import (
+from adapters.cameras.onvif.events import OnvifEventsClient
+from adapters.cameras.onvif.messages import (
     TOPICS,
     EventsProtocolError,
-    OnvifEventsClient,
     Rejected,
     UnknownTopic,
     parse_notification,

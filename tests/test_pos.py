@@ -26,7 +26,7 @@ from test_config import example
 from adapters.business.pos.poslog import DocumentRejected, PosLogDropFolder, PosLogReader, _masked_copy, safe_parse
 from adapters.business.pos.receipt_text import ReceiptTextParser, ReceiptTextServer
 from adapters.business.pos.transact import TransactServer
-from adapters.sinks.nx.sink import parse_incident as nx_incident
+from adapters.sinks.nx.api import parse_incident as nx_incident
 from plugin.app import add_intake_routes, build_app, database_ctx, new_app, pos_ctx, sinks_ctx
 from plugin.config.loader import parse_config
 from plugin.config.pos import PosConfig

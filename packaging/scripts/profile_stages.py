@@ -25,7 +25,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from plugin.cli.bench import BENCH_DWELL_S, BENCH_ZONE, resolve_clip
+from plugin.cli.bench.clip import resolve_clip
+from plugin.cli.bench.trial import BENCH_DWELL_S, BENCH_ZONE
 from plugin.inference.server import EmbeddedTriton
 from plugin.inference.triton import letterbox
 from plugin.pipeline.tracking import Tracker

@@ -15,6 +15,8 @@ echo "== ruff"
 .venv/bin/ruff format --check .
 echo "== mypy (strict: plugin, adapters)"
 .venv/bin/mypy
+echo "== import-linter (the layering in docs/architecture.md)"
+.venv/bin/lint-imports
 echo "== pytest"
 set +e
 .venv/bin/python -m pytest "$@"

@@ -3,14 +3,62 @@ zone, rule or panel that does not exist names the exact key."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import Protocol
 
+from plugin.config.access import AccessConfig
+from plugin.config.alarms import AlarmPanelConfig
 from plugin.config.base import PathError, require_unique
+from plugin.config.cameras import CameraConfig
+from plugin.config.occupancy import StoreOccupancyConfig
+from plugin.config.pos import PosConfig
+from plugin.config.sinks import SinkConfigBase
+from plugin.rules.base import RuleBase
 from plugin.rules.line_crossing import LineCrossingRuleConfig
 from plugin.rules.staff_only import StaffOnlyRuleConfig
 
-if TYPE_CHECKING:
-    from plugin.config.root import Config
+
+class Config(Protocol):
+    """What the checks read of the whole config (plugin/config/root.py's model, which calls them)."""
+
+    @property
+    def cameras(self) -> Sequence[CameraConfig]:
+        """The cameras."""
+        ...
+
+    @property
+    def rules(self) -> Sequence[RuleBase]:
+        """The rules."""
+        ...
+
+    @property
+    def sinks(self) -> Sequence[SinkConfigBase]:
+        """The sinks."""
+        ...
+
+    @property
+    def pos(self) -> PosConfig | None:
+        """The point of sale section."""
+        ...
+
+    @property
+    def access(self) -> AccessConfig | None:
+        """The access-control section."""
+        ...
+
+    @property
+    def alarm_panels(self) -> Sequence[AlarmPanelConfig]:
+        """The alarm panels."""
+        ...
+
+    @property
+    def store_occupancy(self) -> Sequence[StoreOccupancyConfig]:
+        """The store occupancy counts."""
+        ...
+
+    def camera(self, camera_id: str) -> CameraConfig:
+        """The camera with this id."""
+        ...
 
 
 def verify_pos_lanes(config: Config) -> None:

@@ -47,7 +47,6 @@ import asyncio
 import json
 import logging
 import math
-import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -56,17 +55,14 @@ from http.cookies import CookieError, SimpleCookie
 from typing import Any
 from urllib.parse import quote
 
-import aiohttp
-
 from adapters.sinks.common import (
     GATEWAY_STATUSES,
-    HTTP_EXCEPTIONS,
     NoAnswer,
     incident_time,
     normalised_box,
-    tls_context,
 )
 from adapters.sinks.frigate.config import FrigateSinkConfig
+from adapters.sinks.http import HttpClient, Reply
 from plugin.config.base import literal_key
 from plugin.errors import SinkAuthError, SinkNotReady, SinkRejected
 from plugin.protocols import Receipt, SinkHealth, SinkRefs, is_system_incident
@@ -193,16 +189,6 @@ def _jwt_cookie(headers: Any) -> str | None:
     return found
 
 
-@dataclass(frozen=True)
-class _Reply:
-    """One HTTP answer, read in full; `token` is the JWT a login answer set as a cookie."""
-
-    status: int
-    data: Any
-    text: str
-    token: str | None = None
-
-
 Step = Callable[[_Incident, _Ref], Awaitable[str]]
 
 
@@ -218,7 +204,11 @@ class FrigateSink:
         self.refs = refs
         self.base = config.url.rstrip("/")
         self.where = redact_url(self.base)  # never credentials: this goes into logs, errors and /readyz
-        self._session: aiohttp.ClientSession | None = None
+        # the JWT goes in as Bearer, under this sink's control: no cookies are kept
+        self.http = HttpClient(
+            self.base, self.where, timeout_s=config.timeout_s, verify_tls=config.verify_tls,
+            ca_bundle=config.ca_bundle, ca_hint="set ca_bundle to the CA of Frigate's certificate",
+        )  # fmt: skip
         self._token: str | None = config.token.get_secret_value() if config.token is not None else None
         self._login_lock = asyncio.Lock()
         self._said: set[str] = set()
@@ -340,42 +330,12 @@ class FrigateSink:
 
     # --- HTTP -----------------------------------------------------------------------------------------------------
 
-    async def _ssl(self) -> ssl.SSLContext | bool:
-        return await tls_context(self.config.verify_tls, self.config.ca_bundle, self.where)
-
-    async def _http(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self.config.timeout_s),
-                connector=aiohttp.TCPConnector(ssl=await self._ssl()),
-                cookie_jar=aiohttp.DummyCookieJar(),  # the JWT goes in as Bearer, under this sink's control
-            )
-        return self._session
-
-    async def _send(self, method: str, path: str, what: str, body: Any, token: str | None) -> _Reply:
-        """One request; transport failures raise."""
+    async def _send(self, method: str, path: str, what: str, body: Any, token: str | None) -> Reply:
+        """One request as JSON, with the JWT as Bearer when there is one; no reply at all raises NoAnswer."""
         headers = {"Accept": "application/json"}
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
-        session = await self._http()
-        try:
-            async with session.request(
-                method, self.base + path, json=body, headers=headers, allow_redirects=False
-            ) as resp:
-                text = (await resp.read()).decode("utf-8", "replace")
-                try:
-                    data = json.loads(text) if text.strip() else None
-                except ValueError:
-                    data = None
-                return _Reply(resp.status, data, text, _jwt_cookie(resp.headers))
-        except aiohttp.ClientConnectorCertificateError as exc:
-            raise SinkAuthError(
-                f"{self.where}: the server's TLS certificate is not trusted ({exc.certificate_error}); "
-                "set ca_bundle to the CA of Frigate's certificate"
-            ) from None
-        except HTTP_EXCEPTIONS as exc:
-            reason = str(exc) or "no answer in time"
-            raise NoAnswer(redact_url(f"{self.where}: {what}: {type(exc).__name__}: {reason}")) from None
+        return await self.http.request(method, path, what=what, json_body=body, headers=headers)
 
     async def _bearer(self, stale: str | None = None) -> str | None:
         """The JWT to send: none without auth, the configured token, or one from a login (again when `stale`)."""
@@ -391,13 +351,14 @@ class FrigateSink:
                         f"{_error_text(reply.data, reply.text)}"
                     )
                 self._check(reply, "log in")
-                if reply.token is None:
+                token = _jwt_cookie(reply.headers)
+                if token is None:
                     raise SinkNotReady(f"{self.where}: the login answer set no {TOKEN_COOKIE} cookie")
-                self._token = reply.token
+                self._token = token
                 log.info("%s: logged in to %s as %s", self.id, self.where, self.config.username)
             return self._token
 
-    async def _call(self, method: str, path: str, what: str, body: Any = None, allow: tuple[int, ...] = ()) -> _Reply:
+    async def _call(self, method: str, path: str, what: str, body: Any = None, allow: tuple[int, ...] = ()) -> Reply:
         """An authenticated request: one new login on a 401 (when logging in is configured), then the outcome."""
         token = await self._bearer()
         reply = await self._send(method, path, what, body, token)
@@ -406,7 +367,7 @@ class FrigateSink:
             reply = await self._send(method, path, what, body, token)
         return self._check(reply, what, allow)
 
-    def _check(self, reply: _Reply, what: str, allow: tuple[int, ...] = ()) -> _Reply:
+    def _check(self, reply: Reply, what: str, allow: tuple[int, ...] = ()) -> Reply:
         """Map a status to the three outcomes; 2xx and `allow` pass."""
         if 200 <= reply.status < 300 or reply.status in allow:
             return reply
@@ -460,6 +421,4 @@ class FrigateSink:
 
     async def close(self) -> None:
         """Close the HTTP session."""
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self.http.close()

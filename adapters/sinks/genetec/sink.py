@@ -49,18 +49,17 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
-import aiohttp
 from yarl import URL
 
-from adapters.sinks.common import GATEWAY_STATUSES, HTTP_EXCEPTIONS, NoAnswer, incident_time, tls_context
+from adapters.sinks.common import GATEWAY_STATUSES, NoAnswer, incident_time
 from adapters.sinks.genetec.config import GenetecSinkConfig, genetec_guid
+from adapters.sinks.http import HttpClient
 from plugin.config.base import literal_key
 from plugin.errors import SinkAuthError, SinkNotReady, SinkRejected
 from plugin.protocols import Receipt, SinkHealth, SinkRefs, is_system_incident
@@ -238,7 +237,11 @@ class GenetecSink:
         credentials = f"{config.username};{config.application_id}:{config.password.get_secret_value()}"
         # built here rather than with aiohttp.BasicAuth, which aiohttp deprecates
         self._auth = "Basic " + base64.b64encode(credentials.encode("utf-8")).decode("ascii")
-        self._session: aiohttp.ClientSession | None = None
+        # Basic auth on every request: no session, no cookies to keep
+        self.http = HttpClient(
+            self.base, self.where, timeout_s=config.timeout_s, verify_tls=config.verify_tls,
+            ca_bundle=config.ca_bundle, ca_hint="set ca_bundle to Security Center's CA",
+        )  # fmt: skip
         self._said_system = False
 
     # --- publishing ---------------------------------------------------------------------------------------------
@@ -329,34 +332,11 @@ class GenetecSink:
 
     # --- HTTP -----------------------------------------------------------------------------------------------------
 
-    async def _ssl(self) -> ssl.SSLContext | bool:
-        return await tls_context(self.config.verify_tls, self.config.ca_bundle, self.where)
-
-    async def _http(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self.config.timeout_s),
-                connector=aiohttp.TCPConnector(ssl=await self._ssl()),
-                cookie_jar=aiohttp.DummyCookieJar(),  # Basic auth on every request; no session to keep
-            )
-        return self._session
-
     async def _send(self, method: str, url: URL, what: str) -> tuple[int, str, str | None]:
-        """One request: status, body and Location; transport failures raise."""
-        session = await self._http()
+        """One request with Basic auth: status, body and Location; no reply at all raises NoAnswer."""
         headers = {"Accept": "text/json", "Authorization": self._auth}
-        try:
-            async with session.request(method, url, headers=headers, allow_redirects=False) as resp:
-                text = (await resp.read()).decode("utf-8", "replace")
-                return resp.status, text, resp.headers.get("Location")
-        except aiohttp.ClientConnectorCertificateError as exc:
-            raise SinkAuthError(
-                f"{self.where}: the server's TLS certificate is not trusted ({exc.certificate_error}); "
-                "set ca_bundle to Security Center's CA"
-            ) from None
-        except HTTP_EXCEPTIONS as exc:
-            reason = str(exc) or "no answer in time"
-            raise NoAnswer(redact_url(f"{self.where}: {what}: {type(exc).__name__}: {reason}")) from None
+        reply = await self.http.request(method, url, what=what, headers=headers)
+        return reply.status, reply.text, reply.location
 
     async def _call(self, method: str, path: str, q: str | None, what: str) -> Any:
         """One Web SDK request; its `Result` when the envelope says Ok, else one of the three outcomes."""
@@ -453,6 +433,4 @@ class GenetecSink:
 
     async def close(self) -> None:
         """Close the HTTP session."""
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self.http.close()

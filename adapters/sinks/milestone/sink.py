@@ -31,7 +31,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import ssl
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
@@ -40,23 +39,28 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 from lxml import etree
 from yarl import URL
 
-from adapters.sinks.common import incident_time, normalised_box
+from adapters.sinks.http import HttpClient
 from adapters.sinks.milestone.config import MilestoneSinkConfig
+from adapters.sinks.milestone.events import (
+    VENDOR,
+    IncidentView,
+    build_analytics_event,
+    generic_event_text,
+    iso,
+    load_schema,
+    marker,
+)
 from plugin.config.base import literal_key
 from plugin.errors import SinkAuthError, SinkNotReady, SinkRejected
-from plugin.protocols import Receipt, SinkHealth, SinkRefs, is_system_incident, system_caption
+from plugin.protocols import Receipt, SinkHealth, SinkRefs
 from plugin.redact import redact_url
 
 log = logging.getLogger(__name__)
 
 CLIENT_ID = "GrantValidatorClient"  # the identity provider's client for user log-ins (Milestone's samples)
-NAMESPACE = "urn:milestone-systems"
-CAMERA_KIND = "5135BA21-F1DC-4321-806A-6CE2017343C0"  # VideoOS.Platform.Kind.Camera, listed in the XSD
-VENDOR = "StoreSight"
 # The checkout keeps Milestone's schema beside it (../shared/specs); an installed bridge names it in the config.
 DEFAULT_XSD = Path(__file__).resolve().parents[3].parent / "shared" / "specs" / "milestone" / "AnalyticsEvent.xsd"
 # Renew the token this long before it expires (at most a fifth of its life): a request started just before the
@@ -66,156 +70,9 @@ TOKEN_EARLY_S = 60.0
 # side of that, for clock rounding on the server.
 SEARCH_SLACK_S = 60.0
 SEARCH_COUNT = 100
-# XProtect's default alarm priorities: 1 high, 2 medium, 3 low.
-PRIORITY = {"critical": 1, "warning": 2, "info": 3}
-# Derives each Analytics Event's ID from its delivery key (uuid5), so a resend is recognisably the same event.
-EVENT_ID_NAMESPACE = uuid.UUID("6f1d0c52-3f0e-4f7e-9a57-1b2f5d0c9e11")
-REST_EXCEPTIONS = (TimeoutError, aiohttp.ClientError, OSError)
+REST = "/api/rest/v1"
+TOKEN_PATH = "/API/IDP/connect/token"  # the identity provider, for bearer tokens
 TCP_EXCEPTIONS = (TimeoutError, OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError)
-
-
-def marker(incident_id: str) -> str:
-    """What a bookmark carries to be found again: in its reference and on the last line of its description."""
-    return f"storesight:{incident_id}"
-
-
-def _iso(t: datetime) -> str:
-    """UTC with milliseconds and Z, as XProtect's REST APIs write times."""
-    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-
-
-@dataclass(frozen=True)
-class IncidentView:
-    """The parts of the incident JSON this sink writes, checked once."""
-
-    delivery_key: str
-    id: str
-    rule_id: str
-    type: str
-    camera: str
-    state: str
-    seq: int
-    start: datetime
-    end: datetime | None
-    explanation: str
-    severity: str
-    zone: str | None
-    box: tuple[float, float, float, float] | None
-    confidence: float | None
-    system_caption: str | None = None  # set for StoreSight's own health incidents, which have no camera
-
-    @classmethod
-    def parse(cls, delivery_key: str, doc: Mapping[str, Any]) -> IncidentView:
-        """From the stored incident JSON; a document missing what every mode needs is rejected."""
-        try:
-            incident_id, rule_id, camera = str(doc["id"]), str(doc["rule_id"]), str(doc["camera"])
-            start = incident_time(doc["start"], "start", delivery_key)
-            seq = int(doc.get("seq") or 0)
-        except KeyError as exc:
-            raise SinkRejected(f"incident {delivery_key} has no {exc.args[0]!r}") from None
-        except (TypeError, ValueError):
-            raise SinkRejected(f"incident {delivery_key}: seq {doc.get('seq')!r} is not a number") from None
-        details = doc.get("details") or {}
-        score = details.get("score") if isinstance(details, Mapping) else None
-        return cls(
-            delivery_key=delivery_key,
-            id=incident_id,
-            rule_id=rule_id,
-            type=str(doc.get("type") or "incident"),
-            camera=camera,
-            state=str(doc.get("state") or "start"),
-            seq=seq,
-            start=start,
-            end=None if doc.get("end") is None else incident_time(doc["end"], "end", delivery_key),
-            explanation=str(doc.get("explanation") or rule_id),
-            severity=str(doc.get("severity") or "warning"),
-            zone=None if doc.get("zone") is None else str(doc["zone"]),
-            box=normalised_box(details) if isinstance(details, Mapping) else None,
-            confidence=float(score) if isinstance(score, int | float) and 0 <= score <= 1 else None,
-            system_caption=system_caption(doc) if is_system_incident(doc) else None,
-        )
-
-    @property
-    def at(self) -> datetime:
-        """When this state change happened."""
-        return self.end if self.end is not None and self.state != "start" else self.start
-
-    @property
-    def description(self) -> str:
-        """The explanation, with the marker on its own last line."""
-        return f"{self.explanation}\n{marker(self.id)}"
-
-
-def _el(parent: etree._Element, tag: str, text: str | None = None) -> etree._Element:
-    child = etree.SubElement(parent, f"{{{NAMESPACE}}}{tag}")
-    if text is not None:
-        child.text = text
-    return child
-
-
-def _fqid(parent: etree._Element, camera_guid: str) -> None:
-    fqid = _el(parent, "FQID")
-    _el(fqid, "ObjectId", camera_guid)
-    _el(fqid, "Kind", CAMERA_KIND)
-
-
-def build_analytics_event(inc: IncidentView, camera_guid: str | None, message: str) -> etree._Element:
-    """An AnalyticsEvent document (urn:milestone-systems) for one state change, with the box as overlay; without a
-    camera (StoreSight's own health) its source is named "StoreSight" and it references no camera.
-
-    Elements follow the XSD's sequence order, which the schema enforces.
-    """
-    # None is lxml's key for the default namespace; lxml-stubs 0.5 types the keys as str only
-    doc = etree.Element(f"{{{NAMESPACE}}}AnalyticsEvent", nsmap={None: NAMESPACE})  # type: ignore[dict-item]
-    header = _el(doc, "EventHeader")
-    _el(header, "ID", str(uuid.uuid5(EVENT_ID_NAMESPACE, inc.delivery_key)))
-    _el(header, "Timestamp", inc.at.astimezone(UTC).isoformat())
-    _el(header, "Class", "Analytics")
-    _el(header, "Type", inc.type)
-    _el(header, "Version", "1.0")
-    _el(header, "Priority", str(PRIORITY.get(inc.severity, 2)))
-    _el(header, "Name", inc.rule_id)
-    _el(header, "Message", message)
-    _el(header, "CustomTag", f"{inc.state}|{inc.id}")
-    source = _el(header, "Source")
-    if camera_guid is None:
-        _el(source, "Name", VENDOR)
-    else:
-        _el(source, "Name", inc.camera)
-        _fqid(source, camera_guid)
-    _el(doc, "Description", inc.explanation)
-    _el(doc, "StartTime", inc.start.astimezone(UTC).isoformat())
-    if inc.end is not None:
-        _el(doc, "EndTime", inc.end.astimezone(UTC).isoformat())
-    if inc.zone:
-        _el(doc, "Location", inc.zone)
-    if inc.box is not None:
-        x1, y1, x2, y2 = inc.box
-        obj = _el(_el(doc, "ObjectList"), "Object")
-        _el(obj, "Name", "Person")
-        _el(obj, "Type", "person")
-        if inc.confidence is not None:
-            _el(obj, "Confidence", repr(inc.confidence))
-        _el(obj, "AlarmTrigger", "true")
-        box = _el(obj, "BoundingBox")
-        for tag, value in (("Top", y1), ("Left", x1), ("Bottom", y2), ("Right", x2)):
-            _el(box, tag, repr(value))
-    if camera_guid is not None:
-        _fqid(_el(_el(doc, "ReferenceList"), "Reference"), camera_guid)
-    vendor = _el(doc, "Vendor")
-    _el(vendor, "Name", VENDOR)
-    _el(vendor, "CustomData", json.dumps({"incident_id": inc.id, "delivery_key": inc.delivery_key, "state": inc.state}))
-    return doc
-
-
-def load_schema(path: Path) -> etree.XMLSchema:
-    """Milestone's AnalyticsEvent.xsd, parsed (reads the file: call it off the event loop)."""
-    return etree.XMLSchema(etree.parse(str(path)))
-
-
-def generic_event_text(inc: IncidentView) -> str:
-    """The Generic Event string: ASCII only, since the Compatible data source reads the server's ANSI code page."""
-    return f"{VENDOR}|{inc.rule_id}|{inc.state}|{inc.camera}|{inc.type}|{inc.id}"
 
 
 @dataclass
@@ -305,11 +162,13 @@ class MilestoneSink:
         self.health = SinkHealth()
         self.refs = refs
         self.base = config.url.rstrip("/")
-        self.rest = f"{self.base}/api/rest/v1"
-        self.token_url = f"{self.base}/API/IDP/connect/token"
         self.event_server = config.event_server_host or URL(self.base).host or "localhost"
         self.where = redact_url(self.base)  # never credentials: this goes into logs, errors and /readyz
-        self._session: aiohttp.ClientSession | None = None
+        # the API Gateway's own session cookie and redirects, as a browser would see them
+        self.http = HttpClient(
+            self.base, self.where, timeout_s=config.timeout_s, verify_tls=config.verify_tls,
+            ca_bundle=config.ca_bundle, unreachable=SinkNotReady, keep_cookies=True, follow_redirects=True,
+        )  # fmt: skip
         self._token: str | None = None
         self._renew_at = 0.0
         self._token_lock = asyncio.Lock()
@@ -400,9 +259,9 @@ class MilestoneSink:
             body = {
                 "header": inc.rule_id,
                 "description": inc.description,
-                "timeBegin": _iso(inc.start - pre),
-                "timeEnd": _iso(end),
-                "timeTriggered": _iso(inc.start),
+                "timeBegin": iso(inc.start - pre),
+                "timeEnd": iso(end),
+                "timeTriggered": iso(inc.start),
                 "reference": marker(inc.id),
                 "devicePath": {"type": "cameras", "id": guid},
             }
@@ -411,7 +270,7 @@ class MilestoneSink:
             return f"bookmark {progress.bookmark}"
         if inc.state == "start":
             return f"bookmark {progress.bookmark}"
-        patch = {"description": inc.description, "timeEnd": _iso(inc.at + post)}
+        patch = {"description": inc.description, "timeEnd": iso(inc.at + post)}
         status, _ = await self._request("PATCH", f"/bookmarks/{progress.bookmark}", json_body=patch, ok=(404,))
         if status == 404:
             # an operator deleted it: their decision stands, the other modes still run
@@ -426,7 +285,7 @@ class MilestoneSink:
         begin = inc.start - timedelta(seconds=self.config.pre_roll_s + SEARCH_SLACK_S)
         span = int(self.config.pre_roll_s + 2 * SEARCH_SLACK_S)
         body = {
-            "time": _iso(begin),
+            "time": iso(begin),
             "timeSpan": f"{span // 3600:02d}:{span % 3600 // 60:02d}:{span % 60:02d}",
             "count": SEARCH_COUNT,
             "deviceIds": [guid],
@@ -557,18 +416,6 @@ class MilestoneSink:
 
     # --- REST ---------------------------------------------------------------------------------------------------
 
-    async def _session_(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            ssl_: ssl.SSLContext | bool = self.config.verify_tls
-            if self.config.verify_tls and self.config.ca_bundle is not None:
-                # reads the PEM file: not on the event loop
-                ssl_ = await asyncio.to_thread(ssl.create_default_context, cafile=str(self.config.ca_bundle))
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self.config.timeout_s),
-                connector=aiohttp.TCPConnector(ssl=ssl_),
-            )
-        return self._session
-
     async def _bearer(self) -> str:
         """A valid token: the current one, or a new one when it is missing or close to expiring."""
         async with self._token_lock:
@@ -584,15 +431,8 @@ class MilestoneSink:
             "password": self.config.password.get_secret_value(),
             "client_id": CLIENT_ID,
         }
-        session = await self._session_()
-        try:
-            async with session.post(self.token_url, data=form) as resp:
-                status, text = resp.status, await resp.text()
-        except REST_EXCEPTIONS as exc:
-            raise SinkNotReady(f"{self.where}: identity provider unreachable: {type(exc).__name__}: {exc}") from None
-        data: Any = None
-        with contextlib.suppress(ValueError):
-            data = json.loads(text)
+        reply = await self.http.request("POST", TOKEN_PATH, what="identity provider unreachable", form=form)
+        status, data = reply.status, reply.data
         if status in (400, 401, 403):
             # OAuth errors are codes like invalid_grant / invalid_client: safe to show, unlike what was sent
             err = data.get("error") if isinstance(data, Mapping) else None
@@ -623,26 +463,17 @@ class MilestoneSink:
         """
         for attempt in (1, 2):
             token = await self._bearer()
-            session = await self._session_()
-            try:
-                async with session.request(
-                    method,
-                    self.rest + path,
-                    json=json_body,
-                    params=params,
-                    headers={"Authorization": f"Bearer {token}"},
-                ) as resp:
-                    status, text = resp.status, await resp.text()
-            except REST_EXCEPTIONS as exc:
-                raise SinkNotReady(f"{self.where}: {method} {path}: {type(exc).__name__}: {exc}") from None
+            reply = await self.http.request(
+                method, REST + path, what=f"{method} {path}", json_body=json_body, params=params,
+                headers={"Authorization": f"Bearer {token}"},
+            )  # fmt: skip
+            status = reply.status
             if status != 401 or attempt == 2:
                 break
             async with self._token_lock:
                 if self._token == token:
                     self._token = None  # expired or revoked before its time: log in again, once
-        data: Any = text
-        with contextlib.suppress(ValueError):
-            data = json.loads(text) if text else None
+        data: Any = reply.text if reply.data is None and reply.text.strip() else reply.data  # JSON, else text
         if check and not (200 <= status < 300 or status in ok):
             self._raise_for(f"{method} {path}", status, data)
         return status, data
@@ -748,6 +579,4 @@ class MilestoneSink:
 
     async def close(self) -> None:
         """Close the HTTP session."""
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self.http.close()

@@ -47,15 +47,14 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from adapters.sinks.http import Reply
+from adapters.sinks.nx.api import API, NxApi, NxIncident
 from adapters.sinks.nx.config import NxAnalyticsConfig
 from plugin.errors import SinkAuthError, SinkNotReady
+from plugin.protocols import SinkRefs
 
-if TYPE_CHECKING:
-    from adapters.sinks.nx.sink import NxSink, _Incident, _Reply
-
-API = "/rest/v4"
 REQUESTS = f"{API}/analytics/integrations/*/requests"
 REGISTRATION_KEY = "nx-analytics-registration"  # the SinkRefs key (not an incident id) of the registration
 TRACK_NAMESPACE = uuid.UUID("5b0c7f0e-3f5e-4c55-9a59-2f1f7c0e8a11")  # StoreSight's own namespace for Nx track ids
@@ -104,8 +103,11 @@ def track_uuid(incident_id: str, track_id: Any) -> str:
 class NxAnalytics:
     """Registration, approval, engine and device agents, and the metadata pushes, for one Nx sink."""
 
-    def __init__(self, sink: NxSink, config: NxAnalyticsConfig) -> None:
-        self.sink = sink
+    def __init__(self, api: NxApi, refs: SinkRefs, sink_id: str, config: NxAnalyticsConfig) -> None:
+        self.api = api
+        self.refs = refs
+        self.sink_id = sink_id  # the log prefix, and whose SinkRefs keep the registration
+        self.where = api.where
         self.config = config
         self.object_type = f"{config.integration_id}.person"
         self.event_type = f"{config.integration_id}.incident"
@@ -136,19 +138,19 @@ class NxAnalytics:
 
     async def _registration(self) -> Registration:
         """The stored registration, or a new request sent now (kept before anything else happens)."""
-        reg = Registration.load(await self.sink.refs.get_ref(self.sink.id, REGISTRATION_KEY))
+        reg = Registration.load(await self.refs.get_ref(self.sink_id, REGISTRATION_KEY))
         if reg is not None:
             return reg
-        reply = await self.sink._send("POST", REQUESTS, body=self._request_body())
-        self.sink._check(reply, "register the analytics integration")
+        reply = await self.api.send("POST", REQUESTS, body=self._request_body())
+        self.api.check(reply, "register the analytics integration")
         data = reply.data if isinstance(reply.data, dict) else {}
         try:
             reg = Registration(str(data["requestId"]), str(data["username"]), str(data["password"]))
         except KeyError as exc:
-            raise SinkNotReady(f"{self.sink.where}: the registration reply lacks {exc}") from None
-        await self.sink.refs.put_ref(self.sink.id, REGISTRATION_KEY, reg.dump())
+            raise SinkNotReady(f"{self.where}: the registration reply lacks {exc}") from None
+        await self.refs.put_ref(self.sink_id, REGISTRATION_KEY, reg.dump())
         log.warning("%s: registered analytics integration %r with %s as request %s (PIN %s): approve it in Nx",
-                    self.sink.id, self.config.integration_id, self.sink.where, reg.request_id,
+                    self.sink_id, self.config.integration_id, self.where, reg.request_id,
                     self.config.pin_code)  # fmt: skip
         return reg
 
@@ -158,14 +160,14 @@ class NxAnalytics:
             return self._token
         sent = time.monotonic()
         body = {"username": reg.username, "password": reg.password, "setCookie": False}
-        reply = await self.sink._send("POST", f"{API}/login/sessions", body=body)
+        reply = await self.api.send("POST", f"{API}/login/sessions", body=body)
         if reply.status in (401, 403):
             return None
-        self.sink._check(reply, "log in as the analytics integration")
+        self.api.check(reply, "log in as the analytics integration")
         data = reply.data if isinstance(reply.data, dict) else {}
         token, expires = data.get("token"), data.get("expiresInS")
         if not isinstance(token, str) or not token:
-            raise SinkNotReady(f"{self.sink.where}: the integration login reply carries no token")
+            raise SinkNotReady(f"{self.where}: the integration login reply carries no token")
         lifetime = float(expires) if isinstance(expires, int | float) and expires > 0 else float(DEFAULT_SESSION_S)
         self._renew_at = sent + lifetime * 0.8
         self._token = token
@@ -173,21 +175,21 @@ class NxAnalytics:
 
     async def _call(
         self, method: str, path: str, what: str, body: Mapping[str, Any] | None = None, allow: tuple[int, ...] = ()
-    ) -> _Reply:
+    ) -> Reply:
         """A request as the integration user, logging in again once on a 401; 403 names the integration's user."""
         reg = await self._registration()
         for attempt in (1, 2):
             token = await self._login(reg)
             if token is None:
-                raise SinkAuthError(f"{self.sink.where}: {what}: Nx refused the integration's login")
-            reply = await self.sink._send(method, path, body=body, token=token)
+                raise SinkAuthError(f"{self.where}: {what}: Nx refused the integration's login")
+            reply = await self.api.send(method, path, body=body, token=token)
             if reply.status == 401 and attempt == 1:
                 self._token = None
                 continue
             if reply.status == 403:
-                raise SinkAuthError(f"{self.sink.where}: {what}: HTTP 403: the analytics integration's user "
+                raise SinkAuthError(f"{self.where}: {what}: HTTP 403: the analytics integration's user "
                                     f"{reg.username!r} lacks a permission this needs")  # fmt: skip
-            return self.sink._check(reply, what, allow)
+            return self.api.check(reply, what, allow)
         raise AssertionError("unreachable")
 
     def _wait(self, why: str) -> SinkNotReady:
@@ -202,15 +204,15 @@ class NxAnalytics:
         if self.waiting is not None and time.monotonic() < self._next_poll:
             raise SinkNotReady(self.waiting)
         reg = await self._registration()
-        waiting = (f"{self.sink.where}: analytics integration {self.config.integration_id!r} is waiting for approval "
+        waiting = (f"{self.where}: analytics integration {self.config.integration_id!r} is waiting for approval "
                    f"in Nx (request {reg.request_id}, PIN {self.config.pin_code})")  # fmt: skip
         if await self._login(reg) is None:
             raise self._wait(waiting)
         reply = await self._call("GET", f"{REQUESTS}/{reg.request_id}", "read the registration request", allow=(404,))
         if reply.status == 404:
-            await self.sink.refs.put_ref(self.sink.id, REGISTRATION_KEY, "")
+            await self.refs.put_ref(self.sink_id, REGISTRATION_KEY, "")
             self._token = None
-            raise self._wait(f"{self.sink.where}: registration request {reg.request_id} is gone from Nx (rejected or "
+            raise self._wait(f"{self.where}: registration request {reg.request_id} is gone from Nx (rejected or "
                              "deleted); a new one is made at the next try")  # fmt: skip
         data = reply.data if isinstance(reply.data, dict) else {}
         engine, integration = data.get("engineId"), data.get("integrationId")
@@ -221,9 +223,9 @@ class NxAnalytics:
         )
         record = found.data if isinstance(found.data, dict) else {}
         if found.status == 404 or record.get("integrationId") != integration:
-            raise self._wait(f"{self.sink.where}: the approved request names engine {engine}, but Nx has no such "
+            raise self._wait(f"{self.where}: the approved request names engine {engine}, but Nx has no such "
                              f"engine of integration {integration}")  # fmt: skip
-        log.info("%s: analytics integration approved in Nx: engine %s", self.sink.id, engine)
+        log.info("%s: analytics integration approved in Nx: engine %s", self.sink_id, engine)
         self.engine, self.waiting = engine, None
         return engine
 
@@ -244,12 +246,12 @@ class NxAnalytics:
         reply = await self._call("GET", path, f"read the device agent on {device}", allow=(404,))
         if reply.status == 404 or not (isinstance(reply.data, dict) and reply.data.get("isEnabled") is True):
             await self._call("PATCH", path, f"enable the device agent on {device}", {"isEnabled": True})
-            log.info("%s: analytics device agent enabled on device %s", self.sink.id, device)
+            log.info("%s: analytics device agent enabled on device %s", self.sink_id, device)
         self._agents.add(device)
 
     async def push(
         self,
-        inc: _Incident,
+        inc: NxIncident,
         device: str,
         incident: Mapping[str, Any],
         done: tuple[str, ...],
@@ -288,7 +290,7 @@ class NxAnalytics:
         """End the integration's session."""
         if self._token is not None:
             try:
-                await self.sink._send("DELETE", f"{API}/login/sessions/-", token=self._token, timeout_s=2.0)
+                await self.api.send("DELETE", f"{API}/login/sessions/-", token=self._token, timeout_s=2.0)
             except (SinkNotReady, SinkAuthError) as exc:
-                log.debug("%s: integration logout failed: %s", self.sink.id, exc)
+                log.debug("%s: integration logout failed: %s", self.sink_id, exc)
             self._token = None

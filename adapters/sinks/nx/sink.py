@@ -54,26 +54,21 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import ssl
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime
 from typing import Any, Literal
 from urllib.parse import quote
 
-import aiohttp
-
-from adapters.sinks.common import tls_context
+from adapters.sinks.http import HttpClient, Reply
 from adapters.sinks.nx.analytics import NxAnalytics
+from adapters.sinks.nx.api import API, NxApi, NxIncident, error_text, list_items, parse_incident
 from adapters.sinks.nx.config import NxSinkConfig, nx_device_id
 from plugin.config.base import literal_key
 from plugin.errors import SinkAuthError, SinkNotReady, SinkRejected
 from plugin.protocols import Receipt, SinkHealth, SinkRefs, is_system_incident, system_caption
 from plugin.redact import redact_url
 
-API = "/rest/v4"
-MARKER_PREFIX = "storesight:"
 TEST_TAG = "storesight-test"
 
 # Renew the session token this long before Nx says it expires, so a request never races the expiry; a short-lived
@@ -83,69 +78,10 @@ RENEW_FRACTION = 0.2
 # When a login reply has no usable expiresInS: Nx's own default session lifetime is longer, so this only costs an
 # extra login now and then.
 DEFAULT_SESSION_S = 600
-# How much of an error body goes into an error message: enough for Nx's errorString, not a whole HTML page.
-ERROR_TEXT_MAX = 200
 # Logging out at shutdown is a courtesy (the session expires anyway): it must not hold up a SIGTERM drain.
 LOGOUT_TIMEOUT_S = 2.0
 
 log = logging.getLogger(__name__)
-
-IncidentState = Literal["start", "update", "end"]
-
-
-@dataclass(frozen=True)
-class _Incident:
-    """The fields of an incident payload this sink uses, checked."""
-
-    id: str
-    rule_id: str
-    type: str
-    camera: str
-    state: IncidentState
-    start_ms: int
-    end_ms: int | None
-    explanation: str
-
-    @property
-    def marker(self) -> str:
-        """The tag that carries the incident id."""
-        return f"{MARKER_PREFIX}{self.id}"
-
-    @property
-    def title(self) -> str:
-        """Bookmark name and event caption."""
-        return f"StoreSight: {self.rule_id}"
-
-
-def _epoch_ms(value: Any, what: str) -> int:
-    t = datetime.fromisoformat(str(value))
-    if t.tzinfo is None:
-        raise ValueError(f"{what} {value!r} has no UTC offset")
-    return int(t.timestamp() * 1000)
-
-
-def parse_incident(incident: Mapping[str, Any]) -> _Incident:
-    """The incident payload from the outbox; SinkRejected when it lacks what a bookmark needs."""
-    try:
-        state = incident["state"]
-        if state not in ("start", "update", "end"):
-            raise ValueError(f"state {state!r}")
-        end = incident.get("end")
-        parsed = _Incident(
-            id=str(incident["id"]),
-            rule_id=str(incident["rule_id"]),
-            type=str(incident.get("type") or ""),
-            camera=str(incident["camera"]),
-            state=state,
-            start_ms=_epoch_ms(incident["start"], "start"),
-            end_ms=None if end is None else _epoch_ms(end, "end"),
-            explanation=str(incident.get("explanation") or ""),
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise SinkRejected(f"incident {incident.get('id')!r} cannot be delivered to Nx: bad or missing {exc}") from None
-    if not parsed.id or not parsed.rule_id:
-        raise SinkRejected(f"incident {incident.get('id')!r} has an empty id or rule_id")
-    return parsed
 
 
 @dataclass(frozen=True)
@@ -176,33 +112,6 @@ class _Ref:
         return ref if ok else None
 
 
-@dataclass(frozen=True)
-class _Reply:
-    """One HTTP answer, read in full."""
-
-    status: int
-    data: Any
-    text: str
-    location: str | None = None
-
-
-def list_items(data: Any) -> list[dict[str, Any]]:
-    """The objects of a list reply in either shape Nx sends: `[...]` or `{"reply": [...]}`."""
-    if isinstance(data, dict) and "reply" in data:
-        data = data["reply"]
-    if not isinstance(data, list):
-        raise SinkNotReady(f"expected a list from Nx, got {type(data).__name__}")
-    return [item for item in data if isinstance(item, dict)]
-
-
-def _error_text(reply: _Reply) -> str:
-    if isinstance(reply.data, dict):
-        text = reply.data.get("errorString") or reply.data.get("error") or reply.text
-    else:
-        text = reply.text
-    return str(text).strip()[:ERROR_TEXT_MAX]
-
-
 class NxSink:
     """Bookmarks and generic events in an Nx server, one login session kept and renewed."""
 
@@ -216,86 +125,19 @@ class NxSink:
         self.base = config.url.rstrip("/")
         # Never credentials in here: it goes into logs, errors and /readyz.
         self.where = redact_url(self.base)
-        self._session: aiohttp.ClientSession | None = None
+        http = HttpClient(
+            self.base, self.where, timeout_s=config.timeout_s, verify_tls=config.verify_tls,
+            ca_bundle=config.ca_bundle, ca_hint="set ca_bundle to the Nx server's CA (or its exported certificate)",
+            unreachable=SinkNotReady,
+        )  # fmt: skip
+        self.api = NxApi(http, config.username)
         self._token: str | None = None
         self._renew_at = 0.0  # time.monotonic() after which the token is renewed before use
         self._login_lock = asyncio.Lock()
         self._said: set[str] = set()  # what was logged once
-        self.analytics = NxAnalytics(self, config.analytics) if config.analytics.enabled else None
+        self.analytics = NxAnalytics(self.api, refs, self.id, config.analytics) if config.analytics.enabled else None
 
     # -- HTTP and session -------------------------------------------------------------------------------------
-
-    async def _ssl(self) -> ssl.SSLContext | bool:
-        return await tls_context(self.config.verify_tls, self.config.ca_bundle, self.where)
-
-    async def _http(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self.config.timeout_s),
-                connector=aiohttp.TCPConnector(ssl=await self._ssl()),
-                # Bearer tokens only: a cookie session would outlive the token this sink renews and revokes.
-                cookie_jar=aiohttp.DummyCookieJar(),
-            )
-        return self._session
-
-    async def _send(
-        self,
-        method: str,
-        path: str,
-        *,
-        body: Mapping[str, Any] | None = None,
-        params: Mapping[str, str] | None = None,
-        token: str | None = None,
-        timeout_s: float | None = None,
-    ) -> _Reply:
-        """One request; transport failures become SinkNotReady (or SinkAuthError for an untrusted certificate)."""
-        headers = {"Accept": "application/json"}
-        if token is not None:
-            headers["Authorization"] = f"Bearer {token}"
-        session = await self._http()
-        # aiohttp reads timeout=None as "no timeout at all": leave it out to get the session's
-        extra: dict[str, Any] = {} if timeout_s is None else {"timeout": aiohttp.ClientTimeout(total=timeout_s)}
-        try:
-            async with session.request(
-                method,
-                self.base + path,
-                json=body,
-                params=params,
-                headers=headers,
-                allow_redirects=False,
-                **extra,
-            ) as resp:
-                raw = await resp.read()
-                text = raw.decode("utf-8", "replace")
-                try:
-                    data = json.loads(text) if text.strip() else None
-                except ValueError:
-                    data = None
-                return _Reply(resp.status, data, text, resp.headers.get("Location"))
-        except aiohttp.ClientConnectorCertificateError as exc:
-            raise SinkAuthError(
-                f"{self.where}: the server's TLS certificate is not trusted ({exc.certificate_error}); "
-                "set ca_bundle to the Nx server's CA (or its exported certificate)"
-            ) from None
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            reason = str(exc) or "no answer in time"
-            raise SinkNotReady(redact_url(f"{self.where}: {method} {path}: {type(exc).__name__}: {reason}")) from None
-
-    def _check(self, reply: _Reply, what: str, allow: tuple[int, ...] = ()) -> _Reply:
-        """Map a status to the three outcomes; 2xx and `allow` pass."""
-        if 200 <= reply.status < 300 or reply.status in allow:
-            return reply
-        why = f"{self.where}: {what}: HTTP {reply.status} {_error_text(reply)}".rstrip()
-        if reply.status == 401:
-            raise SinkAuthError(why)
-        if reply.status == 403:
-            raise SinkAuthError(f"{why} (the Nx user {self.config.username!r} lacks a permission this needs)")
-        if reply.status in (408, 425, 429) or reply.status >= 500:
-            raise SinkNotReady(why)
-        if 300 <= reply.status < 400:
-            # e.g. a cloud relay sending us to another host: following it would hand the bearer token over
-            raise SinkNotReady(f"{why}: redirected to {redact_url(reply.location or '?')}; point url there")
-        raise SinkRejected(why)
 
     async def _login(self) -> None:
         """A fresh session token; called under the login lock."""
@@ -305,13 +147,13 @@ class NxSink:
             "password": self.config.password.get_secret_value(),
             "setCookie": False,
         }
-        reply = await self._send("POST", f"{API}/login/sessions", body=body)
+        reply = await self.api.send("POST", f"{API}/login/sessions", body=body)
         if 400 <= reply.status < 500 and reply.status not in (408, 425, 429):
             # a refused login is never the incident's fault: hold deliveries instead of dead-lettering them
             raise SinkAuthError(
-                f"{self.where}: login as {self.config.username!r} refused (HTTP {reply.status}): {_error_text(reply)}"
+                f"{self.where}: login as {self.config.username!r} refused (HTTP {reply.status}): {error_text(reply)}"
             )
-        self._check(reply, "login")
+        self.api.check(reply, "login")
         data = reply.data if isinstance(reply.data, dict) else {}
         token, expires = data.get("token"), data.get("expiresInS")
         if not isinstance(token, str) or not token:
@@ -343,17 +185,17 @@ class NxSink:
         body: Mapping[str, Any] | None = None,
         params: Mapping[str, str] | None = None,
         allow: tuple[int, ...] = (),
-    ) -> _Reply:
+    ) -> Reply:
         """An authenticated request: one re-login on 401, then SinkAuthError."""
         token = await self._current_token()
-        reply = await self._send(method, path, body=body, params=params, token=token)
+        reply = await self.api.send(method, path, body=body, params=params, token=token)
         if reply.status == 401:
             token = await self._current_token(stale=token)
-            reply = await self._send(method, path, body=body, params=params, token=token)
+            reply = await self.api.send(method, path, body=body, params=params, token=token)
             if reply.status == 401:
                 self._token = None
                 raise SinkAuthError(f"{self.where}: {what}: HTTP 401 again right after a fresh login")
-        return self._check(reply, what, allow)
+        return self.api.check(reply, what, allow)
 
     # -- incidents --------------------------------------------------------------------------------------------
 
@@ -400,7 +242,7 @@ class NxSink:
             done.extend([sent] if sent else [])
         return Receipt(f"Nx {inc.state}: {', '.join(done) or 'nothing to change'} on device {ref.device}")
 
-    def _bookmark_body(self, inc: _Incident) -> dict[str, Any]:
+    def _bookmark_body(self, inc: NxIncident) -> dict[str, Any]:
         open_ms = int(self.config.open_bookmark_s * 1000)
         duration = open_ms if inc.end_ms is None else max(1, inc.end_ms - inc.start_ms)
         tags = list(dict.fromkeys([*self.config.tags, inc.rule_id, inc.marker]))
@@ -412,7 +254,7 @@ class NxSink:
             "tags": tags,
         }
 
-    async def _bookmark(self, inc: _Incident, ref: _Ref, known: bool) -> _Ref:
+    async def _bookmark(self, inc: NxIncident, ref: _Ref, known: bool) -> _Ref:
         """Make sure the incident's bookmark exists once, and carries this state's text and length."""
         if ref.bookmark is None:
             # Look before creating when a create may already have happened: an earlier attempt left a pending ref
@@ -427,7 +269,7 @@ class NxSink:
             await self._update_bookmark(ref, inc)
         return ref
 
-    async def _create_bookmark(self, device: str, inc: _Incident) -> str:
+    async def _create_bookmark(self, device: str, inc: NxIncident) -> str:
         reply = await self._call(
             "POST",
             f"{API}/devices/{device}/bookmarks",
@@ -441,7 +283,7 @@ class NxSink:
         log.debug("%s: bookmark %s created for incident %s", self.id, bookmark, inc.id)
         return bookmark
 
-    async def _find_bookmark(self, device: str, inc: _Incident) -> str | None:
+    async def _find_bookmark(self, device: str, inc: NxIncident) -> str | None:
         """The id of the bookmark tagged with the incident's marker, if Nx has one."""
         reply = await self._call(
             "GET",
@@ -462,7 +304,7 @@ class NxSink:
             log.warning("%s: %d bookmarks carry %s; updating the oldest", self.id, len(found), inc.marker)
         return str(found[0]["id"])
 
-    async def _update_bookmark(self, ref: _Ref, inc: _Incident) -> None:
+    async def _update_bookmark(self, ref: _Ref, inc: NxIncident) -> None:
         body = self._bookmark_body(inc)
         patch: dict[str, Any] = {"description": body["description"]}
         if inc.end_ms is not None:
@@ -479,7 +321,7 @@ class NxSink:
             # someone removed it in Nx (or the archive rotated): respect that rather than writing it again
             log.warning("%s: bookmark %s of incident %s is gone from Nx; not recreated", self.id, ref.bookmark, inc.id)
 
-    async def _generic_event(self, inc: _Incident, ref: _Ref, device: str) -> _Ref:
+    async def _generic_event(self, inc: NxIncident, ref: _Ref, device: str) -> _Ref:
         """Send the incident's generic event once (best effort after a lost reply: see the module docstring)."""
         if ref.event == "sent":
             return ref
@@ -498,7 +340,7 @@ class NxSink:
         await self._call("POST", f"{API}/events/generic", f"send the generic event of incident {inc.id}", body=body)
         return await self._save(inc.id, replace(ref, event="sent"))
 
-    async def _event_logged(self, inc: _Incident, at_ms: int | None = None, marker: str | None = None) -> bool:
+    async def _event_logged(self, inc: NxIncident, at_ms: int | None = None, marker: str | None = None) -> bool:
         """True when Nx's event log already holds this incident's generic event (the one stamped `at_ms`, default
         the start, whose text carries `marker`, default the incident id)."""
         at = inc.start_ms if at_ms is None else at_ms
@@ -516,7 +358,7 @@ class NxSink:
                 return True
         return False
 
-    async def _system_event(self, inc: _Incident, caption: str) -> Receipt:
+    async def _system_event(self, inc: NxIncident, caption: str) -> Receipt:
         """StoreSight's own health: one generic event per state change, bound to no device (see the docstring)."""
         if not self.config.generic_event:
             if "system" not in self._said:
@@ -591,16 +433,15 @@ class NxSink:
 
     async def close(self) -> None:
         """End the Nx session (so it does not linger until expiry) and close the HTTP session."""
-        if self._session is None:
+        if not self.api.http.opened:
             return
         if self.analytics is not None:
             await self.analytics.close()
         if self._token is not None:
             try:
                 # "-" = the session whose token is in the Authorization header; keeps the token out of the URL
-                await self._send("DELETE", f"{API}/login/sessions/-", token=self._token, timeout_s=LOGOUT_TIMEOUT_S)
+                await self.api.send("DELETE", f"{API}/login/sessions/-", token=self._token, timeout_s=LOGOUT_TIMEOUT_S)
             except (SinkNotReady, SinkAuthError) as exc:
                 log.debug("%s: logout failed: %s", self.id, exc)
             self._token = None
-        await self._session.close()
-        self._session = None
+        await self.api.http.close()

@@ -44,10 +44,8 @@ from __future__ import annotations
 
 import asyncio
 import html
-import json
 import logging
 import re
-import ssl
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -55,9 +53,9 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
-import aiohttp
 from yarl import URL
 
+from adapters.sinks.http import HttpClient
 from adapters.sinks.zoneminder.config import ZoneMinderSinkConfig
 from plugin.config.base import literal_key
 from plugin.errors import SinkAuthError, SinkNotReady, SinkRejected
@@ -239,7 +237,11 @@ class ZoneMinderSink:
         # Never any credentials in here: it goes into logs, errors and /readyz.
         self.where = redact_url(config.url)
         self._api = config.url + "/api"
-        self._session: aiohttp.ClientSession | None = None
+        # ZoneMinder's web server may set its session cookie and redirect: both as a browser would see them
+        self.http = HttpClient(
+            config.url, self.where, timeout_s=config.timeout_s, verify_tls=config.verify_tls,
+            ca_bundle=config.ca_bundle, unreachable=SinkNotReady, keep_cookies=True, follow_redirects=True,
+        )  # fmt: skip
         self._access: str | None = None  # "" when ZoneMinder runs without authentication
         self._access_until = 0.0
         self._refresh: str | None = None
@@ -252,37 +254,14 @@ class ZoneMinderSink:
 
     # --- HTTP, login and tokens ------------------------------------------------------------------------------
 
-    async def _session_(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            tls: ssl.SSLContext | bool = True
-            if not self.config.verify_tls:
-                tls = False
-            elif self.config.ca_bundle is not None:
-                # Loading a CA bundle reads a file: not on the event loop.
-                tls = await asyncio.to_thread(ssl.create_default_context, cafile=str(self.config.ca_bundle))
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self.config.timeout_s),
-                connector=aiohttp.TCPConnector(ssl=tls),
-            )
-        return self._session
-
     async def _http(
         self, method: str, path: str, params: Mapping[str, str], data: Mapping[str, str] | None = None
     ) -> tuple[int, Any]:
         """One request below /api; (status, parsed JSON or None). Unreachable, timeouts and 5xx: SinkNotReady."""
         # The path is quoted here (named parameters hold spaces) and handed over as is.
         url = URL(self._api + "/" + quote(path, safe="/:.-_"), encoded=True)
-        session = await self._session_()
-        try:
-            async with session.request(method, url, params=params, data=data) as resp:
-                status = resp.status
-                text = await resp.text()
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise SinkNotReady(redact_url(f"{self.where}: {method} {path}: {type(exc).__name__}: {exc}")) from None
-        try:
-            body: Any = json.loads(text) if text else None
-        except ValueError:
-            body = None
+        reply = await self.http.request(method, url, what=f"{method} {path}", params=params, form=data)
+        status, body = reply.status, reply.data
         if status >= 500 or status in (408, 429):
             raise SinkNotReady(f"{self.where}: {method} {path}: HTTP {status} {_message(body, '')}".rstrip())
         if body is None and (200 <= status < 300 or status == 404):
@@ -567,6 +546,4 @@ class ZoneMinderSink:
 
     async def close(self) -> None:
         """Close the HTTP session (tokens expire by themselves)."""
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self.http.close()
