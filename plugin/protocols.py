@@ -139,6 +139,7 @@ class SelfTestingSink(Protocol):
 class IncidentSink(Protocol):
     """Delivers incident JSON documents; fed only from the outbox, keyed by the delivery key."""
 
+    kind: str  # the product: its key in the sink registry
     id: str
     health: SinkHealth
 

@@ -32,8 +32,9 @@ from typing import Any, Literal
 from plugin.config.service import StorageConfig, SystemHealthConfig
 from plugin.incidents.database import AsyncDatabase, incident_from_json
 from plugin.incidents.manager import IncidentManager
+from plugin.inference.triton import TritonInferenceClient
 from plugin.metrics import Metrics
-from plugin.protocols import IncidentSink, InferenceClient
+from plugin.protocols import IncidentSink
 from plugin.redact import redact_url
 from plugin.rules.base import RuleHit
 from plugin.types import SYSTEM_CAMERA, Incident
@@ -138,7 +139,7 @@ class SystemHealthMonitor:
         db: AsyncDatabase,
         sinks: Mapping[str, IncidentSink],
         metrics: Metrics,
-        client: InferenceClient | None = None,
+        client: TritonInferenceClient | None = None,
         triton_url: str = "",
         model: str = "",
         cameras: Callable[[], int] = lambda: 0,
@@ -182,7 +183,7 @@ class SystemHealthMonitor:
         try:
             # bounded: a Triton host that swallows packets must not stall the other checks
             ready = await asyncio.wait_for(self.client.ready(), max(self.request_timeout_s, self.config.interval_s))
-            reason = getattr(self.client, "last_error", None)
+            reason = self.client.last_error
         except TimeoutError:
             ready, reason = False, "no answer in time"
         facts = {
@@ -203,7 +204,7 @@ class SystemHealthMonitor:
                 last.setdefault(row["sink"], row["last_error"] or "")
         out = []
         for sid, sink in self.sinks.items():
-            kind_of_sink = str(getattr(sink, "kind", "") or "")
+            kind_of_sink = sink.kind
             dead = int(counts.get(sid, {}).get("dead", 0))
             facts = {
                 "sink": sid,
