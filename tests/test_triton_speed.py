@@ -4,12 +4,14 @@ ONNX, one onnxruntime call per dynamic batch (and the per-image fallback), frame
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
@@ -20,8 +22,8 @@ from helpers import run_cli
 
 from plugin.assets import BATCH_COPY_KEY, write_batch_copy
 from plugin.config import parse_config
-from plugin.errors import ConfigError
-from plugin.inference import TritonInferenceClient
+from plugin.errors import ConfigError, InferenceUnavailable
+from plugin.inference import Letterbox, TritonInferenceClient, letterbox_batch
 from plugin.triton_server import DEFAULT_MODEL_REPOSITORY, REPO_ROOT, EmbeddedTriton
 from plugin.triton_shm import wants_shared_memory
 from plugin.types import Detections, ImageArray
@@ -291,3 +293,125 @@ async def test_a_cancelled_request_never_unmaps_a_region_under_its_letterbox(
         _assert_same(await client.detect(frames[:1]), expected)
     finally:
         await client.close()
+
+
+class _LetterboxWatch:
+    """Wraps the client's letterbox (it runs in a worker thread) so a test knows when one is running: the race a
+    cancellation must survive is only tested when the cancel lands while a thread writes into a region."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.running = 0
+        self._lock = threading.Lock()
+        self._started: asyncio.Event | None = None
+        self._done: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def arm(self) -> tuple[asyncio.Event, asyncio.Event]:
+        """Events set when the next letterbox starts and when it ends (from its thread, on the running loop)."""
+        self._loop = asyncio.get_running_loop()
+        self._started, self._done = asyncio.Event(), asyncio.Event()
+        return self._started, self._done
+
+    def __call__(self, images: Sequence[ImageArray], out: ImageArray) -> list[Letterbox]:
+        with self._lock:
+            self.running += 1
+        started, done, loop = self._started, self._done, self._loop
+        if loop is not None and started is not None:
+            loop.call_soon_threadsafe(started.set)
+        try:
+            return letterbox_batch(images, out)
+        finally:
+            with self._lock:
+                self.running -= 1
+            if loop is not None and done is not None:
+                loop.call_soon_threadsafe(done.set)
+
+
+async def _our_regions(url: str) -> set[str]:
+    """The regions registered on the server under this process's name prefix."""
+    import tritonclient.grpc.aio as grpcclient
+
+    admin = grpcclient.InferenceServerClient(url.removeprefix("grpc://"))
+    try:
+        regions = (await admin.get_system_shared_memory_status(as_json=True)).get("regions") or {}
+    finally:
+        await admin.close()
+    return {name for name in regions if name.startswith(f"storesight_{os.getpid()}_")}
+
+
+def _our_mappings() -> tuple[set[str], set[str]]:
+    """This process's shared memory regions: those mapped (/proc/self/maps) and those in /dev/shm."""
+    prefix = f"storesight_{os.getpid()}_"
+    maps = Path("/proc/self/maps").read_text().splitlines()
+    mapped = {line.split(maxsplit=5)[5] for line in maps if prefix in line}
+    files = {p.name for p in Path("/dev/shm").glob(f"{prefix}*")}
+    return mapped, files
+
+
+@pytest.mark.triton
+@pytest.mark.slow
+async def test_a_hundred_clients_cancelled_mid_request_leave_no_region_behind(
+    triton: EmbeddedTriton, frames: list[ImageArray], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A camera stopped or restarted cancels its request wherever it is: while its region registers, while it
+    letterboxes into it, while Triton reads it (Triton then refuses to unregister it, 'currently in use', and
+    used to keep it registered, and mapped, for good), or while the client closes under it."""
+    watch = _LetterboxWatch()
+    monkeypatch.setattr("plugin.inference.letterbox_batch", watch)
+    big = [np.full((1080, 1920, 3), 90, np.uint8)] * 8  # a full batch: a letterbox and an inference to cancel
+    assert not await _our_regions(triton.grpc_url)  # earlier tests of this process left none behind either
+    phases = ("registering", "letterboxing", "in Triton", "closing", "cancelled twice")
+    landed = dict.fromkeys(phases, 0)  # cancels that found the request still in that phase
+    for i in range(100):
+        phase = phases[i % len(phases)]
+        client = TritonInferenceClient(triton.grpc_url, "yolox_nano", shared_memory="on")
+        try:
+            await client.wait_ready(60)
+            started, done = watch.arm()
+            task = asyncio.create_task(client.detect(big))
+            if phase == "registering":
+                await asyncio.sleep(0)  # the task runs up to its first wait: the registration call
+                landed[phase] += not task.done() and not started.is_set()
+                task.cancel()
+            elif phase == "letterboxing":
+                await started.wait()
+                landed[phase] += watch.running > 0
+                task.cancel()
+            elif phase in ("in Triton", "cancelled twice"):
+                await done.wait()
+                for _ in range(i % 7):  # the request goes on to Triton a few loop turns later
+                    await asyncio.sleep(0)
+                landed[phase] += not task.done()
+                task.cancel()
+                if phase == "cancelled twice":  # a second cancel while it hands its region back
+                    await asyncio.sleep(0)
+                    task.cancel()
+            else:  # closing: the request is still letterboxing or in Triton when the client closes
+                await started.wait()
+                landed[phase] += not task.done()
+                await client.close()
+            results = await asyncio.gather(task, return_exceptions=True)
+            # a request the client closed under ends with an answer or a clear error, never anything else
+            assert not isinstance(results[0], Exception) or isinstance(results[0], InferenceUnavailable), results
+        finally:
+            await client.close()
+        if i % 10 == 9:
+            assert not await _our_regions(triton.grpc_url), f"after {i + 1} clients"
+    assert not await _our_regions(triton.grpc_url)
+    assert _our_mappings() == (set(), set())
+    # every kind of cancellation did land mid-request (a cancel after the answer would test nothing)
+    assert all(landed.values()), landed
+    # and the client still works: same boxes as before
+    client = TritonInferenceClient(triton.grpc_url, "yolox_nano", shared_memory="on")
+    try:
+        got = await client.detect(frames[:1])
+        assert client.shared_memory_active
+    finally:
+        await client.close()
+    wire = TritonInferenceClient(triton.grpc_url, "yolox_nano", shared_memory="off")
+    try:
+        _assert_same(got, await wire.detect(frames[:1]))
+    finally:
+        await wire.close()
