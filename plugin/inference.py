@@ -292,9 +292,8 @@ class TritonInferenceClient:
             inp, boxed = await asyncio.to_thread(self._wire_input, images)
         outputs = [mod.InferRequestedOutput(n) for n in ("boxes", "scores", "classes", "count")]
         try:
-            result = await asyncio.wait_for(
-                client.infer(self.model, [inp], outputs=outputs), timeout=self.request_timeout_s
-            )
+            async with asyncio.timeout(self.request_timeout_s):
+                result = await client.infer(self.model, [inp], outputs=outputs)
         except TimeoutError:
             raise InferenceUnavailable(f"Triton at {self.url}: no answer in {self.request_timeout_s:.0f} s") from None
         except InferenceServerException as exc:

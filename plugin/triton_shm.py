@@ -157,7 +157,8 @@ class SharedMemoryPool:
         # unregister (a registration that reached the server stays there otherwise)
         registering = asyncio.ensure_future(self.client.register_system_shared_memory(name, f"/{name}", self.byte_size))
         try:
-            await asyncio.wait_for(asyncio.shield(registering), self.timeout_s)
+            async with asyncio.timeout(self.timeout_s):
+                await asyncio.shield(registering)
         except InferenceServerException as exc:
             shm.destroy_shared_memory_region(handle)
             if any(s in str(exc.status() or "") for s in UNREACHABLE_STATUSES):  # down now, not unable: retry later
@@ -211,7 +212,8 @@ class SharedMemoryPool:
         delay = RETRY_FIRST_S
         while True:
             try:
-                await asyncio.wait_for(self.client.unregister_system_shared_memory(slot.name), self.timeout_s)
+                async with asyncio.timeout(self.timeout_s):
+                    await self.client.unregister_system_shared_memory(slot.name)
             except InferenceServerException as exc:
                 if IN_USE not in exc.message():  # already gone (restarted server): nothing to undo there
                     log.debug("%s: unregister %s: %s", self.label, slot.name, exc.message())

@@ -10,9 +10,10 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers import WebhookReceiver, write_config
@@ -21,7 +22,7 @@ from adapters.sinks.webhook import WebhookSink, verify
 from plugin.config import OutboxConfig, WebhookSinkConfig
 from plugin.metrics import Metrics
 from plugin.outbox import OutboxWorker
-from plugin.sinks import IncidentSink
+from plugin.sinks import IncidentSink, Receipt
 from plugin.store import AsyncStore
 from plugin.triton_server import EmbeddedTriton, free_port
 from plugin.types import Incident
@@ -181,6 +182,51 @@ async def test_signed_webhook_verifies_and_detects_tampering(store: AsyncStore) 
 
 @pytest.mark.triton
 @pytest.mark.slow
+class CancelsItsWorker:
+    """A real webhook sink that has the outbox worker cancelled as each answer comes back: the cancel lands while
+    publish finishes, the moment Python 3.11's asyncio.wait_for lost it (it returned the answer, or raised the
+    sink's error, instead) and the worker went on forever (the Nx approval test hung until its timeout)."""
+
+    def __init__(self, inner: WebhookSink) -> None:
+        self.inner, self.id, self.health = inner, inner.id, inner.health
+        self.worker: asyncio.Task[None] | None = None
+        self.answers = 0
+
+    async def publish(self, delivery_key: str, payload: Mapping[str, Any]) -> Receipt:
+        """The webhook's publish; its answer and the worker's cancel arrive together."""
+        try:
+            return await self.inner.publish(delivery_key, payload)
+        finally:
+            self.answers += 1
+            assert self.worker is not None
+            asyncio.get_running_loop().call_soon(self.worker.cancel)
+
+    async def close(self) -> None:
+        """Close the webhook sink."""
+        await self.inner.close()
+
+
+@pytest.mark.parametrize("status", [200, 503], ids=["delivered", "not ready"])
+async def test_a_cancel_that_lands_as_a_delivery_finishes_stops_the_worker(store: AsyncStore, status: int) -> None:
+    with WebhookReceiver(status=status) as hook:
+        sink = CancelsItsWorker(webhook("hook", hook.url))
+        try:
+            for n in range(10):
+                await store.call(store.sync.save, incident(n), ["hook"])
+                answered = sink.answers
+                sink.worker = await run_worker(store, {"hook": sink})  # type: ignore[dict-item]
+                # a bound, not a timing: a worker that lost its cancel runs on for good
+                done, _ = await asyncio.wait({sink.worker}, timeout=30)
+                assert done and sink.worker.cancelled(), f"worker {n} went on after its cancel"
+                assert sink.answers == answered + 1  # the cancel came with its first answer, and it stopped there
+        finally:
+            await sink.close()
+    # stopped between the answer and its bookkeeping, a delivery stays pending (sent again later): nothing is lost
+    counts = (await store.call(store.sync.outbox_counts))["hook"]
+    assert counts["pending"] + counts["delivered"] == 10 and counts["dead"] == 0
+    assert counts["delivered"] == 0 if status == 503 else len(hook.keys()) >= counts["delivered"]
+
+
 def test_sigkill_during_an_outage_loses_nothing(triton: EmbeddedTriton, clip: Path, tmp_path: Path) -> None:
     # hold the VMS port bound but not listening: connections are refused, and no other server can take the port
     blocker = socket.socket()
