@@ -217,7 +217,7 @@ class TritonInferenceClient:
                 result, boxed = await self._infer(client, images, slot)
             except _SharedMemoryLost as lost:
                 assert pool is not None
-                if self._client is not client:  # closed under this request: its region went with the client
+                if pool.closed or self._client is not client:  # closed under this request: its region went too
                     raise InferenceUnavailable(f"Triton at {self.url}: the client closed during the request") from None
                 log.warning(
                     "triton %s: %s; registering shared memory again, this request over the wire", self.url, lost

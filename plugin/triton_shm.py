@@ -90,6 +90,11 @@ class SharedMemoryPool:
         """True while requests can use shared memory."""
         return self.failed is None
 
+    @property
+    def closed(self) -> bool:
+        """True once `close` began: its regions are going, none is handed out."""
+        return self._closed
+
     async def acquire(self) -> Slot | None:
         """A free slot (registering a new one if needed), or None: send over the wire."""
         if self.failed is not None or self._closed:

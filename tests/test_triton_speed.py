@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from plugin.triton_server import DEFAULT_MODEL_REPOSITORY, REPO_ROOT, EmbeddedTr
 from plugin.triton_shm import wants_shared_memory
 from plugin.types import Detections, ImageArray
 
+GATE_MAX_S = 60.0  # a gated letterbox thread a test forgot to release does not wait for good
 PINNED = "d39bee73564e338080378b0ad567fbb40e818b55bbfaf971de82a0267ed16b8a"
 
 
@@ -266,33 +268,61 @@ async def _executions(url: str) -> tuple[int, int]:
 
 @pytest.mark.triton
 async def test_a_cancelled_request_never_unmaps_a_region_under_its_letterbox(
-    triton: EmbeddedTriton, frames: list[ImageArray]
+    triton: EmbeddedTriton, frames: list[ImageArray], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Cancelling a request while its worker thread letterboxes into shared memory (a camera stopped, a timeout)
-    discards the slot only once the thread is done: unmapping under it crashed the process (SIGSEGV)."""
-    import asyncio
-    import contextlib
-
+    discards the slot only once the thread is done: unmapping under it crashed the process (SIGSEGV). The thread
+    is held inside its letterbox until the cancel (or the close) has landed, so the race happens every time."""
+    watch = _LetterboxWatch()
+    monkeypatch.setattr("plugin.inference.letterbox_batch", watch)
     client = TritonInferenceClient(triton.grpc_url, "yolox_nano", shared_memory="on")
-    big = [np.full((2160, 3840, 3), 90, np.uint8)] * 8  # tens of ms of letterboxing: the cancel lands inside it
+    cancelled_mid_letterbox = 0
     try:
         await client.wait_ready(60)
         expected = await client.detect(frames[:1])
-        for delay_s in (0.002, 0.01, 0.03):
-            task = asyncio.create_task(client.detect(big))
-            await asyncio.sleep(delay_s)
+        for _ in range(3):
+            gate = threading.Event()
+            started, _ = watch.arm(gate)
+            task = asyncio.create_task(client.detect(frames[:2]))
+            await started.wait()
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            # the request waits for its thread, which still writes into the region: mapped, not done
+            done, _ = await asyncio.wait({task}, timeout=0.2)  # a correct client never finishes here
+            assert not done and watch.running == 1 and _our_mappings()[0]
+            cancelled_mid_letterbox += 1
+            gate.set()  # the thread writes into the region after the cancel, then the slot goes
+            with pytest.raises(asyncio.CancelledError):
                 await task
-        pending = asyncio.create_task(client.detect(big))  # still letterboxing while the client closes
-        await asyncio.sleep(0.005)
-        await client.close()
-        with contextlib.suppress(Exception, asyncio.CancelledError):  # gRPC cancels calls on a closed channel
-            await pending
+        # a request still letterboxing while the client closes: close waits for the thread too
+        gate = threading.Event()
+        started, _ = watch.arm(gate)
+        pending = asyncio.create_task(client.detect(frames[:2]))
+        await started.wait()
+        closing = asyncio.create_task(client.close())
+        done, _ = await asyncio.wait({closing}, timeout=0.2)
+        assert not done and watch.running == 1 and _our_mappings()[0]
+        gate.set()
+        await closing
+        [result] = await asyncio.gather(pending, return_exceptions=True)
+        # its answer, or a clear error if the client closed before Triton answered: nothing else
+        assert isinstance(result, list | InferenceUnavailable), repr(result)
+        if isinstance(result, list):
+            _assert_same(result, await _wire_detect(triton, frames[:2]))
         client = TritonInferenceClient(triton.grpc_url, "yolox_nano", shared_memory="on")
         _assert_same(await client.detect(frames[:1]), expected)
     finally:
         await client.close()
+    assert cancelled_mid_letterbox == 3
+    assert not await _our_regions(triton.grpc_url) and _our_mappings() == (set(), set())
+
+
+async def _wire_detect(triton: EmbeddedTriton, images: list[ImageArray]) -> list[Detections]:
+    """The same images over the wire, for comparison."""
+    wire = TritonInferenceClient(triton.grpc_url, "yolox_nano", shared_memory="off")
+    try:
+        return await wire.detect(images)
+    finally:
+        await wire.close()
 
 
 class _LetterboxWatch:
@@ -300,27 +330,29 @@ class _LetterboxWatch:
     cancellation must survive is only tested when the cancel lands while a thread writes into a region."""
 
     def __init__(self) -> None:
-        import threading
-
         self.running = 0
         self._lock = threading.Lock()
+        self._gate: threading.Event | None = None
         self._started: asyncio.Event | None = None
         self._done: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    def arm(self) -> tuple[asyncio.Event, asyncio.Event]:
-        """Events set when the next letterbox starts and when it ends (from its thread, on the running loop)."""
+    def arm(self, gate: threading.Event | None = None) -> tuple[asyncio.Event, asyncio.Event]:
+        """Events set when the next letterbox starts and when it ends (from its thread, on the running loop); with
+        a gate, the thread waits for it once started, before it writes."""
         self._loop = asyncio.get_running_loop()
-        self._started, self._done = asyncio.Event(), asyncio.Event()
+        self._started, self._done, self._gate = asyncio.Event(), asyncio.Event(), gate
         return self._started, self._done
 
     def __call__(self, images: Sequence[ImageArray], out: ImageArray) -> list[Letterbox]:
         with self._lock:
             self.running += 1
-        started, done, loop = self._started, self._done, self._loop
+        started, done, loop, gate = self._started, self._done, self._loop, self._gate
         if loop is not None and started is not None:
             loop.call_soon_threadsafe(started.set)
         try:
+            if gate is not None:
+                gate.wait(GATE_MAX_S)
             return letterbox_batch(images, out)
         finally:
             with self._lock:
