@@ -5,6 +5,7 @@ In CI (CI=true) a missing component fails the test; on a developer machine it sk
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ import pytest
 from plugin.inference.server import DEFAULT_MODEL_REPOSITORY, REPO_ROOT, EmbeddedTriton
 
 IN_CI = os.environ.get("CI") == "true"
+log = logging.getLogger(__name__)
 MODEL_FILE = DEFAULT_MODEL_REPOSITORY / "yolox_nano" / "1" / "yolox_nano.onnx"
 
 
@@ -56,6 +58,24 @@ def triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedTriton]
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def zoneminder() -> Iterator[None]:
+    """A running ZoneMinder on 127.0.0.1 (packaging/dev/zoneminder.sh sets up and starts what is missing). What this
+    session started is stopped at its end, even when tests failed; a ZoneMinder that ran before is left running.
+    Run `-m zoneminder` tests under `flock /tmp/storesight-zoneminder.lock`: the service is machine-wide."""
+    from components.zoneminder import ensure_zoneminder, stop_zoneminder
+
+    reason, took, started = ensure_zoneminder()
+    try:
+        require(reason)
+        log.info("ZoneMinder checked in %.1f s; started by this session: %s", took, ", ".join(started) or "nothing")
+        yield
+    finally:
+        problem = stop_zoneminder(started)
+        if problem is not None:
+            pytest.fail(f"ZoneMinder started by this session was not stopped: {problem}", pytrace=False)
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,8 @@ from typing import Any
 
 import yaml
 
+HOLD_MAX_S = 120.0  # a held request a test forgot to release does not keep its thread for good
+
 
 def run_cli(*args: str, timeout: float = 240, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """`storesight ARGS...` in a subprocess, as a user runs it."""
@@ -28,15 +30,22 @@ def write_config(path: Path, doc: dict[str, Any]) -> Path:
 
 
 class WebhookReceiver:
-    """A real HTTP server on 127.0.0.1 recording POSTs; it can fail the first N requests with a status."""
+    """A real HTTP server on 127.0.0.1 recording POSTs; it can fail the first N requests with a status, and hold
+    every request unanswered until `hold` is set (a slow receiver whose slowness does not depend on the clock)."""
 
     def __init__(
-        self, fail_first: int = 0, fail_status: int = 503, delay_s: float = 0.0, port: int = 0, status: int = 200
+        self,
+        fail_first: int = 0,
+        fail_status: int = 503,
+        hold: threading.Event | None = None,
+        port: int = 0,
+        status: int = 200,
     ) -> None:
         self.requests: list[dict[str, Any]] = []
         self.fail_first = fail_first
         self.fail_status = fail_status
-        self.delay_s = delay_s
+        self.hold = hold
+        self.arrived = 0  # requests received, answered or still held
         self.status = status  # answer for requests past fail_first; change it while running
         self.lock = threading.Lock()
         outer = self
@@ -44,8 +53,10 @@ class WebhookReceiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                if outer.delay_s:
-                    time.sleep(outer.delay_s)
+                with outer.lock:
+                    outer.arrived += 1
+                if outer.hold is not None:
+                    outer.hold.wait(HOLD_MAX_S)
                 with outer.lock:
                     if outer.fail_first > 0:
                         outer.fail_first -= 1

@@ -45,7 +45,7 @@ def _check_result(r: dict[str, Any], mode: str) -> None:
     assert r["mode"] == mode and r["cameras"] == 2 and r["target_fps"] == 5.0
     assert set(r["achieved_fps"]) == {"min", "median"}
     assert 0 < r["achieved_fps"]["min"] <= r["achieved_fps"]["median"] <= 5.5
-    assert isinstance(r["dropped_frames"], int) and r["dropped_frames"] >= 0
+    assert type(r["dropped_frames"]) is int  # present and a count; whether frames drop depends on the machine
     lat = r["latency_ms"]
     assert set(lat) == {"p50", "p95", "p99"}
     assert 0 < lat["p50"] <= lat["p95"] <= lat["p99"]
@@ -83,8 +83,9 @@ def test_missing_clip_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_missing_default_clip_names_where_it_looked(tmp_path: Path) -> None:
-    if (REPO_ROOT / "storesight-data" / "media" / DEMO_MEDIA.name).is_file():
-        pytest.skip("this checkout has the demo clip in storesight-data/media")
+    # the bench also looks in this checkout's storesight-data/media, which no environment variable can hide
+    in_checkout = REPO_ROOT / "storesight-data" / "media" / DEMO_MEDIA.name
+    require(None if not in_checkout.is_file() else f"{in_checkout} exists, so the bench finds a clip (move it away)")
     empty = tmp_path / "media"
     empty.mkdir()
     env = dict(os.environ, STORESIGHT_MEDIA_DIR=str(empty))
@@ -168,4 +169,7 @@ def test_stage_profile_splits_the_time(clip: Path, triton: EmbeddedTriton) -> No
     assert report["stage_ms"]["letterbox"]["n"] == 8 and report["stage_ms"]["decode"]["n"] >= 16  # 10 fps -> 5 fps
     server = report["triton_server_ms_per_execution"]
     assert server["compute_infer"] > 0 and report["stage_ms"]["infer"]["mean"] > server["compute_infer"]
-    assert report["cpu_ms_per_camera_second"] > 0 and report["upper_bound_cameras"] >= 0
+    assert report["cpu_ms_per_camera_second"] > 0
+    # the bound is the cores' milliseconds over one camera's, rounded down (the report's cost is rounded to 0.1 ms)
+    room = report["cores"] * 1000.0 / report["cpu_ms_per_camera_second"]
+    assert -0.01 < room - report["upper_bound_cameras"] < 1.01, report

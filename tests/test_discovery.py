@@ -411,16 +411,16 @@ async def test_discovered_device_is_probed_for_its_streams(tmp_path: Path, monke
 
 
 @pytest.fixture
-def zm_monitor() -> Iterator[str]:
+def zm_monitor(zoneminder: None) -> Iterator[str]:
     """A ZoneMinder monitor (Function None: it captures nothing) whose source URL carries a password."""
-    from components.zoneminder import TEST_MONITOR_PREFIX, ZmAdmin, ensure_zoneminder
+    from components.zoneminder import TEST_MONITOR_PREFIX, ZmAdmin
 
-    reason, _ = ensure_zoneminder()
-    require(reason)
     admin = ZmAdmin()
     admin.remove_stale_test_monitors()
     url = f"rtsp://camuser:{CAM_PASSWORD}@127.0.0.1:9/discover-test"
-    monitor = admin.add_monitor(f"{TEST_MONITOR_PREFIX}{os.getpid()}", url, 640, 360, Function="None", Enabled="0")
+    # its own name: add_monitor finds its monitor by name, and the ZoneMinder sink tests' monitor may exist too
+    name = f"{TEST_MONITOR_PREFIX}{os.getpid()}-discovery"
+    monitor = admin.add_monitor(name, url, 640, 360, Function="None", Enabled="0")
     try:
         yield monitor
     finally:

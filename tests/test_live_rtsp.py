@@ -131,15 +131,24 @@ async def test_camera_outage_raises_one_offline_incident(triton: EmbeddedTriton,
             await asyncio.sleep(0.2)
         raise AssertionError(f"camera never became {state}")
 
+    async def offline_incident(state: str, timeout_s: float) -> None:
+        """Until the camera_offline incident's last stored state is `state` (start: opened, end: closed)."""
+        for _ in range(int(timeout_s * 5)):
+            rows = await app[DATABASE].call(app[DATABASE].sync.incidents)
+            if any(r["type"] == "camera_offline" and r["state"] == state for r in rows):
+                return
+            await asyncio.sleep(0.2)
+        raise AssertionError(f"no camera_offline incident in state {state}: {rows}")
+
     try:
         with start_rtsp_server({"/store": clip}, port=port):
             await runner.setup()
             await until("online", 40)
         await until("offline", 20)  # server gone
-        await asyncio.sleep(3.5)  # past offline_after_s: the incident opens
+        await offline_incident("start", 30)  # opened once offline for offline_after_s
         with start_rtsp_server({"/store": clip}, port=port):
             await until("online", 60)
-            await asyncio.sleep(1.5)  # one more health tick closes the incident
+            await offline_incident("end", 30)  # the next health tick closes it
         rows = await app[DATABASE].call(app[DATABASE].sync.incidents)
     finally:
         await runner.cleanup()

@@ -9,10 +9,12 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers import WebhookReceiver, write_config
@@ -23,7 +25,7 @@ from plugin.incidents.database import AsyncDatabase
 from plugin.incidents.outbox import OutboxWorker
 from plugin.inference.server import EmbeddedTriton, free_port
 from plugin.metrics import Metrics
-from plugin.protocols import IncidentSink
+from plugin.protocols import IncidentSink, Receipt
 from plugin.types import Incident
 
 FAST = OutboxConfig(backoff_start_s=0.05, backoff_max_s=0.2, timeout_s=10)
@@ -107,16 +109,21 @@ async def test_sink_down_then_back_gets_everything_exactly_once(database: AsyncD
 
 
 async def test_a_slow_sink_does_not_hold_up_the_others(database: AsyncDatabase) -> None:
-    with WebhookReceiver(delay_s=1.0) as slow, WebhookReceiver() as fast:
+    release = threading.Event()
+    with WebhookReceiver(hold=release) as slow, WebhookReceiver() as fast:
         sinks: dict[str, IncidentSink] = {"slow": webhook("slow", slow.url), "fast": webhook("fast", fast.url)}
         await save_all(database, ["slow", "fast"], 4)
-        task = await run_worker(database, sinks)
-        await wait_for(lambda: len(fast.keys()) == 8, 5)
-        slow_so_far = len(slow.keys())
-        await wait_for(lambda: len(slow.keys()) == 8, 30)
+        # a publish timeout longer than the wait below: a sink queued behind the held request would stay queued
+        task = await run_worker(database, sinks, FAST.model_copy(update={"timeout_s": 60}))
+        try:
+            # the slow sink's first request stays unanswered until the fast sink has all eight of its own: this
+            # wait fails if the fast sink's deliveries queue behind it
+            await wait_for(lambda: slow.arrived >= 1 and len(fast.keys()) == 8)
+        finally:
+            release.set()
+        await wait_for(lambda: len(slow.keys()) == 8)
         await stop(task, sinks)
-    # ordering, not timing: the fast sink finished while the slow one had delivered at most two of its eight
-    assert slow_so_far <= 2, f"fast sink waited for the slow one ({slow_so_far} slow deliveries first)"
+    assert set(slow.keys()) == set(fast.keys())
 
 
 async def test_auth_failure_holds_and_rejection_dead_letters(database: AsyncDatabase) -> None:
@@ -181,6 +188,53 @@ async def test_signed_webhook_verifies_and_detects_tampering(database: AsyncData
 
 @pytest.mark.triton
 @pytest.mark.slow
+class CancelsItsWorker:
+    """A real webhook sink that has the outbox worker cancelled as each answer comes back: the cancel lands while
+    publish finishes, the moment Python 3.11's asyncio.wait_for lost it (it returned the answer, or raised the
+    sink's error, instead) and the worker went on forever (the Nx approval test hung until its timeout)."""
+
+    def __init__(self, inner: WebhookSink) -> None:
+        self.inner, self.id, self.health = inner, inner.id, inner.health
+        self.worker: asyncio.Task[None] | None = None
+        self.answers = 0
+
+    async def publish(self, delivery_key: str, payload: Mapping[str, Any]) -> Receipt:
+        """The webhook's publish; its answer and the worker's cancel arrive together."""
+        try:
+            return await self.inner.publish(delivery_key, payload)
+        finally:
+            self.answers += 1
+            assert self.worker is not None
+            asyncio.get_running_loop().call_soon(self.worker.cancel)
+
+    async def close(self) -> None:
+        """Close the webhook sink."""
+        await self.inner.close()
+
+
+@pytest.mark.parametrize("status", [200, 503], ids=["delivered", "not ready"])
+async def test_a_cancel_that_lands_as_a_delivery_finishes_stops_the_worker(
+    database: AsyncDatabase, status: int
+) -> None:
+    with WebhookReceiver(status=status) as hook:
+        sink = CancelsItsWorker(webhook("hook", hook.url))
+        try:
+            for n in range(10):
+                await database.call(database.sync.save, incident(n), ["hook"])
+                answered = sink.answers
+                sink.worker = await run_worker(database, {"hook": sink})  # type: ignore[dict-item]
+                # a bound, not a timing: a worker that lost its cancel runs on for good
+                done, _ = await asyncio.wait({sink.worker}, timeout=30)
+                assert done and sink.worker.cancelled(), f"worker {n} went on after its cancel"
+                assert sink.answers == answered + 1  # the cancel came with its first answer, and it stopped there
+        finally:
+            await sink.close()
+    # stopped between the answer and its bookkeeping, a delivery stays pending (sent again later): nothing is lost
+    counts = (await database.call(database.sync.outbox_counts))["hook"]
+    assert counts["pending"] + counts["delivered"] == 10 and counts["dead"] == 0
+    assert counts["delivered"] == 0 if status == 503 else len(hook.keys()) >= counts["delivered"]
+
+
 def test_sigkill_during_an_outage_loses_nothing(triton: EmbeddedTriton, clip: Path, tmp_path: Path) -> None:
     # hold the VMS port bound but not listening: connections are refused, and no other server can take the port
     blocker = socket.socket()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 
 import cv2
@@ -84,18 +83,12 @@ async def test_real_person_crop_gives_a_standing_pose(triton: EmbeddedTriton, cl
         many = await pose.estimate(img, np.stack([box, blank_box, box]))
         np.testing.assert_allclose(many[0], kp, atol=1e-4)
         np.testing.assert_allclose(many[2], kp, atol=1e-4)
-        # latency per crop through the real server (gRPC, one crop per request), for the README
-        n = 20
-        t0 = time.perf_counter()
-        for _ in range(n):
-            await pose.estimate(img, box[None])
-        per_crop_ms = (time.perf_counter() - t0) / n * 1000
-        t0 = time.perf_counter()
-        for _ in range(n // 4):
-            await pose.estimate(img, np.stack([box] * 4))
-        per_crop_b4_ms = (time.perf_counter() - t0) / (n // 4) / 4 * 1000
-        print(f"pose latency: {per_crop_ms:.1f} ms per crop at batch 1, {per_crop_b4_ms:.1f} ms per crop at batch 4")
-        assert per_crop_ms < 500
+        # asked again, one crop or four per request (what packaging/scripts/pose_latency.py times), the server
+        # answers the same pose every time: no state carried between requests
+        for _ in range(3):
+            np.testing.assert_allclose((await pose.estimate(img, box[None]))[0], kp, atol=1e-4)
+            for again in await pose.estimate(img, np.stack([box] * 4)):
+                np.testing.assert_allclose(again, kp, atol=1e-4)
     finally:
         await pose.close()
 

@@ -11,6 +11,8 @@ A scenario is `tests/scenarios/<name>.yaml`:
           incidents of that rule) or a dotted path into `insights --json` (`lines.<rule>.in`,
           `occupancy.<rule>.max`, `queues.<rule>.max_length`, ...); the test passes when the measured value is
           within `tolerance` of `by_eye`, and `why` says how the by-eye value was counted and why the tolerance.
+          A check the pipeline gets wrong today also has `known_gap` (why) and `measured_today` (the wrong value
+          it gives): a strict xfail that fails when the gap closes, and fails too when the wrong value changes.
 
 vtest.avi (OpenCV's sample clip, from Debian's opencv-doc: `storesight media fetch --vtest`), counted by eye on
 every 5th frame of the lawn (every 10th where nobody is near it) with the zone and line drawn on; frame numbers
@@ -56,7 +58,7 @@ START = "2026-11-29T14:00:00+00:00"
 WINDOW = ("2026-11-29T14:00", "2026-11-29T15:00")  # every scenario clip is shorter than this hour
 SCENARIO_KEYS = {"about", "media", "camera", "rules", "expect"}
 CHECK_KEYS = {"what", "by_eye", "tolerance", "why"}
-OPTIONAL_CHECK_KEYS = {"known_gap"}
+GAP_KEYS = {"known_gap", "measured_today"}  # together or not at all
 FETCH_HINT = {"vtest.avi": "storesight media fetch --vtest"}
 
 
@@ -69,6 +71,7 @@ class Check:
     tolerance: float
     why: str
     known_gap: str | None = None  # why the pipeline misses this today: the check is a strict xfail until fixed
+    measured_today: float | None = None  # the wrong value it gives today, pinned so a change is noticed
 
 
 @dataclass(frozen=True)
@@ -90,18 +93,22 @@ def load_scenario(path: Path) -> Scenario:
         raise ValueError(f"{where}: keys must be exactly {sorted(SCENARIO_KEYS)}")
     checks = []
     for i, item in enumerate(doc["expect"]):
-        if not isinstance(item, dict) or not CHECK_KEYS <= set(item) <= CHECK_KEYS | OPTIONAL_CHECK_KEYS:
-            raise ValueError(
-                f"{where}: expect[{i}]: keys must be {sorted(CHECK_KEYS)}, optionally {sorted(OPTIONAL_CHECK_KEYS)}"
-            )
+        if not isinstance(item, dict) or not CHECK_KEYS <= set(item) <= CHECK_KEYS | GAP_KEYS:
+            raise ValueError(f"{where}: expect[{i}]: keys must be {sorted(CHECK_KEYS)}, optionally {sorted(GAP_KEYS)}")
         if item["tolerance"] < 0 or not str(item["why"]).strip():
             raise ValueError(f"{where}: expect[{i}]: tolerance must be >= 0 and `why` must say how it was counted")
-        gap = item.get("known_gap")
+        gap_keys = GAP_KEYS & set(item)
+        if gap_keys and gap_keys != GAP_KEYS:
+            missing = ", ".join(sorted(GAP_KEYS - gap_keys))
+            raise ValueError(f"{where}: expect[{i}]: a known gap needs {missing} too (known_gap with measured_today)")
+        if gap_keys and abs(float(item["measured_today"]) - float(item["by_eye"])) <= float(item["tolerance"]):
+            raise ValueError(f"{where}: expect[{i}].measured_today: within tolerance of by_eye, so not a gap")
         checks.append(
             Check(
-                str(item["what"]), float(item["by_eye"]), float(item["tolerance"]), str(item["why"]), gap and str(gap)
+                str(item["what"]), float(item["by_eye"]), float(item["tolerance"]), str(item["why"]),
+                str(item["known_gap"]) if gap_keys else None, float(item["measured_today"]) if gap_keys else None,
             )
-        )
+        )  # fmt: skip
     return Scenario(path.stem, str(doc["media"]), dict(doc["camera"]), list(doc["rules"]), tuple(checks))
 
 
@@ -168,8 +175,11 @@ def run_scenario(scenario: Scenario, tmp: Path, triton_url: str) -> Outcome:
 def _cases() -> Iterator[Any]:
     for scenario in all_scenarios():
         for check in scenario.checks:
-            # a known gap stays an expectation: strict, so the day the pipeline gets it right the run says so
-            gap = [pytest.mark.xfail(strict=True, reason=check.known_gap)] if check.known_gap else []
+            # a known gap stays an expectation: strict, so the day the pipeline gets it right the run says so; only
+            # the by-eye assertion may fail (a failed run or a moved wrong value fail with pytest.fail instead)
+            gap = []
+            if check.known_gap:
+                gap = [pytest.mark.xfail(strict=True, raises=AssertionError, reason=check.known_gap)]
             yield pytest.param(scenario, check, id=f"{scenario.name}:{check.what}", marks=gap)
 
 
@@ -185,8 +195,8 @@ def outcome_of(triton: Any, tmp_path_factory: pytest.TempPathFactory) -> Callabl
             except AssertionError as exc:  # a run that failed fails each of its checks, without running again
                 done[scenario.name] = exc
         got = done[scenario.name]
-        if isinstance(got, AssertionError):
-            raise got
+        if isinstance(got, AssertionError):  # not an AssertionError: a known gap's xfail must not swallow it
+            pytest.fail(f"{scenario.name}: the run failed: {got}", pytrace=False)
         return got
 
     return get
@@ -198,6 +208,22 @@ def outcome_of(triton: Any, tmp_path_factory: pytest.TempPathFactory) -> Callabl
 def test_scenario(scenario: Scenario, check: Check, outcome_of: Callable[[Scenario], Outcome]) -> None:
     measured = outcome_of(scenario).measure(check.what)
     print(f"{scenario.name}: {check.what}: measured {measured:g}, by eye {check.by_eye:g} +- {check.tolerance:g}")
+    judge(scenario, check, measured)
+
+
+def judge(scenario: Scenario, check: Check, measured: float) -> None:
+    """AssertionError when the measured value is off the by-eye count (a known gap's xfail expects exactly that);
+    pytest.fail when a known gap's wrong value is no longer the pinned one."""
+    gap_moved = (
+        check.measured_today is not None
+        and measured != check.measured_today
+        and not abs(measured - check.by_eye) <= check.tolerance
+    )
+    if gap_moved:  # still wrong, but not as pinned: the known gap's explanation may no longer hold
+        pytest.fail(
+            f"{scenario.name}: {check.what}: measured {measured:g}, pinned wrong value {check.measured_today:g}, "
+            f"by eye {check.by_eye:g}: the known gap changed; look again and update known_gap and measured_today"
+        )
     assert abs(measured - check.by_eye) <= check.tolerance, (
         f"{scenario.name}: {check.what}: measured {measured:g}, by eye {check.by_eye:g} "
         f"(tolerance {check.tolerance:g}): {check.why}"
@@ -215,6 +241,31 @@ def test_scenario_file_is_a_valid_config(scenario: Scenario, tmp_path: Path) -> 
         section, _, rest = check.what.partition(".")
         assert section in {"incidents", "lines", "occupancy", "queues"}, check.what
         assert rest.split(".")[0] in rule_ids, f"{scenario.name}: {check.what} names no rule of the scenario"
+
+
+def test_a_known_gap_fails_when_it_closes_or_moves(tmp_path: Path) -> None:
+    [scenario] = [s for s in all_scenarios() if s.name == "vtest"]
+    [gap] = [c for c in scenario.checks if c.what == "incidents.keep-off-lawn"]
+    assert gap.known_gap and gap.measured_today == 3 and gap.by_eye == 2
+    with pytest.raises(AssertionError, match="measured 3, by eye 2"):
+        judge(scenario, gap, 3.0)  # today's wrong value: the xfail (raises=AssertionError) holds
+    judge(scenario, gap, 2.0)  # fixed: passes, and the strict xfail turns that into a failure
+    with pytest.raises(pytest.fail.Exception, match="pinned wrong value 3") as moved:
+        judge(scenario, gap, 4.0)  # wrong another way: not an AssertionError, so no xfail hides it
+    assert not isinstance(moved.value, AssertionError)
+    # the loader: a gap comes with its pinned value, and that value must be a gap
+    good = yaml.safe_load((SCENARIOS / "vtest.yaml").read_text())
+    i = next(k for k, c in enumerate(good["expect"]) if c["what"] == "incidents.keep-off-lawn")
+    for change, message in [
+        ({"measured_today": None}, rf"expect\[{i}\]: a known gap needs measured_today too"),
+        ({"measured_today": 2}, rf"expect\[{i}\]\.measured_today: within tolerance of by_eye"),
+    ]:
+        doc = yaml.safe_load((SCENARIOS / "vtest.yaml").read_text())
+        doc["expect"][i].update(change)
+        doc["expect"][i] = {k: v for k, v in doc["expect"][i].items() if v is not None}
+        (tmp_path / "gap.yaml").write_text(yaml.safe_dump(doc))
+        with pytest.raises(ValueError, match=message):
+            load_scenario(tmp_path / "gap.yaml")
 
 
 def test_scenario_loader_names_the_bad_key(tmp_path: Path) -> None:

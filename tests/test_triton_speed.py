@@ -4,12 +4,15 @@ ONNX, one onnxruntime call per dynamic batch (and the per-image fallback), frame
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import os
 import shutil
 import subprocess
 import sys
+import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
@@ -19,13 +22,14 @@ from conftest import MODEL_FILE, require
 from helpers import run_cli
 
 from plugin.config.loader import parse_config
-from plugin.errors import ConfigError
+from plugin.errors import ConfigError, InferenceUnavailable
 from plugin.inference.assets import BATCH_COPY_KEY, write_batch_copy
 from plugin.inference.server import DEFAULT_MODEL_REPOSITORY, REPO_ROOT, EmbeddedTriton
 from plugin.inference.shm import wants_shared_memory
-from plugin.inference.triton import TritonInferenceClient
+from plugin.inference.triton import Letterbox, TritonInferenceClient, letterbox_batch
 from plugin.types import Detections, ImageArray
 
+GATE_MAX_S = 60.0  # a gated letterbox thread a test forgot to release does not wait for good
 PINNED = "d39bee73564e338080378b0ad567fbb40e818b55bbfaf971de82a0267ed16b8a"
 
 
@@ -264,30 +268,182 @@ async def _executions(url: str) -> tuple[int, int]:
 
 @pytest.mark.triton
 async def test_a_cancelled_request_never_unmaps_a_region_under_its_letterbox(
-    triton: EmbeddedTriton, frames: list[ImageArray]
+    triton: EmbeddedTriton, frames: list[ImageArray], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Cancelling a request while its worker thread letterboxes into shared memory (a camera stopped, a timeout)
-    discards the slot only once the thread is done: unmapping under it crashed the process (SIGSEGV)."""
-    import asyncio
-    import contextlib
-
+    discards the slot only once the thread is done: unmapping under it crashed the process (SIGSEGV). The thread
+    is held inside its letterbox until the cancel (or the close) has landed, so the race happens every time."""
+    watch = _LetterboxWatch()
+    monkeypatch.setattr("plugin.inference.triton.letterbox_batch", watch)
     client = TritonInferenceClient(triton.grpc_url, "yolox_nano", shared_memory="on")
-    big = [np.full((2160, 3840, 3), 90, np.uint8)] * 8  # tens of ms of letterboxing: the cancel lands inside it
+    cancelled_mid_letterbox = 0
     try:
         await client.wait_ready(60)
         expected = await client.detect(frames[:1])
-        for delay_s in (0.002, 0.01, 0.03):
-            task = asyncio.create_task(client.detect(big))
-            await asyncio.sleep(delay_s)
+        for _ in range(3):
+            gate = threading.Event()
+            started, _ = watch.arm(gate)
+            task = asyncio.create_task(client.detect(frames[:2]))
+            await started.wait()
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            # the request waits for its thread, which still writes into the region: mapped, not done
+            done, _ = await asyncio.wait({task}, timeout=0.2)  # a correct client never finishes here
+            assert not done and watch.running == 1 and _our_mappings()[0]
+            cancelled_mid_letterbox += 1
+            gate.set()  # the thread writes into the region after the cancel, then the slot goes
+            with pytest.raises(asyncio.CancelledError):
                 await task
-        pending = asyncio.create_task(client.detect(big))  # still letterboxing while the client closes
-        await asyncio.sleep(0.005)
-        await client.close()
-        with contextlib.suppress(Exception, asyncio.CancelledError):  # gRPC cancels calls on a closed channel
-            await pending
+        # a request still letterboxing while the client closes: close waits for the thread too
+        gate = threading.Event()
+        started, _ = watch.arm(gate)
+        pending = asyncio.create_task(client.detect(frames[:2]))
+        await started.wait()
+        closing = asyncio.create_task(client.close())
+        done, _ = await asyncio.wait({closing}, timeout=0.2)
+        assert not done and watch.running == 1 and _our_mappings()[0]
+        gate.set()
+        await closing
+        [result] = await asyncio.gather(pending, return_exceptions=True)
+        # its answer, or a clear error if the client closed before Triton answered: nothing else
+        assert isinstance(result, list | InferenceUnavailable), repr(result)
+        if isinstance(result, list):
+            _assert_same(result, await _wire_detect(triton, frames[:2]))
         client = TritonInferenceClient(triton.grpc_url, "yolox_nano", shared_memory="on")
         _assert_same(await client.detect(frames[:1]), expected)
     finally:
         await client.close()
+    assert cancelled_mid_letterbox == 3
+    assert not await _our_regions(triton.grpc_url) and _our_mappings() == (set(), set())
+
+
+async def _wire_detect(triton: EmbeddedTriton, images: list[ImageArray]) -> list[Detections]:
+    """The same images over the wire, for comparison."""
+    wire = TritonInferenceClient(triton.grpc_url, "yolox_nano", shared_memory="off")
+    try:
+        return await wire.detect(images)
+    finally:
+        await wire.close()
+
+
+class _LetterboxWatch:
+    """Wraps the client's letterbox (it runs in a worker thread) so a test knows when one is running: the race a
+    cancellation must survive is only tested when the cancel lands while a thread writes into a region."""
+
+    def __init__(self) -> None:
+        self.running = 0
+        self._lock = threading.Lock()
+        self._gate: threading.Event | None = None
+        self._started: asyncio.Event | None = None
+        self._done: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def arm(self, gate: threading.Event | None = None) -> tuple[asyncio.Event, asyncio.Event]:
+        """Events set when the next letterbox starts and when it ends (from its thread, on the running loop); with
+        a gate, the thread waits for it once started, before it writes."""
+        self._loop = asyncio.get_running_loop()
+        self._started, self._done, self._gate = asyncio.Event(), asyncio.Event(), gate
+        return self._started, self._done
+
+    def __call__(self, images: Sequence[ImageArray], out: ImageArray) -> list[Letterbox]:
+        with self._lock:
+            self.running += 1
+        started, done, loop, gate = self._started, self._done, self._loop, self._gate
+        if loop is not None and started is not None:
+            loop.call_soon_threadsafe(started.set)
+        try:
+            if gate is not None:
+                gate.wait(GATE_MAX_S)
+            return letterbox_batch(images, out)
+        finally:
+            with self._lock:
+                self.running -= 1
+            if loop is not None and done is not None:
+                loop.call_soon_threadsafe(done.set)
+
+
+async def _our_regions(url: str) -> set[str]:
+    """The regions registered on the server under this process's name prefix."""
+    import tritonclient.grpc.aio as grpcclient
+
+    admin = grpcclient.InferenceServerClient(url.removeprefix("grpc://"))
+    try:
+        regions = (await admin.get_system_shared_memory_status(as_json=True)).get("regions") or {}
+    finally:
+        await admin.close()
+    return {name for name in regions if name.startswith(f"storesight_{os.getpid()}_")}
+
+
+def _our_mappings() -> tuple[set[str], set[str]]:
+    """This process's shared memory regions: those mapped (/proc/self/maps) and those in /dev/shm."""
+    prefix = f"storesight_{os.getpid()}_"
+    maps = Path("/proc/self/maps").read_text().splitlines()
+    mapped = {line.split(maxsplit=5)[5] for line in maps if prefix in line}
+    files = {p.name for p in Path("/dev/shm").glob(f"{prefix}*")}
+    return mapped, files
+
+
+@pytest.mark.triton
+@pytest.mark.slow
+async def test_a_hundred_clients_cancelled_mid_request_leave_no_region_behind(
+    triton: EmbeddedTriton, frames: list[ImageArray], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A camera stopped or restarted cancels its request wherever it is: while its region registers, while it
+    letterboxes into it, while Triton reads it (Triton then refuses to unregister it, 'currently in use', and
+    used to keep it registered, and mapped, for good), or while the client closes under it."""
+    watch = _LetterboxWatch()
+    monkeypatch.setattr("plugin.inference.triton.letterbox_batch", watch)
+    big = [np.full((1080, 1920, 3), 90, np.uint8)] * 8  # a full batch: a letterbox and an inference to cancel
+    assert not await _our_regions(triton.grpc_url)  # earlier tests of this process left none behind either
+    phases = ("registering", "letterboxing", "in Triton", "closing", "cancelled twice")
+    landed = dict.fromkeys(phases, 0)  # cancels that found the request still in that phase
+    for i in range(100):
+        phase = phases[i % len(phases)]
+        client = TritonInferenceClient(triton.grpc_url, "yolox_nano", shared_memory="on")
+        try:
+            await client.wait_ready(60)
+            started, done = watch.arm()
+            task = asyncio.create_task(client.detect(big))
+            if phase == "registering":
+                await asyncio.sleep(0)  # the task runs up to its first wait: the registration call
+                landed[phase] += not task.done() and not started.is_set()
+                task.cancel()
+            elif phase == "letterboxing":
+                await started.wait()
+                landed[phase] += watch.running > 0
+                task.cancel()
+            elif phase in ("in Triton", "cancelled twice"):
+                await done.wait()
+                for _ in range(i % 7):  # the request goes on to Triton a few loop turns later
+                    await asyncio.sleep(0)
+                landed[phase] += not task.done()
+                task.cancel()
+                if phase == "cancelled twice":  # a second cancel while it hands its region back
+                    await asyncio.sleep(0)
+                    task.cancel()
+            else:  # closing: the request is still letterboxing or in Triton when the client closes
+                await started.wait()
+                landed[phase] += not task.done()
+                await client.close()
+            results = await asyncio.gather(task, return_exceptions=True)
+            # a request the client closed under ends with an answer or a clear error, never anything else
+            assert not isinstance(results[0], Exception) or isinstance(results[0], InferenceUnavailable), results
+        finally:
+            await client.close()
+        if i % 10 == 9:
+            assert not await _our_regions(triton.grpc_url), f"after {i + 1} clients"
+    assert not await _our_regions(triton.grpc_url)
+    assert _our_mappings() == (set(), set())
+    # every kind of cancellation did land mid-request (a cancel after the answer would test nothing)
+    assert all(landed.values()), landed
+    # and the client still works: same boxes as before
+    client = TritonInferenceClient(triton.grpc_url, "yolox_nano", shared_memory="on")
+    try:
+        got = await client.detect(frames[:1])
+        assert client.shared_memory_active
+    finally:
+        await client.close()
+    wire = TritonInferenceClient(triton.grpc_url, "yolox_nano", shared_memory="off")
+    try:
+        _assert_same(got, await wire.detect(frames[:1]))
+    finally:
+        await wire.close()

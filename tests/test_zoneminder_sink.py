@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -24,7 +25,6 @@ from components.zoneminder import (
     BASE_URL,
     TEST_MONITOR_PREFIX,
     ZmAdmin,
-    ensure_zoneminder,
 )
 from conftest import require
 
@@ -57,12 +57,9 @@ class Rig:
 
 
 @pytest.fixture(scope="session")
-def zoneminder_rig(clip: Path) -> Iterator[Rig]:
-    """ZoneMinder (set up and started once if it is not running) with a Nodect monitor on the shared clip."""
+def zoneminder_rig(clip: Path, zoneminder: None) -> Iterator[Rig]:
+    """ZoneMinder (the session's, see conftest) with a Nodect monitor on the shared clip."""
     require(rtsp_available())
-    reason, took = ensure_zoneminder()
-    require(reason)
-    logging.getLogger(__name__).info("ZoneMinder checked (set up and started where needed) in %.1f s", took)
     admin = ZmAdmin()
     admin.remove_stale_test_monitors()
     # a few loops of the 139 s clip outlast the session: ZoneMinder records only while frames arrive
@@ -462,3 +459,16 @@ async def test_an_alarm_longer_than_the_section_length_is_ended_in_the_event_rec
     finally:
         await sink.close()
         await in_thread(rig.admin.delete_monitor, monitor)
+
+
+def test_the_setup_script_stops_only_what_it_is_told_and_says_what_it_started() -> None:
+    """The session fixture stops exactly the services the start printed: the script's two ends of that contract."""
+    from components.zoneminder import SETUP_SCRIPT, _started
+
+    bad = subprocess.run(["bash", str(SETUP_SCRIPT), "stop", "postgres"], capture_output=True, text=True, timeout=60)
+    require(None if "needs root" not in bad.stderr else "packaging/dev/zoneminder.sh needs root or sudo")
+    assert bad.returncode == 2 and "unknown service 'postgres' (zoneminder, apache or mariadb)" in bad.stderr
+    nothing_yet = subprocess.run(["bash", str(SETUP_SCRIPT), "restart"], capture_output=True, text=True, timeout=60)
+    assert nothing_yet.returncode == 2 and "usage: zoneminder.sh [start | stop" in nothing_yet.stderr
+    out = "zoneminder.sh: up\nSTARTED mariadb\nSTARTED zoneminder\nREADY http://127.0.0.1:18081/zm\n"
+    assert _started(out) == ["mariadb", "zoneminder"] and _started("READY http://127.0.0.1:18081/zm\n") == []

@@ -1,7 +1,14 @@
 #!/usr/bin/env bash
 # A real ZoneMinder (Debian 12's 1.36) on 127.0.0.1 for tests and demos of the ZoneMinder sink: installs
 # zoneminder, MariaDB and Apache, configures them, starts MariaDB, Apache and zmpkg, and prints
-# `READY http://127.0.0.1:PORT/zm` once `GET /zm/api/host/getVersion.json` answers.
+# `READY http://127.0.0.1:PORT/zm` once `GET /zm/api/host/getVersion.json` answers. Each service it had to start
+# is printed as `STARTED mariadb`, `STARTED apache`, `STARTED zoneminder` the moment it starts (so a caller knows
+# what to stop even when a later step fails).
+#
+#   zoneminder.sh              set up and start (the default; also `zoneminder.sh start`)
+#   zoneminder.sh stop [SVC]   stop ZoneMinder's daemons, Apache, MariaDB (in that order), or only the services
+#                              named (zoneminder, apache, mariadb): what a start printed, so that services running
+#                              before it are left running; it returns once their processes are gone
 #
 # Root or sudo. Safe to run again: each step skips what is done, and a running ZoneMinder is left running.
 # Environment: ZM_PORT (default 18081, Apache listens on 127.0.0.1 only), ZM_READY_TIMEOUT_S (default 60).
@@ -13,6 +20,14 @@ PORT=${ZM_PORT:-18081}
 READY_TIMEOUT_S=${ZM_READY_TIMEOUT_S:-60}
 BASE="http://127.0.0.1:${PORT}/zm"
 PKGS=(zoneminder mariadb-server apache2 libapache2-mod-php curl)
+MODE=${1:-start}
+case "$MODE" in
+  start | stop) ;;
+  *)
+    echo "usage: zoneminder.sh [start | stop [zoneminder] [apache] [mariadb]]" >&2
+    exit 2
+    ;;
+esac
 
 if [ "$(id -u)" -ne 0 ]; then
   if ! command -v sudo >/dev/null; then
@@ -23,6 +38,54 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 say() { echo "zoneminder.sh: $*" >&2; }
+started() { echo "STARTED $1"; }
+# until no process of that command line is left, at most STOP_TIMEOUT_S (default 30)
+wait_gone() {
+  local deadline=$((SECONDS + ${STOP_TIMEOUT_S:-30}))
+  while pgrep -f "$1" >/dev/null; do
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      say "still running after stop: $(pgrep -af "$1" | tr '\n' ';')"
+      return 1
+    fi
+    sleep 0.2
+  done
+}
+
+if [ "$MODE" = stop ]; then
+  shift
+  services=("$@")
+  [ "${#services[@]}" -gt 0 ] || services=(zoneminder apache mariadb)
+  want() { printf '%s\n' "${services[@]}" | grep -qx "$1"; }
+  for s in "${services[@]}"; do
+    case "$s" in
+      zoneminder | apache | mariadb) ;;
+      *)
+        say "stop: unknown service '$s' (zoneminder, apache or mariadb)"
+        exit 2
+        ;;
+    esac
+  done
+  rc=0
+  # the daemons first (they hold database connections), then the web server, then the database
+  if want zoneminder; then
+    say "stopping ZoneMinder's daemons"
+    if [ -d /run/systemd/system ]; then systemctl stop zoneminder; else runuser -u www-data -- zmpkg.pl stop >/dev/null || true; fi
+    wait_gone '/usr/bin/zm[a-z]*\.pl' || rc=1
+    wait_gone '/usr/bin/zmc ' || rc=1
+  fi
+  if want apache; then
+    say "stopping Apache"
+    apache2ctl stop 2>/dev/null || true
+    wait_gone '/usr/sbin/apache2' || rc=1
+  fi
+  if want mariadb; then
+    say "stopping MariaDB"
+    if command -v service >/dev/null; then service mariadb stop >/dev/null; else /etc/init.d/mariadb stop >/dev/null; fi
+    wait_gone '/usr/sbin/mariadbd' || rc=1
+    wait_gone 'mysqld_safe' || rc=1
+  fi
+  exit "$rc"
+fi
 # The API answers: 200, or 401 when authentication is on and no token is given (it is then up all the same).
 api_up() {
   local code
@@ -59,6 +122,7 @@ fi
 if ! mariadb-admin ping >/dev/null 2>&1; then
   say "starting MariaDB"
   if command -v service >/dev/null; then service mariadb start >/dev/null; else /etc/init.d/mariadb start >/dev/null; fi
+  started mariadb
 fi
 # zm.conf, then conf.d/*.conf override it, as ZoneMinder itself reads them
 zm_conf() {
@@ -145,6 +209,7 @@ if [ -s "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
 else
   say "starting Apache on 127.0.0.1:$PORT"
   apache2ctl start
+  started apache
 fi
 
 # --- 5. ZoneMinder's daemons ---------------------------------------------------------------------------------
@@ -156,6 +221,7 @@ if ! runuser -u www-data -- zmdc.pl check 2>/dev/null | grep -q running; then
   else
     runuser -u www-data -- zmpkg.pl start >/dev/null
   fi
+  started zoneminder
 fi
 
 deadline=$((SECONDS + READY_TIMEOUT_S))

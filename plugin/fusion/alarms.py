@@ -224,7 +224,8 @@ class AlarmVerifier:
         end = event.time + timedelta(seconds=panel.verify_after_s)
         # the window includes video after the alarm: wait for it to happen, then for its analysis to catch up
         with suppress(TimeoutError):
-            await asyncio.wait_for(self._closing.wait(), max((end - self._now()).total_seconds(), 0.0))
+            async with asyncio.timeout(max((end - self._now()).total_seconds(), 0.0)):
+                await self._closing.wait()
         waited = 0.0
         while not self._closing.is_set() and waited < self.video_lag_max_s:
             analysed = [self.presence.last_sample(v.camera, v.zone) for v in views]

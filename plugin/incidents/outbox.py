@@ -60,7 +60,8 @@ class OutboxWorker:
             next_due = await self.db.call(self.db.sync.next_due, sink_id)
             wait = IDLE_POLL_S if next_due is None else min(IDLE_POLL_S, max(0.0, next_due - time.time()))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), wait)
+                async with asyncio.timeout(wait):
+                    await wake.wait()
 
     async def deliver_due(self, sink_id: str | None = None) -> int:
         """One pass over due deliveries of one sink (or all); returns how many were attempted."""
@@ -130,7 +131,10 @@ class OutboxWorker:
         """One attempt; True when delivered or dead-lettered (the queue may move on), False when it waits."""
         sink = self.sinks[d.sink_id]
         try:
-            receipt = await asyncio.wait_for(sink.publish(d.delivery_key, d.payload), self.config.timeout_s)
+            # asyncio.timeout, not wait_for: on 3.11 wait_for loses a cancel that lands as publish finishes, and the
+            # worker then never stops (pyproject bans it)
+            async with asyncio.timeout(self.config.timeout_s):
+                receipt = await sink.publish(d.delivery_key, d.payload)
         except SinkAuthError as exc:
             sink.health.ok, sink.health.auth_failed, sink.health.last_error = False, True, str(exc)
             log.error("%s: authentication failed, holding deliveries: %s", sink.id, exc)

@@ -116,10 +116,8 @@ class PoseClient:
             out: list[FloatArray] = []
             mod = triton_aio_module(self.scheme)
             for inp, windows in requests:
-                result = await asyncio.wait_for(
-                    client.infer(self.model, [inp], outputs=[mod.InferRequestedOutput("keypoints")]),
-                    timeout=self.request_timeout_s,
-                )
+                async with asyncio.timeout(self.request_timeout_s):
+                    result = await client.infer(self.model, [inp], outputs=[mod.InferRequestedOutput("keypoints")])
                 raw = result.as_numpy("keypoints").reshape(len(windows), 17, 3)
                 out.extend(win.to_frame(raw[i]) for i, win in enumerate(windows))
         except TimeoutError:

@@ -193,24 +193,28 @@ class TritonInferenceClient:
 
     async def _detect_batch(self, images: Sequence[ImageArray]) -> list[Detections]:
         client = await self._ensure()
-        slot = await self._acquire_slot(client)
+        # this request's pool, held here: `close` drops self._shm while the request may still be on its way
+        pool = self._pool(client)
+        slot = await pool.acquire() if pool is not None else None
         try:
             try:
                 result, boxed = await self._infer(client, images, slot)
             except _SharedMemoryLost as lost:
-                assert self._shm is not None
+                assert pool is not None
+                if pool.closed or self._client is not client:  # closed under this request: its region went too
+                    raise InferenceUnavailable(f"Triton at {self.url}: the client closed during the request") from None
                 log.warning(
                     "triton %s: %s; registering shared memory again, this request over the wire", self.url, lost
                 )
                 slot = None
-                await self._shm.reset()
+                await pool.reset()
                 result, boxed = await self._infer(client, images, None)
         except BaseException:
-            if slot is not None and self._shm is not None:
-                await self._shm.discard(slot)
+            if slot is not None and pool is not None:
+                await pool.discard(slot)
             raise
-        if slot is not None and self._shm is not None:
-            self._shm.release(slot)
+        if slot is not None and pool is not None:
+            pool.release(slot)
         boxes = result.as_numpy("boxes")
         scores = result.as_numpy("scores")
         classes = result.as_numpy("classes")
@@ -221,8 +225,8 @@ class TritonInferenceClient:
             dets.append(Detections.from_arrays(lb.to_frame(boxes[i, :n]), scores[i, :n], classes[i, :n]))
         return dets
 
-    async def _acquire_slot(self, client: Any) -> Slot | None:
-        """A shared memory slot for one request, or None for the wire (off, failed, or all slots busy)."""
+    def _pool(self, client: Any) -> SharedMemoryPool | None:
+        """The shared memory slots for requests, or None when frames go over the wire (off by config)."""
         if not self._use_shm:
             return None
         if self._shm is None:
@@ -230,7 +234,7 @@ class TritonInferenceClient:
             size = self.info.input_size
             shape = (self.info.max_batch_size, size, size, 3)
             self._shm = SharedMemoryPool(client, self.url, shape, self.request_timeout_s)
-        return await self._shm.acquire()
+        return self._shm
 
     def _wire_input(self, images: Sequence[ImageArray]) -> tuple[Any, list[Letterbox]]:
         """The letterboxed batch as request bytes; runs in a worker thread (resize and serialisation are per-frame
@@ -243,10 +247,12 @@ class TritonInferenceClient:
         inp.set_data_from_numpy(batch)
         return inp, boxed
 
-    async def _letterbox_into_slot(self, images: Sequence[ImageArray], view: npt.NDArray[np.uint8]) -> list[Letterbox]:
+    async def _letterbox_into_slot(self, images: Sequence[ImageArray], slot: Slot) -> list[Letterbox]:
         """Letterbox into a shared memory slot in a worker thread. Cancelled (shutdown, a timeout further up), it
         still waits for the thread: the caller then discards the slot, which unmaps the region."""
-        work = asyncio.ensure_future(asyncio.to_thread(letterbox_batch, images, view))
+        assert slot.view is not None
+        work = asyncio.ensure_future(asyncio.to_thread(letterbox_batch, images, slot.view))
+        slot.writer = work  # the pool never unmaps the region under it either (a reset by another request)
         self._writing.add(work)
         work.add_done_callback(self._writing.discard)
         try:
@@ -262,7 +268,7 @@ class TritonInferenceClient:
         assert self.info is not None
         mod = triton_aio_module(self.scheme)
         if slot is not None and slot.view is not None:
-            boxed = await self._letterbox_into_slot(images, slot.view)
+            boxed = await self._letterbox_into_slot(images, slot)
             size = self.info.input_size
             inp = mod.InferInput("images_u8", [len(images), size, size, 3], "UINT8")
             inp.set_shared_memory(slot.name, len(images) * size * size * 3)
@@ -270,9 +276,8 @@ class TritonInferenceClient:
             inp, boxed = await asyncio.to_thread(self._wire_input, images)
         outputs = [mod.InferRequestedOutput(n) for n in ("boxes", "scores", "classes", "count")]
         try:
-            result = await asyncio.wait_for(
-                client.infer(self.model, [inp], outputs=outputs), timeout=self.request_timeout_s
-            )
+            async with asyncio.timeout(self.request_timeout_s):
+                result = await client.infer(self.model, [inp], outputs=outputs)
         except TimeoutError:
             raise InferenceUnavailable(f"Triton at {self.url}: no answer in {self.request_timeout_s:.0f} s") from None
         except InferenceServerException as exc:
@@ -281,6 +286,10 @@ class TritonInferenceClient:
             raise InferenceUnavailable(f"Triton at {self.url}: {exc.message()}") from None
         except OSError as exc:
             raise InferenceUnavailable(f"Triton at {self.url}: {exc}") from None
+        except Exception:
+            if self._client is not client:  # grpc's "Channel is closed" or aiohttp's "Session is closed"
+                raise InferenceUnavailable(f"Triton at {self.url}: the client closed during the request") from None
+            raise
         return result, boxed
 
     async def close(self) -> None:

@@ -182,7 +182,8 @@ class SystemHealthMonitor:
         assert self.client is not None
         try:
             # bounded: a Triton host that swallows packets must not stall the other checks
-            ready = await asyncio.wait_for(self.client.ready(), max(self.request_timeout_s, self.config.interval_s))
+            async with asyncio.timeout(max(self.request_timeout_s, self.config.interval_s)):
+                ready = await self.client.ready()
             reason = self.client.last_error
         except TimeoutError:
             ready, reason = False, "no answer in time"

@@ -1,6 +1,7 @@
 """A real ZoneMinder for tests: Debian's 1.36 on 127.0.0.1, set up and started by ``packaging/dev/zoneminder.sh``
 (root or passwordless sudo), and a small synchronous admin client that checks what the sink did, independently of
-the sink's own code."""
+the sink's own code. What the script started for a test session, the session stops again at its end
+(`stop_zoneminder`); a ZoneMinder that was running before is left running."""
 
 from __future__ import annotations
 
@@ -53,16 +54,18 @@ def _can_be_root() -> bool:
     return subprocess.run([sudo, "-n", "true"], capture_output=True, timeout=10, check=False).returncode == 0
 
 
-def ensure_zoneminder() -> tuple[str | None, float]:
-    """Set up and start whatever of ZoneMinder is missing; (None or the reason it cannot run, seconds it took)."""
+def ensure_zoneminder() -> tuple[str | None, float, list[str]]:
+    """Set up and start whatever of ZoneMinder is missing: (None or the reason it cannot run, seconds it took, the
+    services it started, which the caller stops with `stop_zoneminder` even when the reason is not None)."""
     t0 = time.monotonic()
     if not SETUP_SCRIPT.is_file():
-        return f"{SETUP_SCRIPT} not found", 0.0
+        return f"{SETUP_SCRIPT} not found", 0.0, []
     if not _can_be_root():
         # someone else's ZoneMinder (or one started earlier by hand) will do
         if api_answers():
-            return None, 0.0
-        return f"ZoneMinder is not running at {BASE_URL} and {SETUP_SCRIPT.name} needs root or passwordless sudo", 0.0
+            return None, 0.0, []
+        why = f"ZoneMinder is not running at {BASE_URL} and {SETUP_SCRIPT.name} needs root or passwordless sudo"
+        return why, 0.0, []
     # Run it even when the API answers: it is quick then (about a second) and restarts whatever has stopped, such as
     # zmc and the other daemons after a reboot, which the API's answer alone does not show.
     env = {**os.environ, "ZM_PORT": str(PORT)}
@@ -70,12 +73,39 @@ def ensure_zoneminder() -> tuple[str | None, float]:
         done = subprocess.run(
             ["bash", str(SETUP_SCRIPT)], capture_output=True, text=True, timeout=SETUP_TIMEOUT_S, env=env, check=False
         )
-    except subprocess.TimeoutExpired:
-        return f"{SETUP_SCRIPT.name} did not finish within {SETUP_TIMEOUT_S} s", time.monotonic() - t0
+    except subprocess.TimeoutExpired as exc:
+        out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else exc.stdout or ""
+        why = f"{SETUP_SCRIPT.name} did not finish within {SETUP_TIMEOUT_S} s"
+        return why, time.monotonic() - t0, _started(out)
+    started = _started(done.stdout)
     if done.returncode != 0 or "READY " not in done.stdout:
         tail = (done.stderr.strip().splitlines() or ["(no output)"])[-5:]
-        return f"{SETUP_SCRIPT.name} failed (exit {done.returncode}): " + " | ".join(tail), time.monotonic() - t0
-    return None, time.monotonic() - t0
+        why = f"{SETUP_SCRIPT.name} failed (exit {done.returncode}): " + " | ".join(tail)
+        return why, time.monotonic() - t0, started
+    return None, time.monotonic() - t0, started
+
+
+def _started(stdout: str) -> list[str]:
+    """The services the script said it started (`STARTED <service>` lines), in order."""
+    return [line.split(None, 1)[1] for line in stdout.splitlines() if line.startswith("STARTED ") and " " in line]
+
+
+def stop_zoneminder(services: list[str]) -> str | None:
+    """Stop the services a start reported (nothing when it started nothing); None, or what went wrong."""
+    if not services:
+        return None
+    env = {**os.environ, "ZM_PORT": str(PORT)}
+    try:
+        done = subprocess.run(
+            ["bash", str(SETUP_SCRIPT), "stop", *services],
+            capture_output=True, text=True, timeout=120, env=env, check=False,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        return f"{SETUP_SCRIPT.name} stop {' '.join(services)} did not finish within 120 s"
+    if done.returncode != 0:
+        tail = (done.stderr.strip().splitlines() or ["(no output)"])[-5:]
+        return f"{SETUP_SCRIPT.name} stop {' '.join(services)} failed (exit {done.returncode}): " + " | ".join(tail)
+    return None
 
 
 class ZmAdmin:
@@ -149,10 +179,11 @@ class ZmAdmin:
         self._request("DELETE", f"monitors/{monitor_id}.json")
 
     def remove_stale_test_monitors(self) -> None:
-        """Monitors left by test sessions whose process is gone (a crash skipped their teardown)."""
+        """Monitors left by test sessions whose process is gone (a crash skipped their teardown); their names are
+        the prefix, the process id and optionally `-what`."""
         for m in self.monitors():
             name = str(m["Name"])
-            pid = name.removeprefix(TEST_MONITOR_PREFIX)
+            pid = name.removeprefix(TEST_MONITOR_PREFIX).split("-", 1)[0]
             if name.startswith(TEST_MONITOR_PREFIX) and pid.isdigit() and not Path(f"/proc/{pid}").exists():
                 with contextlib.suppress(ZoneMinderError):
                     self.delete_monitor(str(m["Id"]))

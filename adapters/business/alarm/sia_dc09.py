@@ -432,7 +432,8 @@ class SiaDc09Receiver:
         try:
             while True:
                 try:
-                    data = await asyncio.wait_for(reader.read(READ_SIZE), IDLE_TIMEOUT_S)
+                    async with asyncio.timeout(IDLE_TIMEOUT_S):
+                        data = await reader.read(READ_SIZE)
                 except TimeoutError:
                     log.info("%s: closing the connection from %s, silent for %.0f s", self.config.id, peer,
                              IDLE_TIMEOUT_S)  # fmt: skip

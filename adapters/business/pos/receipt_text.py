@@ -214,7 +214,8 @@ class ReceiptTextServer:
         try:
             while True:
                 try:
-                    raw = await asyncio.wait_for(reader.readline(), self.feed.idle_timeout_s if parser.open else None)
+                    async with asyncio.timeout(self.feed.idle_timeout_s if parser.open else None):
+                        raw = await reader.readline()
                 except TimeoutError:
                     await self._submit(parser.flush(), peer)
                     continue
