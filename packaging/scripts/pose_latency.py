@@ -27,7 +27,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from plugin.cli.bench import resolve_clip
+from plugin.cli.bench.clip import resolve_clip
 from plugin.inference.pose import POSE_MODEL, PoseClient
 from plugin.inference.server import EmbeddedTriton
 from plugin.inference.triton import TritonInferenceClient
