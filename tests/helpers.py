@@ -1,7 +1,10 @@
-"""Test helpers: running the real CLI, a real HTTP receiver for webhooks, writing configs."""
+"""Test helpers: running the real CLI, a real HTTP receiver for webhooks, writing configs, the example config, and a
+real pose from the demo clip."""
 
 from __future__ import annotations
 
+import asyncio
+import copy
 import json
 import subprocess
 import sys
@@ -11,7 +14,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import cv2
+import numpy as np
 import yaml
+from conftest import require
+
+from plugin.inference.pose import PoseClient
+from plugin.inference.server import DEFAULT_MODEL_REPOSITORY, EmbeddedTriton
+from plugin.inference.triton import TritonInferenceClient
 
 HOLD_MAX_S = 120.0  # a held request a test forgot to release does not keep its thread for good
 
@@ -101,3 +111,61 @@ class WebhookReceiver:
     def __exit__(self, *exc: object) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+EXAMPLE = """
+storage: {path: ./storesight-data}
+cameras:
+  - id: cam1
+    source: rtsp://127.0.0.1:8554/store     # or a file path / file:// URL
+    zones:
+      - id: table
+        polygon: [[0.39, 0.67], [0.83, 0.67], [0.83, 1.0], [0.39, 1.0]]
+      - id: stockroom-door
+        polygon: [[0.0, 0.5], [0.2, 0.5], [0.2, 1.0], [0.0, 1.0]]
+rules:
+  - id: table-dwell
+    type: loitering
+    camera: cam1
+    zone: table
+    min_dwell_s: 8
+  - id: stockroom-after-hours
+    type: zone_intrusion
+    camera: cam1
+    zone: stockroom-door
+    schedule: {active: ["22:00-06:00"], timezone: Europe/London}
+"""
+
+
+def example() -> dict[str, Any]:
+    """A fresh copy of the example config document (two cameras' worth of rules on one camera)."""
+    return copy.deepcopy(yaml.safe_load(EXAMPLE))
+
+
+POSE_FILE = DEFAULT_MODEL_REPOSITORY / "movenet" / "1" / "movenet_lightning.onnx"
+
+
+def frame_300(clip: Path) -> np.ndarray:
+    """Frame 300 of the clip: one person standing at the table."""
+    cap = cv2.VideoCapture(str(clip))
+    cap.set(cv2.CAP_PROP_POS_FRAMES, 300)
+    ok, img = cap.read()
+    cap.release()
+    assert ok
+    return img
+
+
+async def real_pose(triton: EmbeddedTriton, img: np.ndarray) -> tuple[np.ndarray, np.ndarray, PoseClient]:
+    """The person box from the real detector and its keypoints from the real pose model (client left open)."""
+    require(None if POSE_FILE.is_file() else f"{POSE_FILE} missing: run `storesight models fetch --from DIR`")
+    await asyncio.to_thread(triton.wait_ready, "movenet", 60)
+    det = TritonInferenceClient(triton.grpc_url, "yolox_nano")
+    try:
+        [dets] = await det.detect([img])
+    finally:
+        await det.close()
+    people = dets[(dets.class_ids == 0) & (dets.scores > 0.5)]
+    assert len(people) == 1
+    pose = PoseClient(triton.grpc_url)
+    kps = await pose.estimate(img, people.xyxy)
+    return people.xyxy[0], kps[0], pose

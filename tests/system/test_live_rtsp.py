@@ -14,8 +14,7 @@ import pytest
 from aiohttp import web
 from components.rtsp import rtsp_available, start_rtsp_server
 from conftest import require
-from helpers import run_cli, write_config
-from test_config import example
+from helpers import example, run_cli, write_config
 
 from plugin.app import build_app
 from plugin.config.loader import parse_config

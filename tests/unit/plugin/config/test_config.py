@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -10,41 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
+from helpers import EXAMPLE, example
 
 from plugin.config.base import ScheduleConfig, literal_key
 from plugin.config.loader import load_config, parse_config
 from plugin.config.root import Config
 from plugin.errors import ConfigError
 from plugin.rules.registry import BY_KEY, RULES
-
-EXAMPLE = """
-storage: {path: ./storesight-data}
-cameras:
-  - id: cam1
-    source: rtsp://127.0.0.1:8554/store     # or a file path / file:// URL
-    zones:
-      - id: table
-        polygon: [[0.39, 0.67], [0.83, 0.67], [0.83, 1.0], [0.39, 1.0]]
-      - id: stockroom-door
-        polygon: [[0.0, 0.5], [0.2, 0.5], [0.2, 1.0], [0.0, 1.0]]
-rules:
-  - id: table-dwell
-    type: loitering
-    camera: cam1
-    zone: table
-    min_dwell_s: 8
-  - id: stockroom-after-hours
-    type: zone_intrusion
-    camera: cam1
-    zone: stockroom-door
-    schedule: {active: ["22:00-06:00"], timezone: Europe/London}
-"""
-
-
-def example() -> dict[str, Any]:
-    """A fresh copy of the example document."""
-    return copy.deepcopy(yaml.safe_load(EXAMPLE))
 
 
 def test_example_from_the_issue_is_accepted() -> None:

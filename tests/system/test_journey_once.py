@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import run_cli, write_config
-from test_config import example
+from helpers import example, run_cli, write_config
 
 pytestmark = [pytest.mark.triton, pytest.mark.slow]
 

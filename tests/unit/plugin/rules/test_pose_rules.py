@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from test_pose_model import frame_300, real_pose
+from helpers import frame_300, real_pose
 
 from plugin.config.cameras import CameraConfig, ZoneConfig
 from plugin.config.root import Config

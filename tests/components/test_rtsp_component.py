@@ -6,10 +6,10 @@ from pathlib import Path
 
 import cv2
 import pytest
+from conftest import require
 
 # pytest puts tests/ on sys.path (there is no tests/__init__.py), under both `pytest` and `python -m pytest`.
 from components.rtsp import rtsp_available, start_rtsp_server
-from conftest import require
 
 FRAMES = 20
 # FFmpeg's stream analysis holds the first frame back ~3 s at this clip's 10 fps; the margins cover a busy CI machine.

@@ -17,8 +17,7 @@ import pytest
 from aiohttp import web
 from components.onvif_device import MAIN, SUB, OnvifDevice, onvif_device_available, start_onvif_device
 from conftest import require
-from helpers import run_cli
-from test_config import example
+from helpers import example, run_cli
 
 from adapters.cameras.onvif.device import (
     WSDL_DIR,

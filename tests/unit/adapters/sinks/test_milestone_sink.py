@@ -27,10 +27,10 @@ from conftest import require
 from lxml import etree
 
 from adapters.sinks.milestone import SPEC
+from adapters.sinks.milestone import sink as milestone
 from adapters.sinks.milestone.config import MilestoneSinkConfig
 from adapters.sinks.milestone.events import IncidentView, build_analytics_event
 from adapters.sinks.milestone.sink import REST, TOKEN_PATH, MilestoneSink
-from adapters.sinks.milestone import sink as milestone
 from plugin.app import build_sink
 from plugin.config.loader import parse_config
 from plugin.config.service import OutboxConfig

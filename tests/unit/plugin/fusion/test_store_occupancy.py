@@ -12,8 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from helpers import run_cli, write_config
-from test_config import example
+from helpers import example, run_cli, write_config
 
 from plugin.config.loader import parse_config
 from plugin.config.occupancy import StoreOccupancyConfig
@@ -337,7 +336,7 @@ def test_config_duplicate_ids_and_a_good_config() -> None:
 @pytest.mark.triton
 @pytest.mark.slow
 def test_store_occupancy_on_the_clip(clip: Path, triton: Any, tmp_path: Path) -> None:
-    """The clip's six people leave right past x = 0.75 (tests/test_once.py): with that exit as the store's only
+    """The clip's six people leave right past x = 0.75 (tests/system/test_once.py): with that exit as the store's only
     line, each out finds the count at zero: it stays at zero and all six are drift."""
     doc = example()
     doc["storage"] = {"path": str(tmp_path / "data")}

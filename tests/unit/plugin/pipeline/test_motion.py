@@ -13,8 +13,7 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
-from helpers import run_cli, write_config
-from test_config import example
+from helpers import example, run_cli, write_config
 
 from plugin.config.cameras import CameraConfig, MotionGatingConfig, ZoneConfig
 from plugin.config.loader import parse_config
@@ -288,5 +287,5 @@ def test_gating_keeps_the_loitering_incidents_and_skips_detector_calls(triton: A
     def key(i: dict[str, Any]) -> tuple[Any, ...]:
         return i["rule_id"], i["start"], i["end"], tuple(i["track_ids"])
 
-    assert len(off["incidents"]) == 6  # one per person at the table (tests/test_once.py)
+    assert len(off["incidents"]) == 6  # one per person at the table (tests/system/test_once.py)
     assert sorted(map(key, on["incidents"])) == sorted(map(key, off["incidents"]))

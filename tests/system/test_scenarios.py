@@ -2,7 +2,7 @@
 tritonserver), the rule outputs read back with `storesight insights --json` and `incidents --json`, and each
 compared with what a person counted by eye.
 
-A scenario is `tests/scenarios/<name>.yaml`:
+A scenario is `tests/system/scenarios/<name>.yaml`:
   about   the by-eye reasoning for the whole clip (who does what, at which frames)
   media   a file name, looked for in $STORESIGHT_MEDIA_DIR, storesight-data/media, then ../shared/media
   camera  keys merged into camera `cam1` (fps, zones, staff_zones, ...); source and start time are filled in
@@ -33,7 +33,8 @@ the right edge) at frames ~23, 28, 51, 121, 140, 230, 238, 433, 470, 517, 582, 6
 343, 353, 382, 396, 513, 601 = 8. Not crossings: a man going up the upper road passes x = 0.9 at y ~ 0.3 (frames
 100-120); a man stands at x = 0.85 from 520 to 620; three turn back at x 0.86-0.88 (frames 210, 640, 755).
 The analysis runs at the clip's 10 frames/s: the two overlap while crossing and the tracker needs every frame.
-The shared demo clip's scenario reuses the counts verified for tests/test_once.py and tests/test_counting_rules.py.
+The shared demo clip's scenario reuses the counts verified for tests/system/test_once.py and
+tests/unit/plugin/rules/test_counting_rules.py.
 """
 
 from __future__ import annotations

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
-from conftest import require
+from helpers import frame_300, real_pose
 
 from plugin.inference.pose import (
     L_ANKLE,
@@ -19,41 +17,11 @@ from plugin.inference.pose import (
     R_HIP,
     R_SHOULDER,
     CropWindow,
-    PoseClient,
     crop_person,
 )
-from plugin.inference.server import DEFAULT_MODEL_REPOSITORY, EmbeddedTriton
-from plugin.inference.triton import TritonInferenceClient
+from plugin.inference.server import EmbeddedTriton
 
 pytestmark = pytest.mark.triton
-
-POSE_FILE = DEFAULT_MODEL_REPOSITORY / "movenet" / "1" / "movenet_lightning.onnx"
-
-
-def frame_300(clip: Path) -> np.ndarray:
-    """Frame 300 of the clip: one person standing at the table."""
-    cap = cv2.VideoCapture(str(clip))
-    cap.set(cv2.CAP_PROP_POS_FRAMES, 300)
-    ok, img = cap.read()
-    cap.release()
-    assert ok
-    return img
-
-
-async def real_pose(triton: EmbeddedTriton, img: np.ndarray) -> tuple[np.ndarray, np.ndarray, PoseClient]:
-    """The person box from the real detector and its keypoints from the real pose model (client left open)."""
-    require(None if POSE_FILE.is_file() else f"{POSE_FILE} missing: run `storesight models fetch --from DIR`")
-    await asyncio.to_thread(triton.wait_ready, "movenet", 60)
-    det = TritonInferenceClient(triton.grpc_url, "yolox_nano")
-    try:
-        [dets] = await det.detect([img])
-    finally:
-        await det.close()
-    people = dets[(dets.class_ids == 0) & (dets.scores > 0.5)]
-    assert len(people) == 1
-    pose = PoseClient(triton.grpc_url)
-    kps = await pose.estimate(img, people.xyxy)
-    return people.xyxy[0], kps[0], pose
 
 
 async def test_real_person_crop_gives_a_standing_pose(triton: EmbeddedTriton, clip: Path) -> None:

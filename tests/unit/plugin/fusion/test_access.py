@@ -19,7 +19,7 @@ import aiohttp
 import numpy as np
 import pytest
 from aiohttp import web
-from test_config import example
+from helpers import example
 
 from adapters.cameras.onvif.messages import ONVIF_TOPICS, TT, WSNT, parse_notification_xml
 from plugin.app import access_ctx, add_intake_routes, database_ctx, new_app, sinks_ctx

@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 from components.nx_emulator import NxEmulator
-from test_nx_sink import DEV1, T0_MS, cert, deliver_all, emulator, incident, nx_sink, opened_database
+from components.nx_rig import DEV1, T0_MS, cert, deliver_all, emulator, incident, nx_sink, opened_database
 
 from adapters.sinks.nx.analytics import REGISTRATION_KEY, nx_box, track_uuid
 from adapters.sinks.nx.sink import TEST_TAG

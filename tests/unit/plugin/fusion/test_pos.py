@@ -19,9 +19,9 @@ import cv2
 import numpy as np
 import pytest
 from aiohttp import web
+from helpers import example
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_config import example
 
 from adapters.business.pos.poslog import DocumentRejected, PosLogDropFolder, PosLogReader, _masked_copy, safe_parse
 from adapters.business.pos.receipt_text import ReceiptTextParser, ReceiptTextServer

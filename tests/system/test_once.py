@@ -8,8 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import WebhookReceiver, run_cli, write_config
-from test_config import example
+from helpers import WebhookReceiver, example, run_cli, write_config
 
 pytestmark = [pytest.mark.triton, pytest.mark.slow]
 
