@@ -19,7 +19,7 @@ from components.nx_rig import (
     PASSWORD,
     T0_MS,
     UNKNOWN_DEV,
-    cert,  # noqa: F401 - a fixture: pytest finds it by its name
+    cert,  # noqa: F401 - a fixture: pytest finds it by the tests' parameter name
     deliver_all,
     emulator,
     incident,
