@@ -19,6 +19,7 @@ from plugin.cli.fetch import cmd_media_fetch, cmd_models_fetch
 from plugin.cli.probe import cmd_discover, cmd_onvif_probe
 from plugin.cli.records import cmd_incidents, cmd_insights, cmd_outbox
 from plugin.cli.run import cmd_check_config, cmd_detect, cmd_run
+from plugin.cli.schema import cmd_config_schema
 from plugin.cli.vms import cmd_vms_test
 
 
@@ -130,6 +131,11 @@ def build_parser() -> argparse.ArgumentParser:
     chk = sub.add_parser("check-config", help="validate a config file")
     chk.add_argument("file")
     chk.set_defaults(func=cmd_check_config)
+
+    cfg = sub.add_parser("config", help="the config file").add_subparsers(dest="config_command", required=True)
+    cs = cfg.add_parser("schema", help="print the config's JSON Schema (for YAML editors: docs/configuration.md)")
+    cs.add_argument("--compact", dest="indent", action="store_false", help="one line instead of indented")
+    cs.set_defaults(func=cmd_config_schema)
 
     models = sub.add_parser("models", help="model files").add_subparsers(dest="models_command", required=True)
     mf = models.add_parser("fetch", help="put the ONNX files in place (local dir or download), sha256-checked")
