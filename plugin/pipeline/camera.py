@@ -195,7 +195,7 @@ class CameraPipeline:
         self.metrics.frames.labels(camera=cam).inc()
         self.metrics.camera_up.labels(camera=cam).set(1)
         self.metrics.people.labels(camera=cam).set(len(tracked))
-        self.metrics.frames_dropped.labels(camera=cam).set(self.source.status.frames_dropped)
+        self.metrics.advance(self.metrics.frames_dropped, cam, self.source.status.frames_dropped, self.source)
         if outputs:
             await self._apply(frame, outputs)
 

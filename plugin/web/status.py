@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from plugin.errors import InferenceUnavailable
 from plugin.redact import redact_url
-from plugin.web.keys import CAMERAS, DATABASE, EMBEDDED_TRITON, INFERENCE, METRICS, OUTBOX, SINKS, SYSTEM
+from plugin.web.keys import CAMERAS, CONFIG, DATABASE, EMBEDDED_TRITON, INFERENCE, METRICS, OUTBOX, POSE, SINKS, SYSTEM
+
+log = logging.getLogger(__name__)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -85,6 +90,22 @@ async def readyz(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus text exposition."""
-    await request.app[OUTBOX].refresh_metrics()
+    app = request.app
+    await app[OUTBOX].refresh_metrics()
+    await _refresh_triton_stats(app)
     body = generate_latest(request.app[METRICS].registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def _refresh_triton_stats(app: web.Application) -> None:
+    """Triton's queue and compute totals of the detector (and the pose model when a rule uses it), for this scrape;
+    when Triton does not answer the last numbers stay (storesight_triton_ready says it is down)."""
+    config = app[CONFIG]
+    models = [config.triton.model] + ([config.pose.model] if app[POSE] is not None else [])
+    try:
+        async with asyncio.timeout(config.triton.request_timeout_s):
+            stats = await app[INFERENCE].statistics(models)
+    except (InferenceUnavailable, TimeoutError) as exc:
+        log.debug("metrics: no Triton statistics: %s", exc)
+        return
+    app[METRICS].triton_stats.update(stats)
