@@ -155,7 +155,8 @@ async def sinks_ctx(app: web.Application) -> AsyncIterator[None]:
     sinks = app[SINKS] = {s.id: build_sink(s, db) for s in config.sinks}
     outbox = app[OUTBOX] = OutboxWorker(db, sinks, app[METRICS], config.outbox)
     incidents = app[INCIDENTS] = IncidentManager(
-        db, config.storage.path / "evidence", Explainer(config.site.timezone), list(sinks),
+        db, config.storage.path / "evidence", Explainer(config.site.timezone, config.site.language),
+        list(sinks),
         on_saved=lambda _incident: outbox.notify(),
     )  # fmt: skip
     await incidents.close_left_open(datetime.now(UTC), keep_cameras=(SYSTEM_CAMERA,))

@@ -56,6 +56,10 @@ class SiteConfig(Strict):
     id: str = Field(default="store", pattern=ID_PATTERN)
     name: str | None = None
     timezone: str = Field(default="UTC", description="local time for explanations and the console")
+    language: Literal["en", "de", "fr", "es"] = Field(
+        default="en",
+        description="the language of the explanations that land in VMS bookmarks and alarms: en, de, fr or es",
+    )
 
     @field_validator("timezone")
     @classmethod
