@@ -10,8 +10,21 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from plugin.errors import InferenceUnavailable
+from plugin.protocols import CameraLive, LiveState
 from plugin.redact import redact_url
-from plugin.web.keys import CAMERAS, CONFIG, DATABASE, EMBEDDED_TRITON, INFERENCE, METRICS, OUTBOX, POSE, SINKS, SYSTEM
+from plugin.web.keys import (
+    CAMERAS,
+    CONFIG,
+    DATABASE,
+    EMBEDDED_TRITON,
+    INFERENCE,
+    METRICS,
+    OCCUPANCY,
+    OUTBOX,
+    POSE,
+    SINKS,
+    SYSTEM,
+)
 
 log = logging.getLogger(__name__)
 
@@ -109,3 +122,24 @@ async def _refresh_triton_stats(app: web.Application) -> None:
         log.debug("metrics: no Triton statistics: %s", exc)
         return
     app[METRICS].triton_stats.update(stats)
+
+
+def live_state(app: web.Application) -> LiveState:
+    """The store now, for sinks that show live state: each enabled camera's health (the pipeline's state where no
+    health monitor runs, i.e. files), people in view and queue lengths, and each store occupancy count."""
+    config, fleet, occupancy = app[CONFIG], app[CAMERAS], app[OCCUPANCY]
+    cameras = []
+    for cam in config.cameras:
+        if not cam.enabled:
+            continue
+        pipeline, health = fleet.pipelines.get(cam.id), fleet.health.get(cam.id)
+        state = health.snapshot.state if health is not None else pipeline.status.state if pipeline else "starting"
+        # every queue rule of the camera from the start (0 until it measured), so its entity always has a value
+        queues = {r.id: 0 for r in config.rules if r.type == "queue" and r.camera == cam.id}
+        if pipeline is not None:
+            for (rule_id, metric), value in pipeline.status.gauges.items():
+                if metric == "queue_length":
+                    queues[rule_id] = int(value)
+        cameras.append(CameraLive(cam.id, state, pipeline.status.people if pipeline else 0, queues))
+    counts = {} if occupancy is None else {c.config.id: c.state.people for c in occupancy.counts}
+    return LiveState(config.site.id, config.site.name, tuple(cameras), counts)
