@@ -118,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="rtsp: the real RTSP server, one stream per camera at the clip's rate; file: realtime-paced files",
     )
     bn.add_argument("--triton-url", help="grpc://host:port or http://host:port (default: embedded)")
-    bn.add_argument("--model", default="yolox_nano", help="detector in triton_models/cpu (default yolox_nano)")
+    bn.add_argument("--model", default="yolox_nano", help="detector in the cpu model repository (default yolox_nano)")
     bn.add_argument("--find-max", action="store_true", help="search the most cameras that hold the target")
     bn.add_argument("--max-time", type=float, default=900.0, help="--find-max: seconds for the whole search")
     bn.add_argument("--max-cameras", type=int, default=64, help="--find-max: upper bound of the search")
@@ -136,7 +136,19 @@ def build_parser() -> argparse.ArgumentParser:
     mf.add_argument("--from", dest="from_dir", help="directory holding the files (default: $STORESIGHT_MODELS_DIR)")
     mf.add_argument("--url", help="download URL instead of the upstream release")
     mf.add_argument("--accept-sha256", help="also accept this hash (another export you trust)")
-    mf.add_argument("--repository", help="model repository root to fill (default: triton_models/cpu)")
+    mf.add_argument(
+        "--flavour",
+        choices=["cpu", "onnx", "gpu"],
+        default="cpu",
+        help="cpu: python backend (the embedded server, or a Triton with numpy and onnxruntime for its python "
+        "backend); onnx: one ONNX graph for a stock Triton on CPUs; gpu: the same on GPUs with TensorRT "
+        "(docs/triton.md)",
+    )
+    mf.add_argument(
+        "--repository",
+        help="model repository folder to fill, configs included (default: $STORESIGHT_DATA_DIR/triton_models/FLAVOUR; "
+        "from a source checkout its triton_models/FLAVOUR; else ~/.local/share/storesight/triton_models/FLAVOUR)",
+    )
     mf.add_argument(
         "--model",
         action="append",
