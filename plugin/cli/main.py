@@ -19,6 +19,7 @@ from plugin.cli.fetch import cmd_media_fetch, cmd_models_fetch
 from plugin.cli.probe import cmd_discover, cmd_onvif_probe
 from plugin.cli.records import cmd_incidents, cmd_insights, cmd_outbox
 from plugin.cli.run import cmd_check_config, cmd_detect, cmd_run
+from plugin.cli.verify import cmd_models_verify
 from plugin.cli.vms import cmd_vms_test
 
 
@@ -156,6 +157,20 @@ def build_parser() -> argparse.ArgumentParser:
         "(local directory only) with a warning when no directory holds it",
     )
     mf.set_defaults(func=cmd_models_fetch)
+    mv = models.add_parser(
+        "verify",
+        help="check a Triton server's detector: reachable, loaded, the tensor contract, the expected people in known "
+        "frames (exit 1 when a check fails)",
+    )
+    mv.add_argument("--url", required=True, help="grpc://host:8001 or http://host:8000")
+    mv.add_argument("--model", default="yolox_nano", help="detector model name (default yolox_nano)")
+    mv.add_argument("--clip", help="the demo clip (default: $STORESIGHT_MEDIA_DIR or storesight-data/media)")
+    mv.add_argument("--image", help="an image of your own instead of the demo clip's known frames")
+    mv.add_argument("--expect-people", type=int, help="with --image: how many people are in it")
+    mv.add_argument("--min-score", type=float, default=0.35, help="person score counted (the bridge's default 0.35)")
+    mv.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for readiness and each request")
+    mv.add_argument("--json", action="store_true")
+    mv.set_defaults(func=cmd_models_verify)
 
     media = sub.add_parser("media", help="demo media").add_subparsers(dest="media_command", required=True)
     md = media.add_parser("fetch", help="put the demo clip in place, sha256-checked")
