@@ -197,8 +197,9 @@ def fetch_detector_graph(source_dir: Path | None, repository: Path, url: str | N
     hashes = [asset.sha256, *([accept.lower()] if accept else [])]
     if any(is_current(dest, asset.name, h, settings) for h in hashes):
         return dest
-    repository.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=repository.parent) as tmpdir:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    # staged beside the graph: the one folder this step may write to (a container's root file system is read-only)
+    with tempfile.TemporaryDirectory(dir=dest.parent) as tmpdir:
         source = fetch(asset, source_dir, Path(tmpdir) / asset.name, url, accept)
         return build_detector_graph(source, sha256_of(source), settings, dest)
 
