@@ -132,6 +132,7 @@ def test_compose_names_only_images_commands_ports_and_volumes_that_exist(
     for name, svc in services.items():
         image = svc["image"]
         if image == OWN_IMAGE:
+            assert svc.get("user") in (None, "storesight", "10001"), f"{name} runs as {svc['user']}"
             build = svc["build"]
             context = (COMPOSE.parent / build["context"]).resolve()
             assert context == REPO_ROOT and (context / build["dockerfile"]).resolve() == DOCKERFILE, name
