@@ -146,22 +146,24 @@ def fetch_models(
     names: Sequence[str] = (),
     flavour: str = "cpu",
 ) -> list[Path]:
-    """Fill a model repository of `flavour` (default: `default_model_repository(flavour)`): the shipped configs,
-    then the weights. cpu: the models in `names` (an error if one cannot be had), else all of them, where a
-    local-only model (MoveNet, for the pose rules) that no directory provides is skipped with a warning. onnx, gpu:
-    the detector graph built from the verified YOLOX file. `url` replaces the download URL of a model that has one
-    (the detector)."""
+    """Fill a model repository of `flavour` (default: `default_model_repository(flavour)`) with weights and the
+    shipped configs of the models placed. cpu: the models in `names` (an error if one cannot be had), else all of
+    them, where a local-only model (MoveNet, for the pose rules) that no directory provides is skipped with a
+    warning. onnx, gpu: the detector graph built from the verified YOLOX file. `url` replaces the download URL of a
+    model that has one (the detector)."""
     root = repository or default_model_repository(flavour)
     known = {a.name for a in MODELS}
     unknown = [n for n in names if n not in known]
     if unknown:
         raise ModelError(f"unknown model {unknown[0]!r} (models: {', '.join(sorted(known))})")
-    out = install_configs(flavour, root)
     if flavour != "cpu":
         others = [n for n in names if n != MODELS[0].name]
         if others:
             raise ModelError(f"the {flavour} flavour has only the detector ({MODELS[0].name}), not {others[0]}")
-        return [*out, fetch_detector_graph(source_dir, root, url, accept)]
+        configs = install_configs(flavour, root)
+        return [*configs, fetch_detector_graph(source_dir, root, url, accept)]
+    out: list[Path] = []
+    placed_models: list[str] = []
     for asset in MODELS:
         if names and asset.name not in names:
             continue
@@ -173,6 +175,7 @@ def fetch_models(
         for target in asset.targets:
             placed = fetch(asset, source_dir, root / target, None if local_only else url, accept)
             out.append(placed)
+            placed_models.append(target.parts[0])
             if asset.batch_copy is not None:
                 copy = placed.with_name(asset.batch_copy)
                 try:
@@ -181,7 +184,8 @@ def fetch_models(
                     # only a speed-up: the model still runs, one image per call; a copy of an older file must go
                     copy.unlink(missing_ok=True)
                     log.warning("%s; the detector runs one image per onnxruntime call", exc)
-    return out
+    # the configs of the models now in place (after their weights: a model without them would not load)
+    return [*install_configs(flavour, root, placed_models), *out]
 
 
 def fetch_detector_graph(source_dir: Path | None, repository: Path, url: str | None, accept: str | None) -> Path:

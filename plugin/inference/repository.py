@@ -7,6 +7,7 @@ import filecmp
 import logging
 import os
 import shutil
+from collections.abc import Collection
 from pathlib import Path
 
 from plugin.errors import ModelError
@@ -44,10 +45,12 @@ def _same_place(a: Path, b: Path) -> bool:
     return a.resolve() == b.resolve() if a.exists() and b.exists() else False
 
 
-def install_configs(flavour: str, repository: Path) -> list[Path]:
+def install_configs(flavour: str, repository: Path, models: Collection[str] | None = None) -> list[Path]:
     """Copy the flavour's shipped configs and python-backend code into `repository` (nothing when it is the shipped
-    folder itself, as in a checkout). A file that differs from the shipped one is replaced, and said so: the configs
-    belong to the installed StoreSight (its contract and parameters); a tuned copy lives in a repository of its own."""
+    folder itself, as in a checkout), for `models` (folder names) or all. Only models whose weights are there belong
+    in a repository: a stock Triton stops at a model it cannot load. A file that differs from the shipped one is
+    replaced, and said so: the configs belong to the installed StoreSight (its contract and parameters); a tuned copy
+    lives in a repository of its own."""
     source = shipped_repository(flavour)
     if not source.is_dir():
         raise ModelError(f"the {flavour} model configs are missing from this installation ({source}); reinstall")
@@ -56,6 +59,8 @@ def install_configs(flavour: str, repository: Path) -> list[Path]:
     written = []
     for pattern in SHIPPED_FILES:
         for src in sorted(source.glob(f"*/{pattern}")):
+            if models is not None and src.relative_to(source).parts[0] not in models:
+                continue
             dest = repository / src.relative_to(source)
             if dest.is_file() and filecmp.cmp(src, dest, shallow=False):
                 continue

@@ -133,6 +133,9 @@ def test_install_configs_copies_replaces_and_leaves_the_shipped_folder_alone(
     assert "differed from the shipped cpu flavour: replaced" in caplog.text
     assert install_configs("cpu", repo) == []
     assert install_configs("cpu", REPO_ROOT / "triton_models" / "cpu") == []
+    # only the models asked for: a config without its weights would stop a stock Triton
+    detector_only = install_configs("cpu", tmp_path / "repo2", ["yolox_nano"])
+    assert {p.relative_to(tmp_path / "repo2").parts[0] for p in detector_only} == {"yolox_nano"}
 
 
 @pytest.mark.slow
