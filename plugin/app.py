@@ -34,7 +34,8 @@ from plugin.incidents.explain import Explainer
 from plugin.incidents.manager import IncidentManager
 from plugin.incidents.outbox import OutboxWorker
 from plugin.inference.pose import PoseClient
-from plugin.inference.server import DEFAULT_MODEL_REPOSITORY, EmbeddedTriton
+from plugin.inference.repository import default_model_repository
+from plugin.inference.server import EmbeddedTriton
 from plugin.inference.triton import TritonInferenceClient
 from plugin.insights.rollups import InsightsRecorder
 from plugin.insights.system_health import SystemHealthMonitor
@@ -119,7 +120,7 @@ async def inference_ctx(app: web.Application) -> AsyncIterator[None]:
     triton = app[EMBEDDED_TRITON] = None
     if url is None:
         triton = app[EMBEDDED_TRITON] = EmbeddedTriton(
-            model_repository=(tc.model_repository or DEFAULT_MODEL_REPOSITORY).resolve(),
+            model_repository=(tc.model_repository or default_model_repository()).resolve(),
             cache_dir=config.storage.path.resolve() / "triton",
         )
         triton.start()

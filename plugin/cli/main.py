@@ -123,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="rtsp: the real RTSP server, one stream per camera at the clip's rate; file: realtime-paced files",
     )
     bn.add_argument("--triton-url", help="grpc://host:port or http://host:port (default: embedded)")
-    bn.add_argument("--model", default="yolox_nano", help="detector in triton_models/cpu (default yolox_nano)")
+    bn.add_argument("--model", default="yolox_nano", help="detector in the cpu model repository (default yolox_nano)")
     bn.add_argument("--find-max", action="store_true", help="search the most cameras that hold the target")
     bn.add_argument("--max-time", type=float, default=900.0, help="--find-max: seconds for the whole search")
     bn.add_argument("--max-cameras", type=int, default=64, help="--find-max: upper bound of the search")
@@ -146,7 +146,19 @@ def build_parser() -> argparse.ArgumentParser:
     mf.add_argument("--from", dest="from_dir", help="directory holding the files (default: $STORESIGHT_MODELS_DIR)")
     mf.add_argument("--url", help="download URL instead of the upstream release")
     mf.add_argument("--accept-sha256", help="also accept this hash (another export you trust)")
-    mf.add_argument("--repository", help="model repository root to fill (default: triton_models/cpu)")
+    mf.add_argument(
+        "--flavour",
+        choices=["cpu", "onnx", "gpu"],
+        default="cpu",
+        help="cpu: python backend (the embedded server, or a Triton with numpy and onnxruntime for its python "
+        "backend); onnx: one ONNX graph for a stock Triton on CPUs; gpu: the same on GPUs with TensorRT "
+        "(docs/triton.md)",
+    )
+    mf.add_argument(
+        "--repository",
+        help="model repository folder to fill, configs included (default: $STORESIGHT_DATA_DIR/triton_models/FLAVOUR; "
+        "from a source checkout its triton_models/FLAVOUR; else ~/.local/share/storesight/triton_models/FLAVOUR)",
+    )
     mf.add_argument(
         "--model",
         action="append",
@@ -154,6 +166,20 @@ def build_parser() -> argparse.ArgumentParser:
         "(local directory only) with a warning when no directory holds it",
     )
     mf.set_defaults(func=_command("fetch", "cmd_models_fetch"))
+    mv = models.add_parser(
+        "verify",
+        help="check a Triton server's detector: reachable, loaded, the tensor contract, the expected people in known "
+        "frames (exit 1 when a check fails)",
+    )
+    mv.add_argument("--url", required=True, help="grpc://host:8001 or http://host:8000")
+    mv.add_argument("--model", default="yolox_nano", help="detector model name (default yolox_nano)")
+    mv.add_argument("--clip", help="the demo clip (default: $STORESIGHT_MEDIA_DIR or storesight-data/media)")
+    mv.add_argument("--image", help="an image of your own instead of the demo clip's known frames")
+    mv.add_argument("--expect-people", type=int, help="with --image: how many people are in it")
+    mv.add_argument("--min-score", type=float, default=0.35, help="person score counted (the bridge's default 0.35)")
+    mv.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for readiness and each request")
+    mv.add_argument("--json", action="store_true")
+    mv.set_defaults(func=_command("verify", "cmd_models_verify"))
 
     media = sub.add_parser("media", help="demo media").add_subparsers(dest="media_command", required=True)
     md = media.add_parser("fetch", help="put the demo clip in place, sha256-checked")
