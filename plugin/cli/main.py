@@ -19,6 +19,7 @@ from plugin.cli.fetch import cmd_media_fetch, cmd_models_fetch
 from plugin.cli.probe import cmd_discover, cmd_onvif_probe
 from plugin.cli.records import cmd_incidents, cmd_insights, cmd_outbox
 from plugin.cli.run import cmd_check_config, cmd_detect, cmd_run
+from plugin.cli.users import add_parsers as add_user_parsers
 from plugin.cli.vms import cmd_vms_test
 
 
@@ -92,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     dis.add_argument("--write-config", metavar="FILE", help="write a config skeleton (credentials as ${ENV} refs)")
     dis.add_argument("--json", action="store_true")
     dis.set_defaults(func=cmd_discover)
+
+    add_user_parsers(sub)
 
     ins = sub.add_parser("insights", help="footfall, occupancy, dwell and incidents for a time range")
     ins.add_argument("-c", "--config", required=True)
