@@ -52,6 +52,12 @@ def csrf_token(request: web.Request) -> str:
     return principal.csrf_token
 
 
+def see_other(location: str) -> web.Response:
+    """A 303 redirect that can carry cookies (a returned HTTPException is deprecated, a raised one loses them in
+    aiohttp 4)."""
+    return web.Response(status=303, headers={"Location": location}, text=f"see {location}\n")
+
+
 def _login_page(request: web.Request, status: int, error: str | None, next_: str) -> web.Response:
     auth = request.app[AUTH]
     token = new_secret()
@@ -97,7 +103,7 @@ async def login(request: web.Request) -> web.StreamResponse:
         return response
     if not result.ok or result.session_id is None:
         return _login_page(request, 401, "Wrong user name or password.", next_)
-    response = web.HTTPSeeOther(next_)
+    response = see_other(next_)
     set_cookie(response, SESSION_COOKIE, result.session_id, auth.settings.tls)
     clear_cookie(response, LOGIN_COOKIE, auth.settings.tls)
     return response
@@ -110,7 +116,7 @@ async def logout(request: web.Request) -> web.StreamResponse:
     mark_audited(request)
     if principal is not None:
         await auth.sign_out(principal, request.remote)
-    response = web.HTTPSeeOther(LOGIN_PATH)
+    response = see_other(LOGIN_PATH)
     clear_cookie(response, SESSION_COOKIE, auth.settings.tls)
     return response
 

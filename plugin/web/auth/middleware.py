@@ -16,7 +16,7 @@ from aiohttp import hdrs, web
 
 from plugin.web.auth.roles import PUBLIC, Principal
 from plugin.web.auth.service import AUTH, Auth
-from plugin.web.auth.sessions import CSRF_FIELD, CSRF_HEADER, SESSION_COOKIE, clear_cookie, read_cookie, same_secret
+from plugin.web.auth.sessions import CSRF_FIELD, CSRF_HEADER, SESSION_COOKIE, expired_cookie, read_cookie, same_secret
 from plugin.web.auth.store import AuditEntry
 
 log = logging.getLogger(__name__)
@@ -24,11 +24,11 @@ log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 LOGIN_PATH = "/login"
-# request-scoped values this package sets (aiohttp requests are mappings for exactly this)
-_PRINCIPAL = "storesight.principal"
-_NONCE = "storesight.csp_nonce"
-_AUDITED = "storesight.audited"
-_STALE_SESSION = "storesight.stale_session"
+# request-scoped values this package sets
+_PRINCIPAL: web.RequestKey[Principal | None] = web.RequestKey("storesight.principal")
+_NONCE = web.RequestKey("storesight.csp_nonce", str)
+_AUDITED = web.RequestKey("storesight.audited", bool)
+_STALE_SESSION = web.RequestKey("storesight.stale_session", bool)
 _SECRET_QUERY = frozenset({"token", "access_token", "api_key", "apikey", "auth"})
 
 
@@ -60,14 +60,13 @@ def add_route(
 
 def principal_of(request: web.Request) -> Principal | None:
     """Who the request acts as (None: anonymous, on a public route)."""
-    value = request.get(_PRINCIPAL)
-    return value if isinstance(value, Principal) else None
+    return request.get(_PRINCIPAL)
 
 
 def csp_nonce(request: web.Request) -> str:
     """This response's CSP nonce, for a page's own <style> or <script> element."""
     nonce = request.get(_NONCE)
-    if not isinstance(nonce, str):
+    if nonce is None:
         nonce = request[_NONCE] = secrets.token_urlsafe(16)
     return nonce
 
@@ -223,9 +222,8 @@ def security_headers(tls: Callable[[web.Request], bool]) -> Callable[[web.Reques
     """An on_response_prepare hook putting the security headers on every response, errors included."""
 
     async def hook(request: web.Request, response: web.StreamResponse) -> None:
-        nonce = request.get(_NONCE)
         headers = response.headers
-        headers["Content-Security-Policy"] = _csp(nonce if isinstance(nonce, str) else None)
+        headers["Content-Security-Policy"] = _csp(request.get(_NONCE))
         headers["X-Content-Type-Options"] = "nosniff"
         headers["X-Frame-Options"] = "DENY"
         headers["Referrer-Policy"] = "no-referrer"
@@ -235,7 +233,7 @@ def security_headers(tls: Callable[[web.Request], bool]) -> Callable[[web.Reques
         headers.setdefault("Cache-Control", "no-store")  # people's pictures stay out of shared caches
         if tls(request):
             headers["Strict-Transport-Security"] = "max-age=31536000"
-        if request.get(_STALE_SESSION):
-            clear_cookie(response, SESSION_COOKIE, tls(request))
+        if request.get(_STALE_SESSION):  # cookies set here would come too late: aiohttp has merged them already
+            headers.add(hdrs.SET_COOKIE, expired_cookie(SESSION_COOKIE, tls(request)))
 
     return hook

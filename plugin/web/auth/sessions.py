@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from http.cookies import SimpleCookie
 
 from aiohttp import web
 
@@ -46,6 +47,19 @@ def set_cookie(response: web.StreamResponse, base: str, value: str, secure: bool
 def clear_cookie(response: web.StreamResponse, base: str, secure: bool) -> None:
     """Ask the browser to drop one of our cookies."""
     response.del_cookie(cookie_name(base, secure), path="/", secure=secure, httponly=True, samesite="Lax")
+
+
+def expired_cookie(base: str, secure: bool) -> str:
+    """A Set-Cookie value that drops one of our cookies (for a header written directly)."""
+    name = cookie_name(base, secure)
+    jar: SimpleCookie = SimpleCookie()
+    jar[name] = ""
+    morsel = jar[name]
+    attributes = {"path": "/", "max-age": "0", "expires": "Thu, 01 Jan 1970 00:00:00 GMT", "httponly": True,
+                  "samesite": "Lax", "secure": secure}  # fmt: skip
+    for key, value in attributes.items():
+        morsel[key] = value
+    return morsel.OutputString()
 
 
 def read_cookie(request: web.Request, base: str, secure: bool) -> str | None:
