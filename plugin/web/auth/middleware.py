@@ -226,7 +226,8 @@ def security_headers(tls: Callable[[web.Request], bool]) -> Callable[[web.Reques
         headers["Content-Security-Policy"] = _csp(request.get(_NONCE))
         headers["X-Content-Type-Options"] = "nosniff"
         headers["X-Frame-Options"] = "DENY"
-        headers["Referrer-Policy"] = "no-referrer"
+        # same-origin, not no-referrer: with no-referrer browsers send "Origin: null" on our own form posts
+        headers["Referrer-Policy"] = "same-origin"
         headers["Cross-Origin-Opener-Policy"] = "same-origin"
         headers["Cross-Origin-Resource-Policy"] = "same-origin"
         headers["Permissions-Policy"] = "camera=(), microphone=(), geolocation=()"
