@@ -167,7 +167,7 @@ class WebConfig(Strict):
     @classmethod
     def _hosts(cls, v: list[str]) -> list[str]:
         for name in v:
-            if not re.fullmatch(r"[A-Za-z0-9.:\[\]-]+", name):
+            if not re.fullmatch(r"[A-Za-z0-9.:\[\]-]+", name) or name.count(":") == 1:
                 raise ValueError(f"{name!r} is not a host name or address (no scheme, port or path)")
         return [name.lower() for name in v]
 

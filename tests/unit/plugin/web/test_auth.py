@@ -319,6 +319,14 @@ async def test_requests_for_other_host_names_are_refused(tmp_path: Path) -> None
         assert status == 200
 
 
+def test_allowed_hosts_are_names_or_addresses_only() -> None:
+    hosts = ["Store-042.Example", "192.168.1.20", "[fe80::1]", "fe80::2"]
+    assert parse_config({"web": {"allowed_hosts": hosts}}).web.allowed_hosts == [h.lower() for h in hosts]
+    for bad in ("https://store.example", "store.example:8443", "store.example/console", "*"):
+        with pytest.raises(ConfigError, match=r"web\.allowed_hosts: .* is not a host name or address"):
+            parse_config({"web": {"allowed_hosts": [bad]}})
+
+
 async def test_security_headers_on_errors_and_pages(tmp_path: Path) -> None:
     """Beyond every route (the table test): an unknown path, a wrong method, the sign-in page's CSP nonce."""
     async with serve(web_doc(tmp_path)) as served, aiohttp.ClientSession() as http:
