@@ -11,7 +11,6 @@ import os
 import secrets
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 from aiohttp import web
 
@@ -50,9 +49,8 @@ from plugin.web.auth.middleware import add_route
 from plugin.web.auth.roles import BRIDGE_ROLES, INGEST
 from plugin.web.auth.service import ApiToken, Auth, AuthSettings
 from plugin.web.auth.sqlite import SqliteAuthStore
-from plugin.web.auth.store import AuthStore
 from plugin.web.auth.transport import default_allowed_hosts
-from plugin.web.auth.users import Actor, UserError, add_user
+from plugin.web.auth.users import first_admin
 from plugin.web.keys import (
     ACCESS,
     ALARMS,
@@ -83,8 +81,6 @@ log = logging.getLogger(__name__)
 
 
 API_TOKEN_ENV = "STORESIGHT_API_TOKEN"
-ADMIN_PASSWORD_ENV = "STORESIGHT_ADMIN_PASSWORD"
-INITIAL_PASSWORD_FILE = "initial-admin-password"
 
 
 def api_token(config: Config) -> str:
@@ -128,30 +124,6 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
     await db.close()
 
 
-async def first_admin(store: AuthStore, storage: Path) -> None:
-    """With no user yet, create `admin`: the password from $STORESIGHT_ADMIN_PASSWORD, else a generated one
-    written (0600) to storage/initial-admin-password, said once in the log."""
-    if await store.list_users():
-        return
-    password = os.environ.get(ADMIN_PASSWORD_ENV)
-    generated = not password
-    if not password:
-        password = secrets.token_urlsafe(15)
-    try:
-        await add_user(store, BRIDGE_ROLES, Actor("storesight", "system", "local"), "admin", "admin", password)
-    except UserError as exc:
-        raise ConfigError(f"${ADMIN_PASSWORD_ENV}: {exc}") from None
-    if generated:
-        path = storage / INITIAL_PASSWORD_FILE
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(password + "\n")
-        log.warning("created the first console user 'admin'; its password is in %s (change it with `storesight "
-                    "users passwd admin`, which deletes that file)", path)  # fmt: skip
-    else:
-        log.info("created the first console user 'admin' with the password in $%s", ADMIN_PASSWORD_ENV)
-
-
 def auth_settings(config: Config) -> AuthSettings:
     """The console's sign-in rules from the `web` section."""
     w = config.web
@@ -169,7 +141,7 @@ async def auth_ctx(app: web.Application) -> AsyncIterator[None]:
     tokens = [ApiToken.of("api-token", BRIDGE_ROLES["admin"], api_token(config))]
     tokens += [ApiToken.of(t.name, BRIDGE_ROLES[t.role], t.token) for t in config.web.tokens]
     if not app[ONCE]:
-        await first_admin(store, config.storage.path)
+        await first_admin(store, BRIDGE_ROLES, "admin", config.storage.path)
     app[AUTH] = Auth(store, auth_settings(config), BRIDGE_ROLES, tokens)
     yield
 

@@ -20,10 +20,9 @@ from plugin.incidents.database import AsyncDatabase
 from plugin.web.auth.passwords import check_policy
 from plugin.web.auth.roles import BRIDGE_ROLES
 from plugin.web.auth.sqlite import SqliteAuthStore
-from plugin.web.auth.users import Actor, add_user, remove_user, set_password, set_role
+from plugin.web.auth.users import INITIAL_PASSWORD_FILE, Actor, add_user, remove_user, set_password, set_role
 
 PASSWORD_ENV = "STORESIGHT_PASSWORD"
-INITIAL_PASSWORD_FILE = "initial-admin-password"  # written by the bridge for its first admin (plugin/app.py)
 T = TypeVar("T")
 
 

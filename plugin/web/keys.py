@@ -24,7 +24,7 @@ from plugin.metrics import Metrics
 from plugin.pipeline.presence import PresenceLog
 from plugin.pipeline.supervisor import CameraFleet
 from plugin.protocols import BusinessEventSource, IncidentSink
-from plugin.web.auth.service import AUTH as AUTH  # sign-in, tokens, audit: the auth package owns its key
+from plugin.web.auth.service import AUTH as AUTH  # auth_ctx: sign-in, tokens, audit (the auth package owns its key)
 
 # eager: set when the application is made
 CONFIG = web.AppKey("config", Config)

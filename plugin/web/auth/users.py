@@ -3,16 +3,24 @@ checked (name, role, stores, password policy), audited, and ends the sessions it
 
 from __future__ import annotations
 
+import logging
+import os
 import re
+import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from pathlib import Path
 
-from plugin.errors import StoreSightError
+from plugin.errors import ConfigError, StoreSightError
 from plugin.web.auth.passwords import hash_password
 from plugin.web.auth.roles import ALL_STORES, Role, StoreScope
 from plugin.web.auth.store import AuditEntry, AuthStore, User
 
+log = logging.getLogger(__name__)
+
+ADMIN_PASSWORD_ENV = "STORESIGHT_ADMIN_PASSWORD"
+INITIAL_PASSWORD_FILE = "initial-admin-password"
 USER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 STORE_ID = re.compile(r"^(\*|[A-Za-z0-9][A-Za-z0-9_.-]{0,63})$")
 
@@ -113,3 +121,27 @@ async def remove_user(store: AuthStore, actor: Actor, name: str) -> None:
     if not await store.remove_user(name):
         raise UserError(f"no user {name!r}")
     await store.add_audit(_audit(actor, "user-remove", name, "ok"))
+
+
+async def first_admin(store: AuthStore, roles: Mapping[str, Role], role: str, directory: Path) -> None:
+    """With no user yet, create `admin` with `role`: the password from $STORESIGHT_ADMIN_PASSWORD, else a generated
+    one written (0600) to `directory`/initial-admin-password, said once in the log."""
+    if await store.list_users():
+        return
+    password = os.environ.get(ADMIN_PASSWORD_ENV)
+    generated = not password
+    if not password:
+        password = secrets.token_urlsafe(15)
+    try:
+        await add_user(store, roles, Actor("storesight", "system", "local"), "admin", role, password)
+    except UserError as exc:
+        raise ConfigError(f"${ADMIN_PASSWORD_ENV}: {exc}") from None
+    if generated:
+        path = directory / INITIAL_PASSWORD_FILE
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(password + "\n")
+        log.warning("created the first console user 'admin'; its password is in %s (change it with `storesight "
+                    "users passwd admin`, which deletes that file)", path)  # fmt: skip
+    else:
+        log.info("created the first console user 'admin' with the password in $%s", ADMIN_PASSWORD_ENV)
