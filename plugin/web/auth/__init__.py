@@ -8,5 +8,6 @@ An application uses it in four steps (the bridge: `plugin/app.py` and `plugin/we
    implements `AuthStore` (store; the bridge's SQLite one is sqlite.SqliteAuthStore) and `roles` maps names to
    `Role` (roles; the bridge's are BRIDGE_ROLES);
 4. handlers read `principal_of(request)` (its role and `scope`, the stores it may see) and put `csrf_token(request)`
-   in their forms. Users are managed with `users.add_user` / `set_password` / `set_role` / `remove_user`.
+   in their forms. Users are managed with `users.add_user` / `set_password` / `set_role` / `remove_user`; at start,
+   `users.first_admin` creates `admin` when there is no user.
 """
