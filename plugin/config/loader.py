@@ -65,6 +65,12 @@ def _num(v: Any) -> Any:
     return int(v) if isinstance(v, float) and v.is_integer() else v
 
 
+def _is_secret(loc: tuple[int | str, ...]) -> bool:
+    """A value never echoed in an error (a token or password that is too short is still mostly the secret)."""
+    name = str(loc[-1]).lower() if loc else ""
+    return name.endswith(("token", "password", "secret", "passphrase"))
+
+
 def _message(err: Any) -> str:
     ctx = err.get("ctx") or {}
     kind = err["type"]
@@ -86,6 +92,8 @@ def _message(err: Any) -> str:
         msg = f"unknown type {ctx.get('tag')!r} (expected one of {ctx.get('expected_tags')})"
     else:
         msg = err["msg"][0].lower() + err["msg"][1:]
+    if _is_secret(err["loc"]):
+        return msg
     if kind not in ("missing", "extra_forbidden", "value_error") and not isinstance(err.get("input"), dict | list):
         msg += f" (got {err.get('input')!r})"
     return msg

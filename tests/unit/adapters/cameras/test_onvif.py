@@ -214,12 +214,16 @@ def test_cli_probe_prints_profiles_without_the_password(locked_device: OnvifDevi
         assert PASSWORD not in out
 
 
+WEB_TOKEN = "test-token-0123456789abcdef"
+READYZ_AUTH = {"Authorization": f"Bearer {WEB_TOKEN}"}  # /readyz shows the cameras to a token or a signed-in user
+
+
 async def _readyz_until(port: int, done: Any, timeout_s: float = 30) -> dict[str, Any]:
     """Poll /readyz until `done(body)` or the time is up; the last body."""
     body: dict[str, Any] = {}
     async with aiohttp.ClientSession() as http:
         for _ in range(int(timeout_s / 0.25)):
-            async with http.get(f"http://127.0.0.1:{port}/readyz") as resp:
+            async with http.get(f"http://127.0.0.1:{port}/readyz", headers=READYZ_AUTH) as resp:
                 body = await resp.json()
             if done(body):
                 break
@@ -237,7 +241,7 @@ async def test_bridge_analyses_an_onvif_camera(
     doc = example()
     doc["storage"] = {"path": str(tmp_path / "data")}
     doc["triton"] = {"url": triton.grpc_url}
-    doc["web"] = {"port": free_port(), "token": "test-token-0123456789abcdef"}
+    doc["web"] = {"port": free_port(), "token": WEB_TOKEN}
     cam = doc["cameras"][0]
     del cam["source"]
     cam["onvif"] = {"host": "127.0.0.1", "port": locked_device.port, "username": USER, "password": password}
