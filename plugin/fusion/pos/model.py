@@ -240,6 +240,8 @@ class TransactionIntake(Protocol):
     tz: ZoneInfo  # the store's (or the POS's) local time, for receipts that carry no offset
     listeners: list[ReceiptListener]  # told of each stored transaction with its normalised receipt (Transact feeds)
 
-    async def submit(self, txn: Transaction, source: str) -> SubmitResult:
-        """Store one transaction (returns after it is committed: acknowledge the sender then)."""
+    async def submit(self, txn: Transaction, source: str, origin: str | None = None) -> SubmitResult:
+        """Store one transaction (returns after it is committed: acknowledge the sender then). `origin` names what
+        sent it when the transport does not vouch for its id (receipt text over TCP): it joins the dedupe key, so a
+        transaction sent from elsewhere with the same id is kept beside the real one, never in its place."""
         ...
