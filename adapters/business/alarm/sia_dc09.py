@@ -529,7 +529,7 @@ class SiaDc09Receiver:
             self._say(("udp-refused", addr[0]), "%s: datagrams from %s ignored: not on allow_from", self.config.id,
                       addr[0])  # fmt: skip
             return
-        if len(data) > MAX_FRAME_BYTES + 2:  # the frame, its LF and its CR
+        if len(data) > MAX_FRAME_BYTES + 2:  # not worth a place in the queue (answer_datagram says why)
             self.counts["oversize"] += 1
             return
         try:
@@ -538,16 +538,23 @@ class SiaDc09Receiver:
             self.counts["udp_dropped"] += 1
             self._say(("udp", ""), "%s: UDP backlog full, dropping datagrams (panels resend)", self.config.id)
 
+    async def answer_datagram(self, data: bytes, peer: str) -> bytes | None:
+        """The one answer to a UDP datagram, or None: a datagram is one frame (what follows its first CR is not
+        read: a frame per CR would be an answer per CR, a reflection of a spoofed sender's traffic)."""
+        if len(data) > MAX_FRAME_BYTES + 2:  # the frame, its LF and its CR
+            self.counts["oversize"] += 1
+            return None
+        raw, _, rest = data.partition(b"\r")
+        if rest.strip():
+            self.counts["udp_trailing"] += 1
+        return await self.handle_frame(raw, "udp", peer)
+
     async def _drain_udp(self) -> None:
         """One datagram at a time, in arrival order: its frame is answered to its sender after storage, once."""
         while True:
             data, addr = await self._udp_queue.get()
-            # one datagram, one frame: what follows its CR is not read (a frame per CR would be an answer per CR)
-            raw, _, rest = data.partition(b"\r")
-            if rest.strip():
-                self.counts["udp_trailing"] += 1
             try:
-                reply = await self.handle_frame(raw, "udp", f"{addr[0]}:{addr[1]}")
+                reply = await self.answer_datagram(data, f"{addr[0]}:{addr[1]}")
             except Exception:  # a bad datagram must not stop the receiver
                 log.exception("%s: datagram from %s:%d failed", self.config.id, addr[0], addr[1])
                 continue

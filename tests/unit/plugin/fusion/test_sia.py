@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 from pysiaalarm.account import SIAAccount
 from pysiaalarm.event import SIAEvent
 
-from adapters.business.alarm.sia_dc09 import FrameSplitter, SiaDc09Receiver, classify
+from adapters.business.alarm.sia_dc09 import MAX_FRAME_BYTES, FrameSplitter, SiaDc09Receiver, classify
 from plugin.app import build_app
 from plugin.config.loader import parse_config
 from plugin.errors import ConfigError
@@ -926,6 +926,55 @@ def test_well_framed_random_data_gets_a_valid_answer(token: str, data: str) -> N
     receiver, _ = offline_receiver()
     reply = answer(receiver, dc09(token, 5, data.replace("]", "").replace("[", ""), at=T0)[:-1])
     assert reply is not None and reply.token in ("ACK", "NAK", "DUH")
+
+
+def _one_datagram_property(receiver: SiaDc09Receiver, hub: RecordingHub, datagram: bytes) -> None:
+    reply = asyncio.run(receiver.answer_datagram(datagram, "127.0.0.1:5000"))
+    assert reply is None or isinstance(reply, bytes)  # one answer at most, whatever the datagram holds
+    if reply is not None:
+        assert parse_reply(reply).token in ("ACK", "*ACK", "NAK", "DUH")
+        assert len(reply) <= 200  # an answer is never the datagram's size: no amplification by content
+    if datagram.partition(b"\r")[0].count(b'"') < 2:
+        assert reply is None  # not a DC-09 frame: no answer over UDP (a spoofed sender's target gets nothing)
+    assert len(hub.events) <= 1
+
+
+_datagrams = st.one_of(
+    st.binary(max_size=3000),
+    st.lists(st.sampled_from([*FRAMES, b"x\r", b"\r", b"\n", b"0000"]), max_size=40).map(b"".join),
+    st.builds(lambda frame, n: frame * n, st.sampled_from(FRAMES), st.integers(1, 60)),
+)
+
+
+@SETTINGS
+@given(_datagrams)
+def test_any_datagram_gets_at_most_one_answer(datagram: bytes) -> None:
+    _one_datagram_property(*offline_receiver(), datagram)
+
+
+@pytest.mark.slow
+@settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_datagrams)
+def test_any_datagram_gets_at_most_one_answer_many(datagram: bytes) -> None:
+    _one_datagram_property(*offline_receiver(), datagram)
+
+
+@SETTINGS
+@given(st.lists(st.one_of(st.binary(max_size=3000), st.sampled_from(FRAMES)), max_size=12), st.data())
+def test_a_stream_of_noise_never_yields_an_oversize_frame(chunks: list[bytes], data: st.DataObject) -> None:
+    """Whatever a TCP peer sends, in whatever pieces: no frame over 2 KB comes out, the buffer stays bounded, and
+    a good frame after noise (its LF starts it) still comes out whole."""
+    stream = b"".join(chunks)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=8), label="cuts"))
+    splitter = FrameSplitter()
+    out: list[bytes] = []
+    for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True):
+        out += splitter.feed(stream[a:b])
+        assert len(splitter._buffer) <= MAX_FRAME_BYTES + (b - a)
+    assert all(len(f) <= MAX_FRAME_BYTES for f in out)
+    for chunk in chunks:
+        if chunk in FRAMES:  # a frame's LF is the last one before its CR, whatever came before it
+            assert any(f.endswith(chunk[:-1]) for f in out)
 
 
 def test_classify_covers_the_kinds() -> None:
