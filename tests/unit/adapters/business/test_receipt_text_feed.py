@@ -95,12 +95,25 @@ _hostile = st.one_of(
 )
 
 
+_starts = st.one_of(st.just("TXN 7 LANE 3"), st.builds(lambda t: "TXN " + t, st.text(max_size=80)))
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(start=st.one_of(st.just("TXN 7 LANE 3"), st.builds(lambda t: "TXN " + t, st.text(max_size=80))),
-       body=st.lists(_hostile, max_size=6))  # fmt: skip
+@given(start=_starts, body=st.lists(_hostile, max_size=6))
 def test_property_hostile_lines_give_a_transaction_or_a_reason(start: str, body: list[str]) -> None:
     """Whatever a peer writes: transactions or errors with a reason, never an exception; no line kept over 400
     columns, and no card number in what is kept."""
+    _hostile_property(start, body)
+
+
+@pytest.mark.slow
+@settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(start=_starts, body=st.lists(_hostile, max_size=6))
+def test_property_hostile_lines_give_a_transaction_or_a_reason_many(start: str, body: list[str]) -> None:
+    _hostile_property(start, body)
+
+
+def _hostile_property(start: str, body: list[str]) -> None:
     for item in parse([start, *body, "END TXN 7"], lane=None):
         if isinstance(item, TextError):
             assert item.reason
