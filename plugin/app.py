@@ -267,7 +267,9 @@ async def pos_ctx(app: web.Application) -> AsyncIterator[None]:
     drop = None if config.pos.file_drop is None else PosLogDropFolder(config.pos.file_drop, service, reader)
     # Transact first: it must see the first transaction
     listeners: list[BusinessEventSource] = [TransactServer(feed, service) for feed in config.pos.transact]
-    listeners += [ReceiptTextServer(feed, service) for feed in config.pos.text]
+    # one dead-letter file for every text feed: each record names its feed and peer
+    dead_letters = config.storage.path / "dead-letter" / "pos-text.jsonl"
+    listeners += [ReceiptTextServer(feed, service, dead_letters) for feed in config.pos.text]
     if drop is not None:
         listeners.append(drop)
     await _start_all(listeners)
