@@ -104,7 +104,7 @@ async def test_every_metric_the_dashboard_queries_is_exported(
     config = parse_config({
         "storage": {"path": str(tmp_path / "data")},
         "triton": {"url": triton.grpc_url},
-        "web": {"port": port, "token": "t" * 24},
+        "web": {"port": port, "tokens": [{"name": "prometheus", "role": "viewer", "token": "v" * 24}]},
         "system_health": {"enabled": False},
         "cameras": [{"id": "cam1", "source": str(clip), "fps": 2, "realtime": True}],
         "sinks": [{"kind": "webhook", "id": "soc", "url": f"http://127.0.0.1:{free_port()}/hook"}],
@@ -118,7 +118,11 @@ async def test_every_metric_the_dashboard_queries_is_exported(
         while not (pipeline := app[CAMERAS].pipelines.get("cam1")) or pipeline.status.frames_detected < 2:
             assert time.monotonic() < deadline, "the camera analysed no frame"
             await asyncio.sleep(0.1)
-        async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/metrics") as resp:
+        scrape = {"Authorization": "Bearer " + "v" * 24}  # Prometheus scrapes with a viewer token
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"http://127.0.0.1:{port}/metrics", headers=scrape) as resp,
+        ):
             assert resp.status == 200
             text = await resp.text()
     finally:
