@@ -17,6 +17,7 @@ if [ "$want_test" = 1 ]; then
              gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav
              gstreamer1.0-tools ffmpeg
              mosquitto  # a real MQTT broker; the tests start their own on a free port (the service is not needed)
+             strace  # shows that an acknowledged write is synced to disk before the sender hears back
              chromium)  # a real browser for the console page
 fi
 missing=()
