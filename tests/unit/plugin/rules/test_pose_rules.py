@@ -460,7 +460,7 @@ class _Hits:
     def __init__(self) -> None:
         self.hits: list[RuleHit] = []
 
-    async def handle(self, hit: RuleHit, frame: Any, zone: Any) -> None:
+    async def handle(self, hit: RuleHit, frame: Any, zone: Any, people: Any = None) -> None:
         self.hits.append(hit)
 
 
