@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import resource
+import sqlite3
 import subprocess
 import sys
 import time
@@ -32,8 +33,9 @@ from plugin.incidents.manager import IncidentManager
 from plugin.incidents.outbox import OutboxWorker
 from plugin.inference.server import free_port
 from plugin.inference.triton import TritonInferenceClient
+from plugin.insights.rollups import InsightsRecorder
 from plugin.metrics import Metrics
-from plugin.rules.base import RuleHit
+from plugin.rules.base import Measurement, RuleHit
 from plugin.types import Frame, Incident
 from plugin.web.keys import DATABASE, EMBEDDED_TRITON, INCIDENTS, INFERENCE, OUTBOX, SYSTEM
 from plugin.web.status import readyz
@@ -264,4 +266,41 @@ async def test_a_snapshot_that_cannot_be_written_leaves_the_incident_stored_with
         ended = await manager.handle(_hit(1, "end"), None, None)
         assert ended is not None and ended.id == incident.id and ended.state == "end"
     finally:
+        await db.close()
+
+
+async def test_insights_roll_ups_wait_out_a_locked_database(tmp_path: Path) -> None:
+    """Before: one 'database is locked' at a flush lost that batch and ended the flusher (no roll-ups until a
+    restart). Now the batch stays in memory, merged with what arrives meanwhile, and is written at the next flush."""
+    db = AsyncDatabase(tmp_path / "storesight.db", busy_timeout_ms=100)
+    recorder = InsightsRecorder(db)
+    locker = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", LOCKER, str(tmp_path / "storesight.db"), stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    try:
+        for k in range(3):
+            recorder.add(Measurement("door-line", "cam1", T0 + timedelta(seconds=k), "in", 1.0))
+        recorder.add(Measurement("table-count", "cam1", T0, "people", 2.0, "gauge"))
+        assert locker.stdout is not None and (await locker.stdout.readline()).strip() == b"locked"
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            await recorder.flush()
+        recorder.add(Measurement("door-line", "cam1", T0 + timedelta(seconds=5), "in", 1.0))  # meanwhile
+        recorder.add(Measurement("table-count", "cam1", T0 + timedelta(seconds=5), "people", 4.0, "gauge"))
+        assert locker.stdin is not None
+        locker.stdin.write(b"go\n")
+        await locker.stdin.drain()
+        await locker.wait()
+        await recorder.flush()
+        rows = {r["metric"]: r for r in await db.call(db.sync.rollups, "0000", "9999")}
+        assert rows["in"]["count"] == 4.0
+        assert (rows["people"]["n"], rows["people"]["total"], rows["people"]["peak"], rows["people"]["last"]) == (
+            2,
+            6.0,
+            4.0,
+            4.0,
+        )
+    finally:
+        if locker.returncode is None:
+            locker.kill()
+        await locker.wait()
         await db.close()
