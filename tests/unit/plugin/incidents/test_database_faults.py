@@ -26,7 +26,9 @@ from helpers import WebhookReceiver, fill_up, small_tmpfs
 from adapters.sinks.webhook import WebhookSink, WebhookSinkConfig
 from plugin.app import database_ctx, new_app, sinks_ctx
 from plugin.config.loader import parse_config
+from plugin.config.occupancy import StoreOccupancyConfig
 from plugin.config.service import OutboxConfig
+from plugin.fusion.store_occupancy import StoreOccupancyService
 from plugin.incidents.database import AsyncDatabase, Database
 from plugin.incidents.explain import Explainer
 from plugin.incidents.manager import IncidentManager
@@ -299,6 +301,43 @@ async def test_insights_roll_ups_wait_out_a_locked_database(tmp_path: Path) -> N
             4.0,
             4.0,
         )
+    finally:
+        if locker.returncode is None:
+            locker.kill()
+        await locker.wait()
+        await db.close()
+
+
+async def test_store_occupancy_counts_on_while_the_database_is_locked(tmp_path: Path) -> None:
+    """Before: a refused save raised out of the crossing, into the camera pipeline that fed it (restarted with
+    fresh rule state), and out of the clock task (ended for good). Now the count goes on in memory and its state
+    is saved at the next crossing."""
+    db = AsyncDatabase(tmp_path / "storesight.db", busy_timeout_ms=100)
+    incidents = IncidentManager(db, tmp_path / "evidence", Explainer("UTC"), [])
+    config = StoreOccupancyConfig.model_validate({"id": "store", "lines": ["front"]})
+    service = StoreOccupancyService([config], "UTC", db, incidents)
+    await service.load()
+    locker = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", LOCKER, str(tmp_path / "storesight.db"), stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    try:
+
+        def crossing(metric: str, s: float) -> Measurement:
+            return Measurement("front", "cam1", T0 + timedelta(seconds=s), metric, 1.0, "count", "person", 1)
+
+        assert locker.stdout is not None and (await locker.stdout.readline()).strip() == b"locked"
+        await service.on_measurement(crossing("in", 1), None)  # refused save: no exception into the pipeline
+        await service.on_measurement(crossing("in", 2), None)
+        await service.tick(T0 + timedelta(seconds=3))  # the clock task's call: no exception either
+        assert service.counts[0].state.people == 2
+        assert await db.call(db.sync.occupancy_state, "store") is None  # nothing could be saved yet
+        assert locker.stdin is not None
+        locker.stdin.write(b"go\n")
+        await locker.stdin.drain()
+        await locker.wait()
+        await service.tick(T0 + timedelta(seconds=4))  # no crossing: the unsaved state is saved all the same
+        saved = await db.call(db.sync.occupancy_state, "store")
+        assert saved is not None and saved["people"] == 2
     finally:
         if locker.returncode is None:
             locker.kill()
