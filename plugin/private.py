@@ -3,6 +3,7 @@ folders 0700 and its files 0600, whatever the umask; and the per-install key tha
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import logging
@@ -45,10 +46,18 @@ def private_dir(path: Path, warn_if_open: bool = False) -> Path:
 
 
 def create_private(path: Path) -> None:
-    """Make sure `path` exists as a 0600 file (empty when new; an existing file of ours is tightened to 0600)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT, FILE_MODE)
+    """Make sure `path` exists as a 0600 file: created empty when missing; an existing one others can read is
+    tightened when it is ours to change (another user's file, opened read-only by a CLI command, is left alone)."""
     try:
-        os.fchmod(fd, FILE_MODE)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+    except FileExistsError:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            with contextlib.suppress(PermissionError):
+                os.chmod(path, mode & 0o700)
+        return
+    try:
+        os.fchmod(fd, FILE_MODE)  # O_CREAT's mode goes through the umask
     finally:
         os.close(fd)
 
