@@ -119,6 +119,42 @@ CREATE TABLE IF NOT EXISTS store_occupancy_resets (  -- each closing reset and t
 );
 """
 
+# ---- Sign-in and audit (plugin/web/auth; queries in plugin/web/auth/sqlite.py): migration 3. Every statement is
+# idempotent, so a database that got these tables at open from a build before versions upgrades through it.
+AUTH_SCHEMA = """
+CREATE TABLE IF NOT EXISTS auth_users (
+    name TEXT PRIMARY KEY,
+    role TEXT NOT NULL,
+    stores TEXT NOT NULL,  -- JSON list of store ids; ["*"]: every store
+    password_hash TEXT NOT NULL,  -- argon2id, PHC string
+    created TEXT NOT NULL,
+    updated TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS auth_sessions (
+    key TEXT PRIMARY KEY,  -- SHA-256 of the cookie's session id, never the id itself
+    user TEXT NOT NULL,  -- auth_users.name (removing a user removes their sessions in the same transaction)
+    csrf_token TEXT NOT NULL,
+    created TEXT NOT NULL,
+    last_seen TEXT NOT NULL,
+    expires TEXT NOT NULL,
+    remote TEXT
+);
+CREATE INDEX IF NOT EXISTS auth_sessions_user ON auth_sessions(user);
+CREATE TABLE IF NOT EXISTS audit_log (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    time TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    actor_kind TEXT NOT NULL,
+    role TEXT,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    remote TEXT,
+    detail TEXT
+);
+"""
+# ---- end of the sign-in and audit block
+
 
 @dataclass
 class MigrationContext:
@@ -179,6 +215,7 @@ def _badges_as_digests(ctx: MigrationContext) -> None:
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "the schema before it carried a version", (SCHEMA_V1,)),
     Migration(2, "door events keep a keyed digest of the badge, not the badge", (_badges_as_digests,)),
+    Migration(3, "sign-in and audit: users, sessions, the audit log", (AUTH_SCHEMA,)),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 

@@ -96,7 +96,8 @@ async def test_sigkill_of_storesight_takes_its_embedded_tritonserver_with_it(tmp
 
             async def ready() -> bool:
                 try:
-                    async with http.get(f"http://127.0.0.1:{doc['web']['port']}/readyz") as resp:  # type: ignore[index]
+                    url = f"http://127.0.0.1:{doc['web']['port']}/readyz"  # type: ignore[index]
+                    async with http.get(url, headers={"Authorization": f"Bearer {TOKEN}"}) as resp:
                         return bool((await resp.json())["triton"]["ready"])
                 except (aiohttp.ClientError, OSError):
                     return False

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from typing import Any, Literal, Protocol
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from plugin.config.access import AccessConfig, door_text
+from plugin.fusion.pos.model import Moment
 from plugin.private import keyed_digest
 from plugin.protocols import SubmitResult
 
@@ -34,7 +35,7 @@ class AccessEventIn(BaseModel):
 
     door: str = Field(min_length=1, max_length=64, description="the door id of `access.doors`")
     kind: AccessKind
-    time: AwareDatetime = Field(description="when it happened, with a UTC offset")
+    time: Moment = Field(description="when it happened, with a UTC offset (1970-2999)")
     badge: str | None = Field(default=None, min_length=1, max_length=128, description="the credential presented")
     id: str | None = Field(default=None, min_length=1, max_length=128, description="the sender's event id")
 

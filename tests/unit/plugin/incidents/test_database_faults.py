@@ -24,7 +24,7 @@ from aiohttp import web
 from helpers import WebhookReceiver, fill_up, small_tmpfs
 
 from adapters.sinks.webhook import WebhookSink, WebhookSinkConfig
-from plugin.app import database_ctx, new_app, sinks_ctx
+from plugin.app import auth_ctx, database_ctx, new_app, sinks_ctx
 from plugin.config.loader import parse_config
 from plugin.config.occupancy import StoreOccupancyConfig
 from plugin.config.service import OutboxConfig
@@ -40,9 +40,10 @@ from plugin.metrics import Metrics
 from plugin.rules.base import Measurement, RuleHit
 from plugin.types import Frame, Incident
 from plugin.web.keys import DATABASE, EMBEDDED_TRITON, INCIDENTS, INFERENCE, OUTBOX, SYSTEM
-from plugin.web.status import readyz
+from plugin.web.routes import setup_routes
 
 T0 = datetime(2026, 12, 7, 14, 0, tzinfo=UTC)
+TOKEN = "test-token-0123456789abcdef"
 FAST = OutboxConfig(backoff_start_s=0.05, backoff_max_s=0.2, timeout_s=10)
 
 # another process holding the write lock, as a backup tool or `sqlite3` by hand does, until told to let go
@@ -79,7 +80,9 @@ async def _until(predicate: Callable[[], Any], timeout_s: float = 60.0) -> None:
 
 
 async def _ready(port: int) -> dict[str, Any]:
-    async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/readyz") as resp:
+    """/readyz's details (an admin token: the anonymous answer is only ready or not)."""
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/readyz", headers=auth) as resp:
         body: dict[str, Any] = await resp.json()
         return body
 
@@ -101,6 +104,12 @@ async def test_the_database_locked_by_another_process_pauses_deliveries_which_re
             )  # fmt: skip
             seed.save(incident, ["a", "b"])
     seed.close()
+    # a first start made the first admin (the only write at start): this start finds the lock taken
+    first = new_app(parse_config({"storage": {"path": str(data)}}))
+    first.cleanup_ctx.extend([database_ctx, auth_ctx])
+    runner = web.AppRunner(first)
+    await runner.setup()
+    await runner.cleanup()
     locker = await asyncio.create_subprocess_exec(
         sys.executable, "-c", LOCKER, str(data / "storesight.db"), stdin=subprocess.PIPE, stdout=subprocess.PIPE
     )
@@ -109,14 +118,14 @@ async def test_the_database_locked_by_another_process_pauses_deliveries_which_re
         with WebhookReceiver() as a, WebhookReceiver() as b:
             port = free_port()
             config = parse_config({
-                "storage": {"path": str(data)}, "outbox": FAST.model_dump(),
+                "storage": {"path": str(data)}, "outbox": FAST.model_dump(), "web": {"port": port, "token": TOKEN},
                 "sinks": [{"kind": "webhook", "id": "a", "url": a.url}, {"kind": "webhook", "id": "b", "url": b.url}],
             })  # fmt: skip
             app = new_app(config)
-            app.cleanup_ctx.extend([database_ctx, sinks_ctx])
+            app.cleanup_ctx.extend([database_ctx, auth_ctx, sinks_ctx])
             app[INFERENCE] = TritonInferenceClient(f"grpc://127.0.0.1:{free_port()}", "yolox_nano")  # nobody there
             app[EMBEDDED_TRITON], app[SYSTEM] = None, None
-            app.router.add_get("/readyz", readyz)
+            setup_routes(app)
             runner = web.AppRunner(app)
             await runner.setup()
             await web.TCPSite(runner, "127.0.0.1", port).start()

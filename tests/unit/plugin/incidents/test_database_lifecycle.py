@@ -23,7 +23,7 @@ import pytest
 from aiohttp import web
 from conftest import require
 
-from plugin.app import database_ctx, new_app, retention_ctx, sinks_ctx
+from plugin.app import auth_ctx, database_ctx, new_app, retention_ctx, sinks_ctx
 from plugin.config.loader import parse_config
 from plugin.config.service import RetentionConfig
 from plugin.errors import ConfigError, StorageError
@@ -36,7 +36,12 @@ from plugin.private import install_key, write_private
 from plugin.types import BusinessEvent, Incident
 from plugin.web.keys import DATABASE, RETENTION
 
-MAIN_SCHEMA = Path(__file__).with_name("schema_main_2026-12-07.sql")
+# main's schema before versions: as the durability branch started from it, and as it was when auth had landed
+MAIN_SCHEMAS = {
+    "main a886ede": Path(__file__).with_name("schema_main_2026-12-07.sql"),
+    "main 90fb137 (auth tables)": Path(__file__).with_name("schema_main_2026-12-07_auth.sql"),
+}
+MAIN_SCHEMA = MAIN_SCHEMAS["main 90fb137 (auth tables)"]
 BADGE = "04A1B2C3D4E5F6"
 NOW = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
 
@@ -53,11 +58,11 @@ def _schema(path: Path) -> set[tuple[str, str]]:
     return {(name, " ".join(sql.split())) for name, sql in rows}
 
 
-def _main_database(path: Path) -> None:
+def _main_database(path: Path, schema: Path = MAIN_SCHEMA) -> None:
     """A database as main made it (no version), with an incident, its deliveries and two door events: one carrying
     a badge as main stored it (the id itself, and a SHA-256 prefix as ref), one without."""
     conn = sqlite3.connect(path)
-    conn.executescript(MAIN_SCHEMA.read_text())
+    conn.executescript(schema.read_text())
     old_ref = hashlib.sha256(BADGE.encode()).hexdigest()[:8]
     conn.execute(
         """INSERT INTO incidents VALUES ('i1','table-dwell','loitering','cam1','table','warning','end',1,
@@ -90,10 +95,11 @@ def test_migrations_are_numbered_one_by_one() -> None:
     assert len(MIGRATIONS) == SCHEMA_VERSION
 
 
-def test_a_database_of_main_before_versions_is_upgraded_at_open(tmp_path: Path) -> None:
+@pytest.mark.parametrize("schema", list(MAIN_SCHEMAS.values()), ids=list(MAIN_SCHEMAS))
+def test_a_database_of_main_before_versions_is_upgraded_at_open(tmp_path: Path, schema: Path) -> None:
     old = tmp_path / "old" / "storesight.db"
     old.parent.mkdir()
-    _main_database(old)
+    _main_database(old, schema)
     with sqlite3.connect(old) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == 0
     conn.close()
@@ -195,7 +201,7 @@ async def test_the_data_folder_is_0700_and_its_files_0600(tmp_path: Path) -> Non
         config = parse_config({"storage": {"path": str(data)}, "sinks": [
             {"kind": "webhook", "id": "hook", "url": "http://127.0.0.1:9/in"}]})  # fmt: skip
         app = new_app(config)
-        app.cleanup_ctx.extend([database_ctx, sinks_ctx])
+        app.cleanup_ctx.extend([database_ctx, auth_ctx, sinks_ctx])
         runner = web.AppRunner(app)
         await runner.setup()
         try:
