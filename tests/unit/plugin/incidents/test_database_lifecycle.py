@@ -23,6 +23,7 @@ import pytest
 from aiohttp import web
 from conftest import require
 
+from adapters.business.listeners import DeadLetters
 from plugin.app import auth_ctx, database_ctx, new_app, retention_ctx, sinks_ctx
 from plugin.config.loader import parse_config
 from plugin.config.service import RetentionConfig
@@ -209,7 +210,9 @@ async def test_the_data_folder_is_0700_and_its_files_0600(tmp_path: Path) -> Non
             await db.call(db.sync.save_business_event, "e1", BusinessEvent("pos", "s", NOW, "pos.transaction", {}))
             key = install_key(data)
             write_jpeg(data / "evidence" / "2026-12-07" / "x.jpg", np.zeros((8, 8, 3), np.uint8))
+            await DeadLetters(data / "dead-letter" / "pos-text.jsonl").add("unparsable", text="SALE ...")
             files = {
+                "dead-letter": data / "dead-letter" / "pos-text.jsonl",
                 "storesight.db": data / "storesight.db",
                 "storesight.db-wal": data / "storesight.db-wal",
                 "storesight.db-shm": data / "storesight.db-shm",
@@ -218,8 +221,8 @@ async def test_the_data_folder_is_0700_and_its_files_0600(tmp_path: Path) -> Non
                 "evidence": data / "evidence" / "2026-12-07" / "x.jpg",
             }
             assert {k: oct(_mode(p)) for k, p in files.items()} == dict.fromkeys(files, oct(0o600))
-            folders = [data, data / "evidence", data / "evidence" / "2026-12-07"]
-            assert [oct(_mode(d)) for d in folders] == [oct(0o700)] * 3
+            folders = [data, data / "evidence", data / "evidence" / "2026-12-07", data / "dead-letter"]
+            assert [oct(_mode(d)) for d in folders] == [oct(0o700)] * 4
             assert _mode(tmp_path / "site") == 0o700  # a parent it had to create too
             assert len(key) == 32 and install_key(data) == key  # made once, then read
         finally:
