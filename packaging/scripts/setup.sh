@@ -18,6 +18,7 @@ if [ "$want_test" = 1 ]; then
              gstreamer1.0-tools ffmpeg
              mosquitto  # a real MQTT broker; the tests start their own on a free port (the service is not needed)
              chromium  # a real browser for the console page
+             strace  # shows that an acknowledged write is synced to disk before the sender hears back
              shellcheck)  # the install and packaging scripts are linted by a test
 fi
 missing=()

@@ -67,6 +67,10 @@ class ModelInfo:
     class_names: tuple[str, ...]
 
 
+GRPC_RECONNECT_START_MS = 500
+GRPC_RECONNECT_MAX_MS = 2000
+
+
 def triton_aio_module(scheme: str) -> Any:
     """tritonclient's asyncio module for a URL scheme: grpc, else HTTP (http, https)."""
     if scheme == "grpc":
@@ -82,7 +86,20 @@ def triton_aio_client(scheme: str, address: str) -> Any:
     """A tritonclient asyncio client for `address` (host:port) over the URL's scheme."""
     mod = triton_aio_module(scheme)
     if scheme == "grpc":
-        return mod.InferenceServerClient(address)
+        keepalive = mod.KeepAliveOptions()
+        options = [  # tritonclient's own defaults, plus a short reconnect backoff
+            ("grpc.max_send_message_length", mod.MAX_GRPC_MESSAGE_SIZE),
+            ("grpc.max_receive_message_length", mod.MAX_GRPC_MESSAGE_SIZE),
+            ("grpc.keepalive_time_ms", keepalive.keepalive_time_ms),
+            ("grpc.keepalive_timeout_ms", keepalive.keepalive_timeout_ms),
+            ("grpc.keepalive_permit_without_calls", keepalive.keepalive_permit_without_calls),
+            ("grpc.http2.max_pings_without_data", keepalive.http2_max_pings_without_data),
+            # gRPC's default backoff grows to 120 s while a server is down: cameras would stay idle up to two
+            # minutes after Triton is back (a restart, an external server's maintenance)
+            ("grpc.initial_reconnect_backoff_ms", GRPC_RECONNECT_START_MS),
+            ("grpc.max_reconnect_backoff_ms", GRPC_RECONNECT_MAX_MS),
+        ]
+        return mod.InferenceServerClient(address, channel_args=options)
     return mod.InferenceServerClient(address, ssl=scheme == "https")
 
 

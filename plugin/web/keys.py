@@ -15,6 +15,7 @@ from plugin.fusion.store_occupancy import StoreOccupancyService
 from plugin.incidents.database import AsyncDatabase
 from plugin.incidents.manager import IncidentManager
 from plugin.incidents.outbox import OutboxWorker
+from plugin.incidents.retention import Retention
 from plugin.inference.pose import PoseClient
 from plugin.inference.server import EmbeddedTriton
 from plugin.inference.triton import TritonInferenceClient
@@ -46,6 +47,8 @@ POSE: web.AppKey[PoseClient | None] = web.AppKey("pose")  # only when a rule nee
 SINKS: web.AppKey[dict[str, IncidentSink]] = web.AppKey("sinks")
 OUTBOX = web.AppKey("outbox", OutboxWorker)
 INCIDENTS = web.AppKey("incidents", IncidentManager)
+# retention_ctx (None in one-shot runs)
+RETENTION: web.AppKey[Retention | None] = web.AppKey("retention")
 # the optional services, each from its own context
 SYSTEM: web.AppKey[SystemHealthMonitor | None] = web.AppKey("system_health")
 ALARMS: web.AppKey[AlarmVerifier | None] = web.AppKey("alarms")
