@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
 from plugin.cli.bench.report import cmd_bench
 from plugin.cli.fetch import cmd_media_fetch, cmd_models_fetch
+from plugin.cli.hq import add_hq_parser
 from plugin.cli.probe import cmd_discover, cmd_onvif_probe
 from plugin.cli.records import cmd_incidents, cmd_insights, cmd_outbox
 from plugin.cli.run import cmd_check_config, cmd_detect, cmd_run
@@ -126,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--no-rules", action="store_true", help="detection and tracking only (no incident latency)")
     bn.add_argument("--json", action="store_true")
     bn.set_defaults(func=cmd_bench)
+
+    add_hq_parser(sub)
 
     chk = sub.add_parser("check-config", help="validate a config file")
     chk.add_argument("file")

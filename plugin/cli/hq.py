@@ -1,0 +1,101 @@
+"""`storesight hq`: head office (serve, migrate, add a store). The only bridge module that imports plugin.hq."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from plugin.errors import StoreSightError
+
+log = logging.getLogger(__name__)
+
+
+def add_hq_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The `hq` command group."""
+    hq = sub.add_parser("hq", help="head office: the chain's dashboards (PostgreSQL)")
+    cmds = hq.add_subparsers(dest="hq_command", required=True)
+    serve = cmds.add_parser("serve", help="run head office: ingest from stores, dashboards, reports")
+    serve.add_argument("-c", "--config", help="head-office YAML (default: every key's default)")
+    serve.add_argument("--listen", help="HOST:PORT (overrides host/port)")
+    serve.set_defaults(func=cmd_hq_serve)
+    mig = cmds.add_parser("migrate", help="bring the database's schema up to date and exit")
+    mig.add_argument("-c", "--config")
+    mig.set_defaults(func=cmd_hq_migrate)
+    add = cmds.add_parser("add-store", help="register a store (or renew its token); prints the token once")
+    add.add_argument("-c", "--config")
+    add.add_argument("store_id")
+    add.add_argument("--name", required=True)
+    add.add_argument("--timezone", required=True, help="IANA zone, e.g. Europe/Berlin")
+    add.add_argument("--token-file", help="write the token to this file (0600) instead of printing it")
+    add.set_defaults(func=cmd_hq_add_store)
+
+
+def cmd_hq_serve(args: argparse.Namespace) -> int:
+    """Serve head office until interrupted."""
+    from aiohttp import web
+
+    from plugin.hq.config import load_hq_config
+    from plugin.hq.server import build_hq_app
+
+    config = load_hq_config(args.config)
+    host, port = config.host, config.port
+    if args.listen:
+        host, _, p = args.listen.rpartition(":")
+        if not host or not p.isdigit():
+            raise StoreSightError(f"--listen {args.listen!r}: expected HOST:PORT")
+        port = int(p)
+    log.info("head office on http://%s:%d", host, port)
+    web.run_app(build_hq_app(config), host=host, port=port, print=None, access_log=None)
+    return 0
+
+
+def cmd_hq_migrate(args: argparse.Namespace) -> int:
+    """Migrate and report the version."""
+    from plugin.hq.config import load_hq_config
+    from plugin.hq.db import HqDatabase
+    from plugin.hq.migrations import current_version
+
+    config = load_hq_config(args.config)
+
+    async def run() -> int:
+        db = await HqDatabase.open(config.dsn(), min_size=1, max_size=1)
+        try:
+            async with db.pool.acquire() as conn:
+                return await current_version(conn)
+        finally:
+            await db.close()
+
+    print(f"head-office schema at version {asyncio.run(run())}")
+    return 0
+
+
+def cmd_hq_add_store(args: argparse.Namespace) -> int:
+    """Register a store and hand out its token (head office keeps only a hash)."""
+    import os
+
+    from plugin.hq.config import load_hq_config
+    from plugin.hq.db import HqDatabase
+
+    config = load_hq_config(args.config)
+
+    async def run() -> str:
+        db = await HqDatabase.open(config.dsn(), min_size=1, max_size=1)
+        try:
+            return await db.add_store(args.store_id, args.name, args.timezone)
+        finally:
+            await db.close()
+
+    token = asyncio.run(run())
+    if args.token_file:
+        path = Path(args.token_file)
+        path.unlink(missing_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(token + "\n")
+        print(f"store {args.store_id}: token written to {path}", file=sys.stderr)
+    else:
+        print(token)
+    return 0
