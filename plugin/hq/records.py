@@ -9,23 +9,13 @@ from typing import Annotated, Any, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 from plugin.config.base import ID_PATTERN
+from plugin.types import FEEDBACK_REASONS, FEEDBACK_VERDICTS, FeedbackVerdict
 
 RecordKind = Literal["incident", "rollup", "pos", "camera_health", "feedback"]
 RECORD_KINDS: tuple[RecordKind, ...] = ("incident", "rollup", "pos", "camera_health", "feedback")
-Verdict = Literal["confirmed", "false_alarm", "unsure"]
-VERDICTS: tuple[Verdict, ...] = ("confirmed", "false_alarm", "unsure")
-# The short list of reasons offered with a verdict
-REASONS: dict[str, str] = {
-    "theft_seen": "theft or attempt seen",
-    "policy_breach": "policy breach (staff or process)",
-    "safety": "safety issue",
-    "staff_activity": "staff doing their job",
-    "customer_normal": "ordinary customer behaviour",
-    "detection_error": "wrong detection (object, shadow, reflection)",
-    "camera_problem": "camera view or picture problem",
-    "not_visible": "cannot tell from the evidence",
-    "other": "other (see comment)",
-}
+Verdict = FeedbackVerdict
+VERDICTS = FEEDBACK_VERDICTS
+REASONS = FEEDBACK_REASONS
 
 Name = Annotated[str, Field(min_length=1, max_length=128)]
 Key = Annotated[str, Field(min_length=1, max_length=200)]
@@ -104,9 +94,9 @@ class RollupRecord(_Record):
 
 
 class PosRow(_Record):
-    """One register and operator over an hour."""
+    """One register (lane) and operator over an hour."""
 
-    register: Name
+    lane: Name  # the register
     operator: Name | None = None
     transactions: int = Field(ge=0)
     amount: float

@@ -106,6 +106,20 @@ CREATE TABLE IF NOT EXISTS store_occupancy_resets (  -- each closing reset and t
 """
 
 
+RECORDS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS feedback (  -- verdicts given on the console: who, when, what (sent on to head office)
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    incident_id TEXT NOT NULL,
+    verdict TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    comment TEXT NOT NULL,
+    by_user TEXT NOT NULL,
+    at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS feedback_incident ON feedback(incident_id);
+"""
+
+
 def _iso(t: datetime | None) -> str | None:
     return None if t is None else t.astimezone(UTC).isoformat()
 
@@ -194,6 +208,7 @@ class Delivery:
     incident_id: str
     payload: dict[str, Any]
     attempts: int
+    kind: str = "incident"  # or a head-office record kind (rollup, pos, camera_health, feedback): hq sinks only
 
 
 class Database:
@@ -208,6 +223,7 @@ class Database:
         self.conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes
         self.conn.execute("PRAGMA busy_timeout=5000")
         self.conn.executescript(SCHEMA)
+        self._add_records_schema()
 
     def save(self, incident: Incident, sink_ids: Sequence[str]) -> None:
         """Upsert the incident and enqueue one delivery per sink, in one transaction (idempotent by key)."""
@@ -292,7 +308,7 @@ class Database:
         Head-of-line order: an incident's end never overtakes its start while the start is being retried.
         """
         rows = self.conn.execute(
-            """SELECT delivery_key, sink_id, incident_id, payload, attempts, next_attempt FROM outbox
+            """SELECT delivery_key, sink_id, incident_id, payload, attempts, next_attempt, kind FROM outbox
                WHERE sink_id = ? AND delivered IS NULL AND dead IS NULL
                ORDER BY created, rowid LIMIT ?""",
             (sink_id, limit),
@@ -301,7 +317,7 @@ class Database:
         for r in rows:
             if r[5] > now:
                 break
-            out.append(Delivery(r[0], r[1], r[2], json.loads(r[3]), r[4]))
+            out.append(Delivery(r[0], r[1], r[2], json.loads(r[3]), r[4], r[6]))
         return out
 
     def next_due(self, sink_id: str) -> float | None:
@@ -474,6 +490,54 @@ class Database:
                 " ON CONFLICT(sink_id, incident_id) DO UPDATE SET ref=excluded.ref, updated=excluded.updated",
                 (sink_id, incident_id, ref, datetime.now(UTC).isoformat()),
             )
+
+    # --- keyed records for head office (docs/hq.md): the outbox's `kind` column and local feedback -------------
+    # Kept apart from SCHEMA so the database's migration mechanism can take it over as one step.
+
+    def _add_records_schema(self) -> None:
+        columns = {r[1] for r in self.conn.execute("PRAGMA table_info(outbox)")}
+        with self.conn:
+            if "kind" not in columns:  # a database from before head office: every row so far is an incident
+                self.conn.execute("ALTER TABLE outbox ADD COLUMN kind TEXT NOT NULL DEFAULT 'incident'")
+            self.conn.executescript(RECORDS_SCHEMA)
+
+    def enqueue_record(self, kind: str, key: str, payload: Mapping[str, Any], sink_ids: Sequence[str]) -> bool:
+        """Queue one keyed record (a roll-up hour, a POS hour, camera health, feedback) for the given sinks;
+        False when the key was queued before (a record is sent once, whatever happens later)."""
+        now = datetime.now(UTC).isoformat()
+        added = 0
+        with self.conn:
+            for sink_id in sink_ids:
+                added += self.conn.execute(
+                    "INSERT OR IGNORE INTO outbox (delivery_key, sink_id, incident_id, payload, created, kind)"
+                    " VALUES (?,?,?,?,?,?)",
+                    (key, sink_id, key, json.dumps(dict(payload)), now, kind),
+                ).rowcount
+        return added > 0
+
+    def record_queued(self, key: str) -> bool:
+        """Whether a record with this key was ever queued (sent or not)."""
+        return self.conn.execute("SELECT 1 FROM outbox WHERE delivery_key = ? LIMIT 1", (key,)).fetchone() is not None
+
+    def save_feedback(self, doc: Mapping[str, Any], sink_ids: Sequence[str]) -> None:
+        """Store a verdict on an incident and queue it for head office, in one transaction."""
+        with self.conn:
+            cur = self.conn.execute(
+                """INSERT INTO feedback (incident_id, verdict, reason, comment, by_user, at) VALUES (?,?,?,?,?,?)""",
+                (doc["incident_id"], doc["verdict"], doc["reason"], doc["comment"], doc["by_user"], doc["at"]),
+            )
+            key = f"feedback:{doc['incident_id']}:{cur.lastrowid}"
+            for sink_id in sink_ids:
+                self.conn.execute(
+                    "INSERT OR IGNORE INTO outbox (delivery_key, sink_id, incident_id, payload, created, kind)"
+                    " VALUES (?,?,?,?,?,'feedback')",
+                    (key, sink_id, doc["incident_id"], json.dumps(dict(doc)), doc["at"]),
+                )
+
+    def feedback(self, incident_id: str) -> list[dict[str, Any]]:
+        """Every verdict given on an incident here, oldest first."""
+        rows = self.conn.execute("SELECT * FROM feedback WHERE incident_id = ? ORDER BY id", (incident_id,))
+        return [dict(r) for r in rows]
 
     def close(self) -> None:
         """Close the connection."""

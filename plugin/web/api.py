@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import hmac
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 
-from plugin.web.keys import API_TOKEN, DATABASE, OUTBOX
+from plugin.types import FEEDBACK_REASONS, FEEDBACK_VERDICTS
+from plugin.web.keys import API_TOKEN, DATABASE, OUTBOX, RECORD_SINKS
 
 
 def _authorised(request: web.Request) -> bool:
@@ -75,3 +77,38 @@ async def api_outbox_retry(request: web.Request) -> web.Response:
     n = await db.call(db.sync.retry_dead, body.get("sink"), body.get("delivery_key"))
     request.app[OUTBOX].notify()
     return web.json_response({"requeued": n})
+
+
+async def api_incident_feedback(request: web.Request) -> web.Response:
+    """A verdict on an incident: body {"verdict", "reason", "comment", "by_user"}; stored here with when, and sent on
+    to head office through the outbox. GET lists the verdicts given here."""
+    db = request.app[DATABASE]
+    incident_id = request.match_info["id"]
+    row = await db.call(db.sync.incident, incident_id)
+    if row is None:
+        raise web.HTTPNotFound(text="no such incident")
+    if request.method == "GET":
+        return web.json_response(await db.call(db.sync.feedback, incident_id))
+    try:
+        body = await request.json()
+    except ValueError:
+        raise web.HTTPBadRequest(text="body must be JSON") from None
+    if not isinstance(body, dict) or set(body) - {"verdict", "reason", "comment", "by_user"}:
+        raise web.HTTPBadRequest(text='body may only have "verdict", "reason", "comment" and "by_user"')
+    if body.get("verdict") not in FEEDBACK_VERDICTS:
+        raise web.HTTPBadRequest(text=f"verdict must be one of {', '.join(FEEDBACK_VERDICTS)}")
+    if body.get("reason") not in FEEDBACK_REASONS:
+        raise web.HTTPBadRequest(text=f"reason must be one of {', '.join(FEEDBACK_REASONS)}")
+    comment, by_user = body.get("comment", ""), body.get("by_user")
+    if not isinstance(comment, str) or len(comment) > 2000:
+        raise web.HTTPBadRequest(text="comment must be text of at most 2000 characters")
+    if not isinstance(by_user, str) or not 0 < len(by_user) <= 128:
+        raise web.HTTPBadRequest(text="by_user must name who gives the verdict (1 to 128 characters)")
+    doc = {
+        "incident_id": incident_id, "verdict": body["verdict"], "reason": body["reason"], "comment": comment,
+        "by_user": by_user, "at": datetime.now(UTC).isoformat(), "rule_id": row["rule_id"], "type": row["type"],
+        "camera": row["camera"], "incident_start": row["start"],
+    }  # fmt: skip
+    await db.call(db.sync.save_feedback, doc, request.app[RECORD_SINKS])
+    request.app[OUTBOX].notify()
+    return web.json_response(doc, status=201)

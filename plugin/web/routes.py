@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from plugin.web.api import api_auth, api_incident, api_incidents, api_outbox, api_outbox_retry
+from plugin.web.api import (
+    api_auth,
+    api_incident,
+    api_incident_feedback,
+    api_incidents,
+    api_outbox,
+    api_outbox_retry,
+)
 from plugin.web.console import page, snapshot
 from plugin.web.status import healthz, metrics, readyz
 
@@ -18,6 +25,8 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/api/incidents", api_incidents)
     app.router.add_get("/api/incidents/{id}", api_incident)
+    app.router.add_get("/api/incidents/{id}/feedback", api_incident_feedback)
+    app.router.add_post("/api/incidents/{id}/feedback", api_incident_feedback)
     app.router.add_get("/api/outbox", api_outbox)
     app.router.add_post("/api/outbox/retry", api_outbox_retry)
     app.router.add_get("/snapshots/{id}.jpg", snapshot)

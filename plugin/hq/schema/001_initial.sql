@@ -51,7 +51,7 @@ CREATE TABLE store_hours (
     rules jsonb NOT NULL DEFAULT '{}',         -- {rule id: its config as the store runs it}
     transactions integer NOT NULL DEFAULT 0,
     amount double precision NOT NULL DEFAULT 0,
-    pos jsonb NOT NULL DEFAULT '[]',           -- [{register, operator, transactions, amount, exceptions}]
+    pos jsonb NOT NULL DEFAULT '[]',           -- [{lane, operator, transactions, amount, exceptions}]
     health jsonb NOT NULL DEFAULT '{}',        -- {camera: {state: seconds}}
     PRIMARY KEY (store_id, hour)
 );

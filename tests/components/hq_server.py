@@ -1,0 +1,72 @@
+"""A real head office for tests: plugin/hq's application on a free 127.0.0.1 port against a fresh PostgreSQL
+database. Until the shared login is used, pages get their user from a test-only authenticator: the `test-user`
+cookie names one of the principals the test passed (this lives in tests/ and never ships)."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from plugin.hq.access import Principal
+from plugin.hq.app import new_hq_app
+from plugin.hq.config import HqConfig
+from plugin.hq.db import HqDatabase
+from plugin.hq.keys import HQ_DB
+
+HOST = "127.0.0.1"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class RunningHq:
+    """A head office serving at `url`."""
+
+    url: str
+    app: web.Application
+    runner: web.AppRunner
+    tokens: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def db(self) -> HqDatabase:
+        """Its database."""
+        return self.app[HQ_DB]
+
+    async def add_store(self, store_id: str, name: str | None = None, timezone: str = "Europe/Berlin") -> str:
+        """Register a store; its token."""
+        token = await self.db.add_store(store_id, name or store_id.title(), timezone)
+        self.tokens[store_id] = token
+        return token
+
+
+async def _cookie_user(principals: Mapping[str, Principal], request: web.Request) -> Principal | None:
+    return principals.get(request.cookies.get("test-user", ""))
+
+
+@asynccontextmanager
+async def hq_server(dsn: str, principals: Mapping[str, Principal] | None = None, port: int | None = None,
+                    **config: object) -> AsyncIterator[RunningHq]:  # fmt: skip
+    """Head office on a free port (or `port`: a restart on the same address) until the block ends."""
+    known = dict(principals or {})
+
+    async def authenticate(request: web.Request) -> Principal | None:
+        return await _cookie_user(known, request)
+
+    app = new_hq_app(HqConfig.model_validate({"database_url": dsn, **config}), authenticate)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = port or _free_port()
+    site = web.TCPSite(runner, HOST, port)
+    await site.start()
+    try:
+        yield RunningHq(f"http://{HOST}:{port}", app, runner)
+    finally:
+        await runner.cleanup()
