@@ -19,10 +19,19 @@ DATABASE_ENV = "STORESIGHT_HQ_DATABASE_URL"
 # What one confirmed incident of a type is assumed to save (the chain's own figures belong in the config; these
 # are placeholders the report shows as such)
 DEFAULT_LOSS = {
-    "pos_no_sale": 20.0, "pos_void": 15.0, "pos_post_void": 35.0, "pos_refund": 40.0, "pos_return": 40.0,
-    "pos_price_override": 12.0, "pos_employee_discount": 10.0, "sweep": 250.0, "loitering": 30.0,
-    "blocked_exit": 0.0, "tailgating": 50.0, "alarm_verified": 500.0,
-}  # fmt: skip
+    "pos_no_sale": 20.0,
+    "pos_void": 15.0,
+    "pos_post_void": 35.0,
+    "pos_refund": 40.0,
+    "pos_return": 40.0,
+    "pos_price_override": 12.0,
+    "pos_employee_discount": 10.0,
+    "sweep": 250.0,
+    "loitering": 30.0,
+    "blocked_exit": 0.0,
+    "tailgating": 50.0,
+    "alarm_verified": 500.0,
+}
 
 
 class RoiConfig(Strict):

@@ -67,8 +67,11 @@ class HqDatabase:
             """INSERT INTO stores (id, name, timezone, token_sha256) VALUES ($1, $2, $3, $4)
                ON CONFLICT (id) DO UPDATE SET name = excluded.name, timezone = excluded.timezone,
                    token_sha256 = excluded.token_sha256""",
-            store_id, name, timezone, token_hash(token),
-        )  # fmt: skip
+            store_id,
+            name,
+            timezone,
+            token_hash(token),
+        )
         self._stores = None
         return token
 

@@ -17,6 +17,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from plugin.hq.db import HqDatabase, Store
+from plugin.hq.feedback import Feedback, record_feedback
 from plugin.hq.keys import HQ_CONFIG, HQ_DB
 from plugin.hq.pg import Conn
 from plugin.hq.records import (
@@ -46,12 +47,18 @@ async def authenticate_store(request: web.Request) -> Store:
     """The store whose token the request carries (Authorization: Bearer), else 401."""
     header = request.headers.get("Authorization", "")
     if not header.startswith("Bearer ") or not header[7:].strip():
-        raise web.HTTPUnauthorized(text=json.dumps({"error": "missing store token (Authorization: Bearer ...)"}),
-                                   content_type="application/json", headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+        raise web.HTTPUnauthorized(
+            text=json.dumps({"error": "missing store token (Authorization: Bearer ...)"}),
+            content_type="application/json",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
     store = await request.app[HQ_DB].store_for_token(header[7:].strip())
     if store is None:
-        raise web.HTTPUnauthorized(text=json.dumps({"error": "unknown store token"}), content_type="application/json",
-                                   headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+        raise web.HTTPUnauthorized(
+            text=json.dumps({"error": "unknown store token"}),
+            content_type="application/json",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
     return store
 
 
@@ -68,8 +75,11 @@ async def ingest(request: web.Request) -> web.Response:
     except ValidationError as exc:
         raise _problem(web.HTTPUnprocessableEntity, _validation_message(exc, "")) from None
     if env.store != store.id:
-        raise _problem(web.HTTPForbidden, f"store: {env.store!r} is not the store this token belongs to "
-                                          f"({store.id!r}): a store writes only its own data")  # fmt: skip
+        raise _problem(
+            web.HTTPForbidden,
+            f"store: {env.store!r} is not the store this token belongs to "
+            f"({store.id!r}): a store writes only its own data",
+        )
     try:
         record = MODELS[env.kind].model_validate(env.data)
     except ValidationError as exc:
@@ -80,8 +90,10 @@ async def ingest(request: web.Request) -> web.Response:
     digest = hashlib.sha256(json.dumps([env.kind, env.data], sort_keys=True).encode()).hexdigest()
     outcome = await store_record(request.app[HQ_DB], store, env.key, env.kind, digest, record, snapshot)
     if outcome == "conflict":
-        raise _problem(web.HTTPConflict, f"key: {env.key!r} was already stored with a different record; "
-                                         "a key names one record for good")  # fmt: skip
+        raise _problem(
+            web.HTTPConflict,
+            f"key: {env.key!r} was already stored with a different record; a key names one record for good",
+        )
     return web.json_response({"status": outcome, "key": env.key})
 
 
@@ -97,19 +109,24 @@ def _snapshot(text: str, limit: int) -> bytes:
     return jpeg
 
 
-async def store_record(db: HqDatabase, store: Store, key: str, kind: str, digest: str, record: Any,
-                       snapshot: bytes | None) -> str:  # fmt: skip
+async def store_record(
+    db: HqDatabase, store: Store, key: str, kind: str, digest: str, record: Any, snapshot: bytes | None
+) -> str:
     """Store the record and its key in one transaction: "stored", "duplicate" (same key and body: nothing
     changed) or "conflict" (same key, another body: nothing changed)."""
     async with db.pool.acquire() as conn, conn.transaction():
         inserted = await conn.fetchval(
             """INSERT INTO ingest_keys (store_id, key, kind, digest) VALUES ($1, $2, $3, $4)
                ON CONFLICT (store_id, key) DO NOTHING RETURNING true""",
-            store.id, key, kind, digest,
-        )  # fmt: skip
+            store.id,
+            key,
+            kind,
+            digest,
+        )
         if not inserted:
-            known = await conn.fetchval("SELECT digest FROM ingest_keys WHERE store_id = $1 AND key = $2", store.id,
-                                        key)  # fmt: skip
+            known = await conn.fetchval(
+                "SELECT digest FROM ingest_keys WHERE store_id = $1 AND key = $2", store.id, key
+            )
             return "duplicate" if known == digest else "conflict"
         if isinstance(record, IncidentRecord):
             await _incident(conn, store, record, snapshot)
@@ -121,15 +138,28 @@ async def store_record(db: HqDatabase, store: Store, key: str, kind: str, digest
             await conn.execute(
                 """INSERT INTO store_hours (store_id, hour, health) VALUES ($1, $2, $3)
                    ON CONFLICT (store_id, hour) DO UPDATE SET health = excluded.health""",
-                store.id, record.hour, record.model_dump(mode="json")["cameras"],
-            )  # fmt: skip
+                store.id,
+                record.hour,
+                record.model_dump(mode="json")["cameras"],
+            )
         elif isinstance(record, FeedbackRecord):
-            await conn.execute(
-                """INSERT INTO feedback (store_id, incident_id, verdict, reason, comment, by_user, source, at, rule_id,
-                       type, camera, incident_start) VALUES ($1, $2, $3, $4, $5, $6, 'store', $7, $8, $9, $10, $11)""",
-                store.id, record.incident_id, record.verdict, record.reason, record.comment, record.by_user,
-                record.at, record.rule_id, record.type, record.camera, record.incident_start,
-            )  # fmt: skip
+            await record_feedback(
+                conn,
+                Feedback(
+                    store.id,
+                    record.incident_id,
+                    record.verdict,
+                    record.reason,
+                    record.comment,
+                    record.by_user,
+                    "store",
+                    record.at,
+                    record.rule_id,
+                    record.type,
+                    record.camera,
+                    record.incident_start,
+                ),
+            )
         await conn.execute("UPDATE stores SET last_seen = now() WHERE id = $1", store.id)
     return "stored"
 
@@ -140,8 +170,9 @@ def _local_day_sql(column: str) -> str:
 
 async def _incident(conn: Conn, store: Store, r: IncidentRecord, snapshot: bytes | None) -> None:
     """Newest state wins (by sequence); the day's counts move once per incident and once when it ends."""
-    prev = await conn.fetchrow("SELECT state, seq FROM incidents WHERE store_id = $1 AND id = $2 FOR UPDATE",
-                               store.id, r.id)  # fmt: skip
+    prev = await conn.fetchrow(
+        "SELECT state, seq FROM incidents WHERE store_id = $1 AND id = $2 FOR UPDATE", store.id, r.id
+    )
     if prev is not None and r.seq < prev["seq"]:
         return  # an older state change arriving late: the stored one is newer
     await conn.execute(
@@ -151,9 +182,21 @@ async def _incident(conn: Conn, store: Store, r: IncidentRecord, snapshot: bytes
                end_at = excluded.end_at, explanation = excluded.explanation, details = excluded.details,
                severity = excluded.severity, snapshot = coalesce(excluded.snapshot, incidents.snapshot),
                updated = now()""",
-        store.id, r.id, r.rule_id, r.type, r.camera, r.zone, r.severity, r.state, r.seq, r.start, r.end,
-        r.explanation, {**r.details, "track_ids": r.track_ids}, snapshot,
-    )  # fmt: skip
+        store.id,
+        r.id,
+        r.rule_id,
+        r.type,
+        r.camera,
+        r.zone,
+        r.severity,
+        r.state,
+        r.seq,
+        r.start,
+        r.end,
+        r.explanation,
+        {**r.details, "track_ids": r.track_ids},
+        snapshot,
+    )
     ended = r.state == "end" and r.end is not None and (prev is None or prev["state"] != "end")
     if prev is None or ended:
         seconds = (r.end - r.start).total_seconds() if ended and r.end is not None else 0.0
@@ -162,8 +205,12 @@ async def _incident(conn: Conn, store: Store, r: IncidentRecord, snapshot: bytes
                    $2, $4, $5)
                ON CONFLICT (store_id, day, type) DO UPDATE SET incidents = day_types.incidents + excluded.incidents,
                    seconds = day_types.seconds + excluded.seconds""",
-            store.id, r.type, r.start, 1 if prev is None else 0, max(seconds, 0.0),
-        )  # fmt: skip
+            store.id,
+            r.type,
+            r.start,
+            1 if prev is None else 0,
+            max(seconds, 0.0),
+        )
 
 
 async def _rollup(conn: Conn, store: Store, r: RollupRecord) -> None:
@@ -174,15 +221,21 @@ async def _rollup(conn: Conn, store: Store, r: RollupRecord) -> None:
         """INSERT INTO store_hours (store_id, hour, visitors, series, limits, rules) VALUES ($1, $2, $3, $4, $5, $6)
            ON CONFLICT (store_id, hour) DO UPDATE SET visitors = excluded.visitors, series = excluded.series,
                limits = excluded.limits, rules = excluded.rules""",
-        store.id, r.hour, visitors, rows, limits, r.rules,
-    )  # fmt: skip
+        store.id,
+        r.hour,
+        visitors,
+        rows,
+        limits,
+        r.rules,
+    )
     await _add_day(conn, store, r.hour, visitors=visitors)
     if r.rules:
         latest = await conn.fetch(
             """SELECT DISTINCT ON (rule_id) rule_id, config FROM rule_versions WHERE store_id = $1 AND since <= $2
                ORDER BY rule_id, since DESC""",
-            store.id, r.hour,
-        )  # fmt: skip
+            store.id,
+            r.hour,
+        )
         known = {row["rule_id"]: row["config"] for row in latest}
         changed = [(rid, cfg) for rid, cfg in r.rules.items() if known.get(rid) != cfg]
         await conn.executemany(
@@ -200,18 +253,27 @@ async def _pos(conn: Conn, store: Store, r: PosRecord) -> None:
         """INSERT INTO store_hours (store_id, hour, transactions, amount, pos) VALUES ($1, $2, $3, $4, $5)
            ON CONFLICT (store_id, hour) DO UPDATE SET transactions = excluded.transactions,
                amount = excluded.amount, pos = excluded.pos""",
-        store.id, r.hour, transactions, amount, rows,
-    )  # fmt: skip
+        store.id,
+        r.hour,
+        transactions,
+        amount,
+        rows,
+    )
     await _add_day(conn, store, r.hour, transactions=transactions, amount=amount)
 
 
-async def _add_day(conn: Conn, store: Store, hour: datetime, visitors: int = 0, transactions: int = 0,
-                   amount: float = 0.0) -> None:  # fmt: skip
+async def _add_day(
+    conn: Conn, store: Store, hour: datetime, visitors: int = 0, transactions: int = 0, amount: float = 0.0
+) -> None:
     await conn.execute(
         f"""INSERT INTO store_days (store_id, day, visitors, transactions, amount)
             VALUES ($1, {_local_day_sql("$2")}, $3, $4, $5)
             ON CONFLICT (store_id, day) DO UPDATE SET visitors = store_days.visitors + excluded.visitors,
                 transactions = store_days.transactions + excluded.transactions,
                 amount = store_days.amount + excluded.amount""",
-        store.id, hour, visitors, transactions, amount,
-    )  # fmt: skip
+        store.id,
+        hour,
+        visitors,
+        transactions,
+        amount,
+    )

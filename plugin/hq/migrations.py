@@ -75,8 +75,9 @@ async def migrate(conn: Conn) -> tuple[int, int]:
             try:
                 async with conn.transaction():
                     await conn.execute(mg.sql)
-                    await conn.execute("INSERT INTO schema_version (version, name) VALUES ($1, $2)", mg.version,
-                                       mg.name)  # fmt: skip
+                    await conn.execute(
+                        "INSERT INTO schema_version (version, name) VALUES ($1, $2)", mg.version, mg.name
+                    )
             except asyncpg.PostgresError as exc:
                 raise SchemaError(f"migration {mg.version:03d}_{mg.name}.sql failed: {exc}") from exc
             log.info("head office: schema migrated to version %d (%s)", mg.version, mg.name)

@@ -4,7 +4,25 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from plugin.hq.pages import (
+    alarms_page,
+    api_store_incidents,
+    api_stores,
+    chain_page,
+    conversion_page,
+    incident_view,
+    snapshot,
+    store_view,
+)
+
 
 def add_page_routes(app: web.Application) -> None:
     """Register the pages."""
-    return None
+    app.router.add_get("/", chain_page)
+    app.router.add_get("/stores/{store}", store_view)
+    app.router.add_get("/stores/{store}/incidents/{id}", incident_view)
+    app.router.add_get("/stores/{store}/incidents/{id}/snapshot.jpg", snapshot)
+    app.router.add_get("/conversion", conversion_page)
+    app.router.add_get("/alarms", alarms_page)
+    app.router.add_get("/api/stores", api_stores)
+    app.router.add_get("/api/stores/{store}/incidents", api_store_incidents)

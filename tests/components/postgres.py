@@ -125,16 +125,17 @@ class PostgresServer:
 
     def create_database(self, name: str) -> str:
         """A new empty database; returns its connection string."""
+        return asyncio.run(self.create_database_async(name))
+
+    async def create_database_async(self, name: str) -> str:
+        """`create_database` from inside an event loop."""
         import asyncpg
 
-        async def create() -> None:
-            conn = await asyncpg.connect(self.dsn(), timeout=10)
-            try:
-                await conn.execute(f'CREATE DATABASE "{name}"')
-            finally:
-                await conn.close()
-
-        asyncio.run(create())
+        conn = await asyncpg.connect(self.dsn(), timeout=10)
+        try:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
         return self.dsn(name)
 
     def stop(self) -> None:

@@ -104,3 +104,17 @@ CREATE TABLE feedback (
 );
 CREATE INDEX feedback_incident ON feedback (store_id, incident_id, at);
 CREATE INDEX feedback_start ON feedback (incident_start);
+
+-- The verdict that counts per incident (the latest given), for precision and the confirmed rate.
+CREATE TABLE verdicts (
+    store_id text NOT NULL REFERENCES stores(id),
+    incident_id text NOT NULL,
+    verdict text NOT NULL,
+    at timestamptz NOT NULL,
+    rule_id text NOT NULL,
+    type text NOT NULL,
+    camera text NOT NULL,
+    incident_start timestamptz NOT NULL,
+    PRIMARY KEY (store_id, incident_id)
+);
+CREATE INDEX verdicts_start ON verdicts (incident_start);
