@@ -23,6 +23,7 @@ from plugin.hq.chain import (
 from plugin.hq.db import Store
 from plugin.hq.feedback import feedback_for
 from plugin.hq.keys import HQ_DB, PRINCIPAL
+from plugin.hq.precision import precision_tables
 from plugin.hq.render import page
 from plugin.hq.store_page import HOURS, store_figures
 from plugin.hq.tables import Period, Table, csv_response, period_from
@@ -38,9 +39,10 @@ async def visible_stores(request: web.Request) -> dict[str, Store]:
     return {sid: s for sid, s in stores.items() if principal.sees(sid)}
 
 
-async def the_store(request: web.Request) -> Store:
-    """The store named in the path, when this user may see it (else 404, as for a store that does not exist)."""
-    store_id = request.match_info["store"]
+async def the_store(request: web.Request, store_id: str | None = None) -> Store:
+    """The store named in the path (or `store_id`), when this user may see it (else 404, as for a store that does
+    not exist)."""
+    store_id = store_id or request.match_info["store"]
     require_store(request[PRINCIPAL], store_id)
     store = (await request.app[HQ_DB].stores()).get(store_id)
     if store is None:
@@ -48,7 +50,8 @@ async def the_store(request: web.Request) -> Store:
     return store
 
 
-def _csv_or(request: web.Request, tables: list[Table], prefix: str) -> web.Response | None:
+def csv_or(request: web.Request, tables: list[Table], prefix: str) -> web.Response | None:
+    """The table named by ?csv= as a download, or None when the page itself is asked for."""
     name = request.query.get("csv")
     return None if name is None else csv_response(tables, name, prefix)
 
@@ -63,7 +66,7 @@ async def chain_page(request: web.Request) -> web.Response:
     trend_period = Period(min(period.start, period.end - timedelta(weeks=12)), period.end)
     weekly = await weekly_trends(db, list(stores), trend_period)
     tables = [ranking, weekly]
-    if (csv := _csv_or(request, tables, "chain")) is not None:
+    if (csv := csv_or(request, tables, "chain")) is not None:
         return csv
     visitors, incidents = sum(r.visitors for r in risks), sum(r.incidents for r in risks)
     judged, confirmed = sum(r.judged for r in risks), sum(r.confirmed for r in risks)
@@ -118,7 +121,9 @@ async def store_view(request: web.Request) -> web.Response:
     store = await the_store(request)
     period = period_from(request, default_days=7)
     f = await store_figures(request.app[HQ_DB], store, period)
-    if (csv := _csv_or(request, f.tables, store.id)) is not None:
+    by_rule, _, by_camera = await precision_tables(request.app[HQ_DB], [store.id], period)
+    f.tables += [by_rule, by_camera]
+    if (csv := csv_or(request, f.tables, store.id)) is not None:
         return csv
     limit_lines = {f"limit {k}": v.get("max_length") for k, v in f.limits.items()}
     wait_lines = {f"limit {k}": v.get("max_wait_s") for k, v in f.limits.items()}
@@ -203,7 +208,7 @@ async def conversion_page(request: web.Request) -> web.Response:
     period = period_from(request)
     per_store, per_hour = await conversion(request.app[HQ_DB], list(stores), period)
     tables = [per_store, per_hour]
-    if (csv := _csv_or(request, tables, "conversion")) is not None:
+    if (csv := csv_or(request, tables, "conversion")) is not None:
         return csv
     top = per_store.rows[:20]
     chart_a = charts.hbar(
@@ -234,7 +239,7 @@ async def alarms_page(request: web.Request) -> web.Response:
     period = period_from(request)
     per_store, per_hour = await alarm_verification(request.app[HQ_DB], list(stores), period)
     tables = [per_store, per_hour]
-    if (csv := _csv_or(request, tables, "alarms")) is not None:
+    if (csv := csv_or(request, tables, "alarms")) is not None:
         return csv
     busiest = sorted(per_store.rows, key=lambda r: -r[2])[:20]
     chart_a = charts.bar(

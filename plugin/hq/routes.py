@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from plugin.hq.feedback_pages import post_feedback, precision_page
 from plugin.hq.pages import (
     alarms_page,
     api_store_incidents,
@@ -22,6 +23,8 @@ def add_page_routes(app: web.Application) -> None:
     app.router.add_get("/stores/{store}", store_view)
     app.router.add_get("/stores/{store}/incidents/{id}", incident_view)
     app.router.add_get("/stores/{store}/incidents/{id}/snapshot.jpg", snapshot)
+    app.router.add_post("/stores/{store}/incidents/{id}/feedback", post_feedback)
+    app.router.add_get("/precision", precision_page)
     app.router.add_get("/conversion", conversion_page)
     app.router.add_get("/alarms", alarms_page)
     app.router.add_get("/api/stores", api_stores)

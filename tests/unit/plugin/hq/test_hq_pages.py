@@ -24,9 +24,9 @@ HOURS = 48
 PERIOD = "from=2026-11-30&to=2026-12-02"
 STORES = [SynthStore.make(1), SynthStore.make(2)]  # Paris 001, London 002
 PRINCIPALS = {
-    "ada": Principal("ada", "admin"),
-    "lou": Principal("lou", "analyst"),
-    "max": Principal("max", "store_manager", frozenset({"store-001"})),
+    "ada": Principal("ada", "admin", csrf="csrf-ada"),
+    "lou": Principal("lou", "analyst", csrf="csrf-lou"),
+    "max": Principal("max", "store_manager", frozenset({"store-001"}), csrf="csrf-max"),
 }
 JPEG = b"\xff\xd8\xff\xe0" + b"\x00" * 64 + b"\xff\xd9"
 
@@ -141,3 +141,66 @@ async def test_bad_period_is_a_clear_400(hq: RunningHq) -> None:
     assert status == 400 and "from must be before to" in text
     status, _, text = await get(hq, "/?days=lots")
     assert status == 400 and "period" in text
+
+
+async def post_form(hq: RunningHq, path: str, form: dict[str, str], user: str = "ada") -> tuple[int, str, str]:
+    """POST a form as a user; (status, Location, text)."""
+    session = aiohttp.ClientSession(cookies={"test-user": user})
+    async with session, session.post(hq.url + path, data=form, allow_redirects=False) as r:
+        return r.status, r.headers.get("Location", ""), await r.text()
+
+
+async def test_feedback_is_stored_with_who_and_counts_in_precision(hq: RunningHq) -> None:
+    inc = await hq.db.pool.fetchrow(
+        """SELECT i.id, i.rule_id, i.camera FROM incidents i LEFT JOIN verdicts v ON v.store_id = i.store_id
+           AND v.incident_id = i.id WHERE i.store_id = 'store-001' AND v.incident_id IS NULL AND i.type = 'sweep'
+           LIMIT 1"""
+    )
+    path = f"/stores/store-001/incidents/{inc['id']}/feedback"
+    _, _, before = await get(hq, f"/precision?{PERIOD}&store=store-001&csv=precision_by_camera")
+    judged_before = {(r["store"], r["camera"]): int(r["judged"]) for r in rows_of(before)}
+    form = {"verdict": "false_alarm", "reason": "staff_activity", "comment": "restocking the shelf"}
+    status, _, text = await post_form(hq, path, form)  # no CSRF token
+    assert status == 403 and "CSRF" in text
+    status, _, _ = await post_form(hq, path, form | {"csrf": "csrf-lou"})  # another session's token
+    assert status == 403
+    assert await hq.db.pool.fetchval("SELECT count(*) FROM feedback WHERE incident_id = $1", inc["id"]) == 0
+    status, location, _ = await post_form(hq, path, form | {"csrf": "csrf-ada"})
+    assert status == 303 and location.endswith(f"/incidents/{inc['id']}#feedback")
+    row = await hq.db.pool.fetchrow("SELECT * FROM feedback WHERE incident_id = $1", inc["id"])
+    assert (row["verdict"], row["reason"], row["comment"], row["by_user"], row["source"]) == (
+        "false_alarm",
+        "staff_activity",
+        "restocking the shelf",
+        "ada",
+        "hq",
+    )
+    _, _, html = await get(hq, f"/stores/store-001/incidents/{inc['id']}")
+    assert "restocking the shelf" in html and "head office" in html
+    _, _, after = await get(hq, f"/precision?{PERIOD}&store=store-001&csv=precision_by_camera")
+    judged_after = {(r["store"], r["camera"]): int(r["judged"]) for r in rows_of(after)}
+    key = ("store-001", inc["camera"])
+    assert judged_after[key] == judged_before.get(key, 0) + 1
+
+
+async def test_store_manager_cannot_judge_another_stores_incident(hq: RunningHq) -> None:
+    other = await hq.db.pool.fetchval("SELECT id FROM incidents WHERE store_id = 'store-002' LIMIT 1")
+    form = {"verdict": "confirmed", "reason": "theft_seen", "csrf": "csrf-max"}
+    status, _, _ = await post_form(hq, f"/stores/store-002/incidents/{other}/feedback", form, "max")
+    assert status == 404
+    assert (await get(hq, f"/precision?{PERIOD}&store=store-002", "max"))[0] == 404
+
+
+async def test_precision_page_shows_rules_weeks_and_a_threshold_change(hq: RunningHq) -> None:
+    status, _, html = await get(hq, f"/precision?{PERIOD}")
+    assert status == 200 and "Least precise rules first" in html
+    _, _, text = await get(hq, f"/precision?{PERIOD}&csv=precision_by_rule")
+    for r in rows_of(text):
+        if r["precision"]:
+            assert float(r["precision"]) == pytest.approx(int(r["confirmed"]) / int(r["judged"]), abs=1e-3)
+    _, _, text = await get(hq, f"/precision?{PERIOD}&csv=threshold_changes")
+    changes = rows_of(text)
+    # the synthetic stores lower the dwell threshold on 1 December (November: 90 s, December: 60 s)
+    assert {(c["store"], c["rule"], c["change"]) for c in changes} == {
+        (s.id, "aisle-dwell", "min_dwell_s: 90.0 -> 60.0") for s in STORES
+    }
