@@ -18,7 +18,8 @@ if [ "$want_test" = 1 ]; then
              gstreamer1.0-tools ffmpeg
              mosquitto  # a real MQTT broker; the tests start their own on a free port (the service is not needed)
              chromium  # a real browser for the console page
-             postgresql)  # head office's database; the tests start their own cluster on a free port
+             postgresql  # head office's database; the tests start their own cluster on a free port
+             poppler-utils)  # pdftotext / pdftoppm: the ROI report's PDF read back in tests
 fi
 missing=()
 for p in "${apt_pkgs[@]}"; do

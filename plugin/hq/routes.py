@@ -15,6 +15,7 @@ from plugin.hq.pages import (
     snapshot,
     store_view,
 )
+from plugin.hq.roi_pages import roi_page, roi_pdf
 
 
 def add_page_routes(app: web.Application) -> None:
@@ -25,6 +26,8 @@ def add_page_routes(app: web.Application) -> None:
     app.router.add_get("/stores/{store}/incidents/{id}/snapshot.jpg", snapshot)
     app.router.add_post("/stores/{store}/incidents/{id}/feedback", post_feedback)
     app.router.add_get("/precision", precision_page)
+    app.router.add_get("/roi", roi_page)
+    app.router.add_get("/roi.pdf", roi_pdf)
     app.router.add_get("/conversion", conversion_page)
     app.router.add_get("/alarms", alarms_page)
     app.router.add_get("/api/stores", api_stores)

@@ -4,8 +4,11 @@ and export."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
+import shutil
+from asyncio.subprocess import PIPE
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -15,6 +18,7 @@ import pytest
 import pytest_asyncio
 from components.hq_server import RunningHq, hq_server, seed
 from components.postgres import PostgresServer, postgres  # noqa: F401
+from conftest import require
 
 from plugin.cli.hq_synth import SynthStore, hour_records
 from plugin.hq.access import Principal
@@ -204,3 +208,37 @@ async def test_precision_page_shows_rules_weeks_and_a_threshold_change(hq: Runni
     assert {(c["store"], c["rule"], c["change"]) for c in changes} == {
         (s.id, "aisle-dwell", "min_dwell_s: 90.0 -> 60.0") for s in STORES
     }
+
+
+async def test_roi_report_figures_come_from_the_stored_data(hq: RunningHq) -> None:
+    status, _, html = await get(hq, "/roi?period=week&at=2026-12-01")
+    assert status == 200 and "2026-11-30 to 2026-12-07" in html
+    _, _, text = await get(hq, "/roi?period=week&at=2026-12-01&csv=confirmed_by_type")
+    rows = {r["type"]: r for r in rows_of(text)}
+    confirmed = {r["type"]: r["n"] for r in await hq.db.fetch(
+        "SELECT type, count(*) AS n FROM verdicts WHERE verdict = 'confirmed' GROUP BY type")}  # fmt: skip
+    assert {t: int(r["confirmed"]) for t, r in rows.items() if int(r["confirmed"])} == {
+        t: n for t, n in confirmed.items() if t != "alarm_unverified"}  # fmt: skip
+    loss = sum(float(r["loss prevented (EUR)"]) for r in rows.values())
+    assert f"{loss:,.0f}" in html or f"{loss:,.2f}" in html
+    unverified = await hq.db.pool.fetchval("SELECT sum(incidents) FROM day_types WHERE type = 'alarm_unverified'")
+    later = confirmed.get("alarm_unverified", 0)
+    assert f"{unverified} alarms video found no one for, less {later} a person later confirmed" in html
+
+
+async def test_roi_report_for_a_store_manager_is_their_store_and_pdf_says_the_same(hq: RunningHq) -> None:
+    status, _, html = await get(hq, "/roi?period=week&at=2026-12-01", "max")
+    assert status == 200 and "your stores (1 stores)" in html
+    assert (await get(hq, "/roi?period=week&at=2026-12-01&store=store-002", "max"))[0] == 404
+    assert (await get(hq, "/roi.pdf?period=week&at=2026-12-01&store=store-002", "max"))[0] == 404
+    session = aiohttp.ClientSession(cookies={"test-user": "ada"})
+    async with session, session.get(f"{hq.url}/roi.pdf?period=week&at=2026-12-01&store=store-001") as r:
+        assert r.status == 200 and r.content_type == "application/pdf"
+        pdf = await r.read()
+    assert pdf.startswith(b"%PDF")
+    pdftotext = shutil.which("pdftotext")
+    require(None if pdftotext else "pdftotext is not installed (apt-get install poppler-utils)")
+    assert pdftotext is not None
+    proc = await asyncio.create_subprocess_exec(pdftotext, "-", "-", stdin=PIPE, stdout=PIPE)
+    text = (await proc.communicate(pdf))[0].decode()
+    assert "Estimated loss\nprevented" in text and "Paris 001 (store-001)" in text, text
