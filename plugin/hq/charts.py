@@ -3,6 +3,7 @@ the same SVG goes into the PDF report."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 
 import pygal
@@ -39,6 +40,12 @@ _COMMON = {
 }
 
 Series = Mapping[str, Sequence[float | None]]
+# pygal always writes its tooltip config as an inline <script>: the pages run no script (a strict CSP), so drop it
+_SCRIPT = re.compile(r"<script\b[^>]*>.*?</script>", re.DOTALL)
+
+
+def _svg(chart: pygal.graph.graph.Graph) -> Markup:
+    return Markup(_SCRIPT.sub("", chart.render(is_unicode=True)))
 
 
 def _labels(chart: pygal.graph.graph.Graph, labels: Sequence[str]) -> None:
@@ -58,7 +65,7 @@ def bar(title: str, labels: Sequence[str], series: Series, stacked: bool = False
         chart.add(name, list(values))
     if not series:
         chart.add("no data", [])
-    return Markup(chart.render(is_unicode=True))
+    return _svg(chart)
 
 
 def hbar(title: str, labels: Sequence[str], values: Sequence[float | None], name: str) -> Markup:
@@ -66,7 +73,7 @@ def hbar(title: str, labels: Sequence[str], values: Sequence[float | None], name
     chart = pygal.HorizontalBar(title=title, show_legend=False, **_COMMON)
     chart.x_labels = list(reversed(labels))  # pygal draws the first at the bottom: the top of a ranking goes last
     chart.add(name, list(reversed(values)))
-    return Markup(chart.render(is_unicode=True))
+    return _svg(chart)
 
 
 def line(
@@ -93,4 +100,4 @@ def line(
             chart.add(name, [value] * len(labels), stroke_style={"dasharray": "6, 4", "width": 2}, show_dots=False)
     if not series:
         chart.add("no data", [])
-    return Markup(chart.render(is_unicode=True))
+    return _svg(chart)
