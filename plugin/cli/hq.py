@@ -31,6 +31,22 @@ def add_hq_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     add.add_argument("--timezone", required=True, help="IANA zone, e.g. Europe/Berlin")
     add.add_argument("--token-file", help="write the token to this file (0600) instead of printing it")
     add.set_defaults(func=cmd_hq_add_store)
+    b = cmds.add_parser("bench", help="measure head office under a chain's load (a throwaway PostgreSQL by default)")
+    b.add_argument("--stores", type=int, default=500)
+    b.add_argument("--days", type=int, default=90, help="days of history to bulk-load before timing pages (0: none)")
+    b.add_argument("--ingest-seconds", type=float, default=60.0)
+    b.add_argument("--concurrency", type=int, default=16, help="stores posting at once")
+    b.add_argument("--page-samples", type=int, default=40)
+    b.add_argument("--database-url", help="an existing, empty database (default: a throwaway local PostgreSQL)")
+    b.add_argument("--json", action="store_true")
+    b.set_defaults(func=cmd_hq_bench)
+
+
+def cmd_hq_bench(args: argparse.Namespace) -> int:
+    """The load benchmark (plugin/cli/hq_bench.py), imported only when asked for."""
+    from plugin.cli.hq_bench import report
+
+    return report(args)
 
 
 def cmd_hq_serve(args: argparse.Namespace) -> int:

@@ -16,6 +16,7 @@ from plugin.hq.chain import (
     chain_rate_of,
     conversion,
     ranking_table,
+    risk_score,
     store_risks,
     week_labels,
     weekly_trends,
@@ -82,13 +83,13 @@ async def chain_page(request: web.Request) -> web.Response:
     offline = [r.id for r in risks if r.last_seen is None or now - r.last_seen > SILENT_AFTER]
     top = risks[:15]
     ranking_chart = charts.hbar(
-        "Riskiest stores: incidents per 1,000 visitors",
+        "Riskiest stores: risk score (incidents per 1,000 visitors x confirmed rate)",
         [r.name for r in top],
-        [round(r.per_1000, 2) if r.per_1000 is not None else None for r in top],
-        "per 1,000 visitors",
+        [round(risk_score(r, chain_rate), 2) for r in top],
+        "risk score",
     )
     trend_chart = charts.line(
-        "By week: incidents per 1,000 visitors and conversion (%)",
+        "By week: incidents per 1,000 visitors, conversion % and confirmed %",
         week_labels(weekly.rows),
         {
             "incidents per 1,000": [r[3] for r in weekly.rows],

@@ -12,6 +12,14 @@ from asyncpg.pool import PoolConnectionProxy
 Conn: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"
 
 
+def _encode(value: object) -> bytes:
+    return b"\x01" + json.dumps(value).encode()  # jsonb's binary form: a version byte, then the text
+
+
+def _decode(data: bytes) -> object:
+    return json.loads(data[1:])
+
+
 async def init_connection(conn: asyncpg.Connection[asyncpg.Record]) -> None:
-    """Each pooled connection reads and writes jsonb as Python objects."""
-    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+    """Each pooled connection reads and writes jsonb as Python objects (binary: COPY needs it)."""
+    await conn.set_type_codec("jsonb", encoder=_encode, decoder=_decode, schema="pg_catalog", format="binary")

@@ -52,12 +52,12 @@ async def test_head_office_in_chromium(fresh_database: str, tmp_path: Path) -> N
 
             await page.goto(f"{hq.url}/?{PERIOD}")
             assert await page.locator("h1").inner_text() == "Chain overview"
-            assert await page.locator("svg.pygal-chart").count() == 2
+            assert await page.locator("svg.chart").count() == 2
             await screenshot(page, tmp_path, "1-chain")
 
             await page.get_by_role("link", name="Paris 001").first.click()
             await page.wait_for_selector("h1:has-text('Paris 001')")
-            assert await page.locator("svg.pygal-chart").count() == 8
+            assert await page.locator("svg.chart").count() == 8
             await screenshot(page, tmp_path, "2-store")
 
             # an incident of a type nobody judged yet on this page: open it, see its picture, judge it
