@@ -6,11 +6,14 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 want_test=0
+want_demo=0
 [ "${1:-}" = "--test" ] && want_test=1
+[ "${1:-}" = "--demo" ] && want_demo=1  # the demo's head office needs PostgreSQL
 
 sudo_() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 apt_pkgs=(python3-venv)
+[ "$want_demo" = 1 ] && apt_pkgs+=(postgresql)
 if [ "$want_test" = 1 ]; then
   # GStreamer's RTSP server (a real RTSP camera for tests) and ffmpeg
   apt_pkgs+=(gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp python3-gi gstreamer1.0-plugins-base

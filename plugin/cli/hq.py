@@ -40,6 +40,20 @@ def add_hq_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     b.add_argument("--database-url", help="an existing, empty database (default: a throwaway local PostgreSQL)")
     b.add_argument("--json", action="store_true")
     b.set_defaults(func=cmd_hq_bench)
+    d = cmds.add_parser("demo", help="head office for the demo: a throwaway PostgreSQL, sample stores, loopback only")
+    d.add_argument("--data", default="storesight-data/demo-hq", help="where the stores' token files go")
+    d.add_argument("--listen", default="127.0.0.1:8090", help="HOST:PORT on loopback")
+    d.add_argument("--store", action="append", default=[], help="ID:NAME:TIMEZONE (repeatable)")
+    d.add_argument("--sample-stores", type=int, default=8, help="synthetic stores with history (named '(sample)')")
+    d.add_argument("--sample-days", type=int, default=28)
+    d.set_defaults(func=cmd_hq_demo)
+
+
+def cmd_hq_demo(args: argparse.Namespace) -> int:
+    """The demo's head office (plugin/cli/hq_demo.py), imported only when asked for."""
+    from plugin.cli.hq_demo import run_demo
+
+    return run_demo(args)
 
 
 def cmd_hq_bench(args: argparse.Namespace) -> int:

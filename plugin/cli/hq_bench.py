@@ -323,18 +323,21 @@ async def bulk_load(
         await conn.execute(
             """INSERT INTO store_days (store_id, day, visitors, transactions, amount)
                SELECT h.store_id, (h.hour AT TIME ZONE s.timezone)::date, sum(visitors), sum(transactions),
-                      sum(amount) FROM store_hours h JOIN stores s ON s.id = h.store_id GROUP BY 1, 2
+                      sum(amount) FROM store_hours h JOIN stores s ON s.id = h.store_id
+               WHERE h.store_id = ANY($1) GROUP BY 1, 2
                ON CONFLICT (store_id, day) DO UPDATE SET visitors = store_days.visitors + excluded.visitors,
                    transactions = store_days.transactions + excluded.transactions,
-                   amount = store_days.amount + excluded.amount"""
+                   amount = store_days.amount + excluded.amount""",
+            [s.id for s in stores],
         )
         await conn.execute(
             """INSERT INTO day_types (store_id, day, type, incidents, seconds)
                SELECT i.store_id, (i.start_at AT TIME ZONE s.timezone)::date, i.type, count(*),
                       sum(extract(epoch FROM i.end_at - i.start_at)) FROM incidents i JOIN stores s ON s.id = i.store_id
-               GROUP BY 1, 2, 3
+               WHERE i.store_id = ANY($1) GROUP BY 1, 2, 3
                ON CONFLICT (store_id, day, type) DO UPDATE SET incidents = day_types.incidents + excluded.incidents,
-                   seconds = day_types.seconds + excluded.seconds"""
+                   seconds = day_types.seconds + excluded.seconds""",
+            [s.id for s in stores],
         )
         await conn.execute("ANALYZE")
     return {"seconds": round(time.monotonic() - t0, 1), "copy_seconds": round(loaded, 1)}

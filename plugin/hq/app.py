@@ -43,6 +43,16 @@ async def signed_in(request: web.Request, handler: Handler) -> web.StreamRespons
     return await handler(request)
 
 
+async def login_page(_request: web.Request) -> web.Response:
+    """Where a request without a signed-in user is sent: until head office uses the shared login (plugin/web/auth),
+    it says how to sign in instead of offering a form."""
+    text = (
+        "Sign-in to head office comes with StoreSight's shared login. In the demo, open the one-time link "
+        "`storesight hq demo` printed at start."
+    )
+    return web.Response(status=401, text=text, content_type="text/plain")
+
+
 async def healthz(request: web.Request) -> web.Response:
     """Liveness, and whether the database answers."""
     await request.app[HQ_DB].pool.fetchval("SELECT 1")
@@ -56,6 +66,7 @@ def new_hq_app(config: HqConfig, authenticate: Authenticator) -> web.Application
     app[AUTHENTICATE] = authenticate
     app.cleanup_ctx.append(database_ctx)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/login", login_page)
     app.router.add_post("/api/ingest", ingest)
     add_page_routes(app)
     return app
