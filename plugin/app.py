@@ -23,6 +23,7 @@ from adapters.business.pos.webhook import events_handler as pos_events_handler
 from adapters.cameras.registry import camera_source, events_source
 from adapters.sinks.registry import BY_KEY as SINKS_BY_KEY
 from plugin.config.root import Config, SinkConfig
+from plugin.errors import StoreSightError
 from plugin.fusion.access.service import AccessService
 from plugin.fusion.alarms import AlarmVerifier, PanelStates
 from plugin.fusion.hub import BusinessHub
@@ -33,7 +34,8 @@ from plugin.incidents.explain import Explainer
 from plugin.incidents.manager import IncidentManager
 from plugin.incidents.outbox import OutboxWorker
 from plugin.inference.pose import PoseClient
-from plugin.inference.server import DEFAULT_MODEL_REPOSITORY, EmbeddedTriton
+from plugin.inference.repository import default_model_repository
+from plugin.inference.server import EmbeddedTriton
 from plugin.inference.triton import TritonInferenceClient
 from plugin.insights.hq_feed import HourlyRecords
 from plugin.insights.rollups import InsightsRecorder
@@ -41,7 +43,7 @@ from plugin.insights.system_health import SystemHealthMonitor
 from plugin.metrics import Metrics
 from plugin.pipeline.presence import PresenceLog
 from plugin.pipeline.supervisor import CameraFleet, PipelineParts, Supervisor
-from plugin.protocols import BusinessEventSource, IncidentSink, RecordSink, SinkRefs
+from plugin.protocols import BusinessEventSource, IncidentSink, LiveStateSink, RecordSink, SinkRefs
 from plugin.rules.base import RuleContext
 from plugin.types import SYSTEM_CAMERA
 from plugin.web.keys import (
@@ -71,8 +73,11 @@ from plugin.web.keys import (
     SYSTEM,
 )
 from plugin.web.routes import setup_routes
+from plugin.web.status import live_state
 
 log = logging.getLogger(__name__)
+
+LIVE_STATE_S = 2.0  # how often the live state is handed to sinks that show it (they send only what changed)
 
 
 def api_token(config: Config) -> str:
@@ -118,7 +123,7 @@ async def inference_ctx(app: web.Application) -> AsyncIterator[None]:
     triton = app[EMBEDDED_TRITON] = None
     if url is None:
         triton = app[EMBEDDED_TRITON] = EmbeddedTriton(
-            model_repository=(tc.model_repository or DEFAULT_MODEL_REPOSITORY).resolve(),
+            model_repository=(tc.model_repository or default_model_repository()).resolve(),
             cache_dir=config.storage.path.resolve() / "triton",
         )
         triton.start()
@@ -159,7 +164,8 @@ async def sinks_ctx(app: web.Application) -> AsyncIterator[None]:
     app[RECORD_SINKS] = [sid for sid, sink in sinks.items() if isinstance(sink, RecordSink)]
     outbox = app[OUTBOX] = OutboxWorker(db, sinks, app[METRICS], config.outbox)
     incidents = app[INCIDENTS] = IncidentManager(
-        db, config.storage.path / "evidence", Explainer(config.site.timezone), list(sinks),
+        db, config.storage.path / "evidence", Explainer(config.site.timezone, config.site.language),
+        list(sinks),
         on_saved=lambda _incident: outbox.notify(),
     )  # fmt: skip
     await incidents.close_left_open(datetime.now(UTC), keep_cameras=(SYSTEM_CAMERA,))
@@ -365,6 +371,38 @@ async def cameras_ctx(app: web.Application) -> AsyncIterator[None]:
     await supervisor.stop()
 
 
+async def live_state_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The store's live state (cameras, people, queues, store occupancy), handed every LIVE_STATE_S to the sinks
+    configured to show it (the MQTT sink's Home Assistant discovery); not in one-shot runs. Best effort: a sink that
+    cannot take one state gets the next."""
+    showing = [s for s in app[SINKS].values() if isinstance(s, LiveStateSink) and s.wants_live_state]
+    if app[ONCE] or not showing:
+        yield
+        return
+
+    async def run() -> None:
+        failing: dict[str, str] = {}
+        while True:
+            state = live_state(app)
+            for sink in showing:
+                try:
+                    async with asyncio.timeout(LIVE_STATE_S * 5):
+                        await sink.publish_live(state)
+                except (StoreSightError, TimeoutError) as exc:
+                    if failing.get(sink.id) != str(exc):  # said once per distinct failure, not every tick
+                        log.warning("%s: live state not published: %s", sink.id, exc or "timed out")
+                    failing[sink.id] = str(exc)
+                    continue
+                if failing.pop(sink.id, None) is not None:
+                    log.info("%s: live state published again", sink.id)
+            await asyncio.sleep(LIVE_STATE_S)
+
+    task = asyncio.create_task(run(), name="live-state")
+    yield
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
 def new_app(config: Config, once: bool = False) -> web.Application:
     """An application holding the eager resources, with no context and no route yet (tests add the ones they
     need; `build_app` adds them all)."""
@@ -392,7 +430,7 @@ def build_app(config: Config, once: bool = False) -> web.Application:
     app = new_app(config, once)
     app.cleanup_ctx.extend([
         database_ctx, inference_ctx, sinks_ctx, hourly_records_ctx, system_health_ctx, alarms_ctx, pos_ctx, access_ctx,
-        store_occupancy_ctx, cameras_ctx,
+        store_occupancy_ctx, cameras_ctx, live_state_ctx,
     ])  # fmt: skip
     setup_routes(app)
     add_intake_routes(app)

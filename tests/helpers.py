@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,10 @@ from conftest import require
 from plugin.inference.pose import PoseClient
 from plugin.inference.server import DEFAULT_MODEL_REPOSITORY, EmbeddedTriton
 from plugin.inference.triton import TritonInferenceClient
+from plugin.rules.base import Measurement, Observation
+from plugin.rules.line_crossing import LineCrossingRuleConfig
+from plugin.rules.registry import build_rule
+from plugin.types import Detections
 
 HOLD_MAX_S = 120.0  # a held request a test forgot to release does not keep its thread for good
 
@@ -169,3 +174,33 @@ async def real_pose(triton: EmbeddedTriton, img: np.ndarray) -> tuple[np.ndarray
     pose = PoseClient(triton.grpc_url)
     kps = await pose.estimate(img, people.xyxy)
     return people.xyxy[0], kps[0], pose
+
+
+# --- synthetic tracks for rule tests: people as feet positions in a 1000 x 500 frame ------------------------------
+
+TRACKS_T0 = datetime(2026, 11, 29, 14, 0, tzinfo=UTC)
+TRACKS_W, TRACKS_H = 1000, 500
+
+
+def frame(t_s: float, feet: dict[int, tuple[float, float]], inside: set[int] = frozenset()) -> Observation:  # type: ignore[assignment]
+    """Tracks by id with their feet positions in pixels; `inside` marks zone 'z' membership."""
+    ids = list(feet)
+    boxes = [[x - 20, y - 100, x + 20, y] for x, y in feet.values()]
+    dets = Detections.from_arrays(boxes, [0.9] * len(ids), [0] * len(ids), ids)
+    mask = np.array([i in inside for i in ids], bool)
+    return Observation("cam1", TRACKS_T0 + timedelta(seconds=t_s), dets, {"z": mask}, TRACKS_W, TRACKS_H, ("person",))
+
+
+def line_rule(**kw: object) -> object:
+    """A vertical tripwire at x = 0.5 drawn bottom to top: looking along it, its right is the screen's right."""
+    line = [[0.5, 1.0], [0.5, 0.0]]
+    base: dict[str, object] = {"id": "door", "type": "line_crossing", "camera": "cam1", "line": line}
+    return build_rule(LineCrossingRuleConfig.model_validate(base | kw))
+
+
+def walk(rule: object, xs: list[float], y: float = 300, tid: int = 1) -> list[Measurement]:
+    """Feed one track along x positions, 0.2 s apart; return the counts."""
+    out: list[Measurement] = []
+    for i, x in enumerate(xs):
+        out += [m for m in rule.update(frame(i * 0.2, {tid: (x, y)})) if isinstance(m, Measurement)]  # type: ignore[attr-defined]
+    return out

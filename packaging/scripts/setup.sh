@@ -22,7 +22,8 @@ if [ "$want_test" = 1 ]; then
              mosquitto  # a real MQTT broker; the tests start their own on a free port (the service is not needed)
              chromium  # a real browser for the console page
              postgresql  # head office's database; the tests start their own cluster on a free port
-             poppler-utils)  # pdftotext / pdftoppm: the ROI report's PDF read back in tests
+             poppler-utils  # pdftotext / pdftoppm: the ROI report's PDF read back in tests
+             shellcheck)  # the install and packaging scripts are linted by a test
 fi
 missing=()
 for p in "${apt_pkgs[@]}"; do

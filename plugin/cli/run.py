@@ -36,7 +36,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 async def _detect(config: Config, images: Sequence[str]) -> list[dict[str, Any]]:
     import cv2
 
-    from plugin.inference.server import DEFAULT_MODEL_REPOSITORY, EmbeddedTriton
+    from plugin.inference.repository import default_model_repository
+    from plugin.inference.server import EmbeddedTriton
     from plugin.inference.triton import TritonInferenceClient
 
     loaded = []
@@ -50,7 +51,7 @@ async def _detect(config: Config, images: Sequence[str]) -> list[dict[str, Any]]
     url = tc.url
     if url is None:
         server = EmbeddedTriton(
-            model_repository=(tc.model_repository or DEFAULT_MODEL_REPOSITORY).resolve(),
+            model_repository=(tc.model_repository or default_model_repository()).resolve(),
             cache_dir=config.storage.path.resolve() / "triton",
         )
         server.start()

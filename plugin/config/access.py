@@ -7,7 +7,7 @@ zones and rules live in plugin/config/verify.py (`verify_access_doors`), where t
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -45,7 +45,7 @@ class AccessDoorConfig(Strict):
     )
     onvif: AccessOnvifDoorConfig | None = Field(default=None, description="the door's ONVIF door and access events")
 
-    @field_validator("id", mode="before")
+    @field_validator("id", mode="before", json_schema_input_type=Annotated[str, Field(pattern=_DOOR)] | int)
     @classmethod
     def _id(cls, v: Any) -> Any:
         return door_text(v)

@@ -50,7 +50,7 @@ class AlarmAccountConfig(Strict):
     def _upper(cls, v: str) -> str:
         return v.upper()
 
-    @field_validator("zone_map", mode="before")
+    @field_validator("zone_map", mode="before", json_schema_input_type=dict[str, AlarmZoneView | list[AlarmZoneView]])
     @classmethod
     def _one_or_many(cls, v: Any) -> Any:
         if not isinstance(v, dict):

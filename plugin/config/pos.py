@@ -10,7 +10,7 @@ from __future__ import annotations
 import codecs
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator, model_validator
@@ -22,6 +22,10 @@ IncidentSetting = Literal["off", "info", "warning", "critical"]
 # a lane is named the way the POS names the register: WorkstationID in POSLog, the lane in a receipt header
 _LANE = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
 OperatorCategory = Literal["return", "post_void", "void", "no_sale", "line_void", "price_override", "employee_discount"]
+
+
+# what a lane may be written as: its digits unquoted too (the schema editors read says so)
+_LaneInput = Annotated[str, Field(pattern=_LANE)] | int
 
 
 def _lane_text(v: Any) -> Any:
@@ -40,7 +44,7 @@ class PosLaneConfig(Strict):
         default=0.0, ge=-3600, le=3600, description="added to this register's times: POS clocks drift from the NVR's"
     )
 
-    @field_validator("id", mode="before")
+    @field_validator("id", mode="before", json_schema_input_type=_LaneInput)
     @classmethod
     def _lane(cls, v: Any) -> Any:
         return _lane_text(v)
@@ -97,7 +101,7 @@ class PosTextFeedConfig(Strict):
     )
     max_lines: int = Field(default=500, ge=1, le=100_000, description="a transaction longer than this is cut")
 
-    @field_validator("lane", mode="before")
+    @field_validator("lane", mode="before", json_schema_input_type=_LaneInput)
     @classmethod
     def _lane(cls, v: Any) -> Any:
         return _lane_text(v)
@@ -140,7 +144,7 @@ class PosTransactConfig(Strict):
     line_ending: Literal["crlf", "lf"] = "crlf"
     max_clients: int = Field(default=4, ge=1, le=64)
 
-    @field_validator("lanes", mode="before")
+    @field_validator("lanes", mode="before", json_schema_input_type=list[_LaneInput])
     @classmethod
     def _lanes(cls, v: Any) -> Any:
         return [_lane_text(x) for x in v] if isinstance(v, list) else v

@@ -56,6 +56,10 @@ class SiteConfig(Strict):
     id: str = Field(default="store", pattern=ID_PATTERN)
     name: str | None = None
     timezone: str = Field(default="UTC", description="local time for explanations and the console")
+    language: Literal["en", "de", "fr", "es"] = Field(
+        default="en",
+        description="the language of the explanations that land in VMS bookmarks and alarms: en, de, fr or es",
+    )
 
     @field_validator("timezone")
     @classmethod
@@ -68,7 +72,11 @@ class TritonConfig(Strict):
 
     url: str | None = Field(default=None, description="grpc://host:8001 or http://host:8000; empty = embedded")
     model: str = Field(default="yolox_nano", description="detector model name in the Triton repository")
-    model_repository: Path | None = Field(default=None, description="embedded server only; default: triton_models/cpu")
+    model_repository: Path | None = Field(
+        default=None,
+        description="embedded server only; default: the cpu flavour where `storesight models fetch` puts it "
+        "($STORESIGHT_DATA_DIR/triton_models/cpu, a checkout's triton_models/cpu, ~/.local/share/storesight/...)",
+    )
     ready_timeout_s: float = Field(default=60.0, gt=0, description="how long one-shot commands wait for readiness")
     request_timeout_s: float = Field(default=10.0, gt=0)
     shared_memory: Literal["auto", "on", "off"] = Field(

@@ -42,7 +42,7 @@ from plugin.incidents.database import AsyncDatabase
 from plugin.incidents.explain import Explainer
 from plugin.incidents.manager import IncidentManager
 from plugin.inference.naive import OnnxYolox, YoloxSettings
-from plugin.inference.server import DEFAULT_MODEL_REPOSITORY
+from plugin.inference.repository import default_model_repository
 from plugin.inference.triton import TritonInferenceClient
 from plugin.metrics import Metrics
 from plugin.pipeline.camera import CameraPipeline
@@ -321,7 +321,7 @@ class BenchEnv:
 def _load_naive(env: BenchEnv) -> OnnxYolox:
     """The baseline's session, loaded only when its first trial starts so Triton trials' memory excludes it."""
     assert env.naive_settings is not None
-    model_dir = DEFAULT_MODEL_REPOSITORY / env.opts.model
+    model_dir = default_model_repository() / env.opts.model
     detector = OnnxYolox(model_dir / "1" / f"{env.opts.model}.onnx", env.naive_settings)
     detector.detect(np.zeros((env.clip.height, env.clip.width, 3), np.uint8))  # first-run allocations
     return detector
