@@ -10,7 +10,8 @@ cd "$(dirname "$0")/../.."
 packaging/scripts/setup.sh --demo
 
 if [ -z "${STORESIGHT_MEDIA_DIR:-}" ] && [ -d ../shared/media ]; then
-  export STORESIGHT_MEDIA_DIR="$(cd ../shared/media && pwd)"
+  STORESIGHT_MEDIA_DIR="$(cd ../shared/media && pwd)"
+  export STORESIGHT_MEDIA_DIR
 fi
 .venv/bin/storesight media fetch --dest storesight-data/media
 if ! .venv/bin/storesight media fetch --vtest --dest storesight-data/media; then
@@ -41,12 +42,16 @@ for _ in $(seq 1 600); do  # the sample history takes a few seconds to load
 done
 [ -f storesight-data/demo-hq/ready ] || { echo "demo: head office not ready after 2 minutes" >&2; exit 1; }
 
+# each store's config with the head-office sink appended (packaging/demo/hq-sink.yaml)
+cat packaging/demo/store-demo.yaml packaging/demo/hq-sink.yaml > storesight-data/demo-hq/store-demo.yaml
+cat packaging/demo/store-vtest.yaml packaging/demo/hq-sink.yaml > storesight-data/demo-hq/store-vtest.yaml
 export STORESIGHT_HQ_URL="http://$hq_listen"
-STORESIGHT_HQ_TOKEN="$(cat storesight-data/demo-hq/demo-store.token)" \
-  .venv/bin/storesight run -c packaging/demo/store-demo.yaml --listen "${STORESIGHT_LISTEN:-127.0.0.1:8080}" &
+STORESIGHT_HQ_STORE=demo-store STORESIGHT_HQ_TOKEN="$(cat storesight-data/demo-hq/demo-store.token)" \
+  .venv/bin/storesight run -c storesight-data/demo-hq/store-demo.yaml --listen "${STORESIGHT_LISTEN:-127.0.0.1:8080}" &
 pids+=($!)
-STORESIGHT_HQ_TOKEN="$(cat storesight-data/demo-hq/vtest-store.token)" \
-  .venv/bin/storesight run -c packaging/demo/store-vtest.yaml --listen "${STORESIGHT_VTEST_LISTEN:-127.0.0.1:8081}" &
+STORESIGHT_HQ_STORE=vtest-store STORESIGHT_HQ_TOKEN="$(cat storesight-data/demo-hq/vtest-store.token)" \
+  .venv/bin/storesight run -c storesight-data/demo-hq/store-vtest.yaml \
+  --listen "${STORESIGHT_VTEST_LISTEN:-127.0.0.1:8081}" &
 pids+=($!)
 
 echo "demo: head office (sign in with this one-time link): $(cat storesight-data/demo-hq/ready)"

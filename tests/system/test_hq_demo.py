@@ -5,7 +5,6 @@ store configs are valid."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import sys
 from pathlib import Path
@@ -76,11 +75,17 @@ def _children(pid: int) -> list[int]:
 
 
 @pytest.mark.parametrize("name", ["store-demo.yaml", "store-vtest.yaml"])
-def test_demo_store_configs_are_valid(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_demo_store_configs_with_the_hq_sink_are_valid(name: str, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    demo = REPO_ROOT / "packaging" / "demo"
+    derived = tmp_path / name  # as demo.sh makes it: the store's config with the head-office sink appended
+    derived.write_text((demo / name).read_text() + (demo / "hq-sink.yaml").read_text())
     for var in ("STORESIGHT_DEMO_CLIP", "STORESIGHT_VTEST_CLIP"):
         monkeypatch.setenv(var, "/nonexistent/clip")
     monkeypatch.setenv("STORESIGHT_HQ_URL", "http://127.0.0.1:8090")
+    monkeypatch.setenv("STORESIGHT_HQ_STORE", "demo-store")
     monkeypatch.setenv("STORESIGHT_HQ_TOKEN", "t" * 40)
-    config = load_config(REPO_ROOT / "packaging" / "demo" / name)
-    assert [s.kind for s in config.sinks] == ["hq"]
-    assert os.environ["STORESIGHT_HQ_TOKEN"] == "t" * 40
+    config = load_config(derived)
+    [sink] = config.sinks
+    assert (sink.kind, sink.id) == ("hq", "head-office")
+    assert "demo.sh" in (demo / "hq-sink.yaml").read_text()
