@@ -33,7 +33,7 @@ import numpy as np
 
 from adapters.sinks.hq import HqSink, HqSinkConfig
 from plugin.cli.hq_synth import SynthStore, hour_incidents, hour_records, verdict_for
-from plugin.cli.pg_local import LocalPostgres, postgres_missing
+from plugin.cli.pg_local import LocalPostgres, die_with_parent, postgres_missing
 from plugin.errors import StoreSightError
 from plugin.hq.db import HqDatabase
 
@@ -48,8 +48,9 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def evidence_jpeg(quality: int = 80) -> bytes:
-    """An evidence picture of a realistic size: a frame of the demo clip when it is here, else a drawn one."""
+def evidence_jpeg(quality: int = 80, width: int | None = None) -> bytes:
+    """An evidence picture of a realistic size: a frame of the demo clip when it is here, else a drawn one (`width`:
+    scaled down, for the bulk-loaded history's placeholders)."""
     clip = Path(os.environ.get("STORESIGHT_MEDIA_DIR", "storesight-data/media")) / "one-by-one-person-detection.mp4"
     frame = None
     if clip.is_file():
@@ -61,6 +62,8 @@ def evidence_jpeg(quality: int = 80) -> bytes:
     if frame is None:
         rng = np.random.default_rng(7)
         frame = cv2.GaussianBlur(rng.integers(0, 255, (432, 768, 3), dtype=np.uint8), (9, 9), 3)
+    if width is not None:
+        frame = cv2.resize(frame, (width, width * frame.shape[0] // frame.shape[1]), interpolation=cv2.INTER_AREA)
     return bytes(cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, quality])[1].tobytes())
 
 
@@ -78,6 +81,7 @@ class HqProcess:
             env=env,
             stdout=self.log,
             stderr=subprocess.STDOUT,
+            preexec_fn=die_with_parent,  # a benchmark killed outright takes its head office with it
         )
 
     async def wait_ready(self, timeout_s: float = 60.0) -> None:
@@ -408,7 +412,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         result["memory_after_ingest_mib"] = hq.memory_mib()
         if args.days:
             print(f"hq bench: bulk-loading {args.days} days of {args.stores} stores", file=sys.stderr)
-            thumb = evidence_jpeg(quality=10)
+            # a small placeholder per incident keeps the load quick; the size figure adds the real picture's bytes
+            thumb = evidence_jpeg(quality=50, width=96)
             result["bulk_load"] = await bulk_load(db, stores, first, args.days, thumb)
             size = int(await db.pool.fetchval("SELECT pg_database_size(current_database())"))
             incidents = int(await db.pool.fetchval("SELECT count(*) FROM incidents"))

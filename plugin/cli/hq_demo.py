@@ -12,6 +12,8 @@ import ipaddress
 import logging
 import os
 import secrets
+import signal
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -96,6 +98,8 @@ def run_demo(args: argparse.Namespace) -> int:
         raise StoreSightError(f"the demo needs PostgreSQL: {missing}")
     data = Path(args.data)
     data.mkdir(parents=True, exist_ok=True)
+    # a SIGTERM while the database is being prepared still runs the cleanup below (run_app handles it later on)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     pg = LocalPostgres()
     pg.start()
     try:

@@ -42,7 +42,8 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
+    """A child's preexec_fn: the child gets SIGQUIT when its parent dies."""
     # between fork and exec: the server gets SIGQUIT (immediate shutdown) when the process that started it dies, so a
     # killed test run or benchmark leaves no postmaster behind (the signal follows the thread that called Popen)
     ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGQUIT, 0, 0, 0)
@@ -103,7 +104,7 @@ class LocalPostgres:
                 [str(BIN / "postgres"), "-D", str(data), "-p", str(self.port), "-h", HOST, "-k", str(sockets), *fast],
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
                 **self._user,
             )
         self._wait_ready()
