@@ -17,6 +17,13 @@ from plugin.hq.routes import add_page_routes
 
 log = logging.getLogger(__name__)
 OPEN_PATHS = ("/healthz", "/api/ingest", "/static/")  # a store's token guards ingest; the rest needs a user
+# pages run no script and load nothing from elsewhere (charts are inline SVG, pictures come from head office)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; form-action 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
 
 
 async def database_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -40,7 +47,10 @@ async def signed_in(request: web.Request, handler: Handler) -> web.StreamRespons
             raise web.HTTPUnauthorized(text="sign in first")
         raise web.HTTPSeeOther(f"/login?next={request.path_qs}")
     request[PRINCIPAL] = principal
-    return await handler(request)
+    response = await handler(request)
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    return response
 
 
 async def login_page(_request: web.Request) -> web.Response:

@@ -11,6 +11,7 @@ import re
 from datetime import UTC, datetime
 from pathlib import Path
 
+import aiohttp
 import cv2
 import pytest
 from components.browser import browser_page, chromium_missing, screenshot
@@ -42,11 +43,13 @@ async def test_head_office_in_chromium(fresh_database: str, tmp_path: Path) -> N
     jpeg = evidence_jpeg()
     users = {"lena": Principal("lena", "analyst", csrf="csrf-lena-0123456789")}
     async with hq_server(fresh_database, users) as hq:
+        console: list[str] = []
         await seed(hq, [SynthStore.make(n) for n in range(1, 4)], START, 24 * 5, jpeg)
         async with browser_page(viewport={"width": 1300, "height": 900}) as page:
             await page.context.add_cookies([{"name": "test-user", "value": "lena", "url": hq.url}])
             failed: list[str] = []
             page.on("requestfailed", lambda r: failed.append(r.url))
+            page.on("console", lambda m: console.append(m.text))
             outside: list[str] = []
             page.on("request", lambda r: None if r.url.startswith(hq.url) else outside.append(r.url))
 
@@ -64,9 +67,9 @@ async def test_head_office_in_chromium(fresh_database: str, tmp_path: Path) -> N
             row = page.locator("table tr", has=page.locator("span.pill", has_text="sweep")).first
             camera = (await row.locator("td").nth(2).inner_text()).strip()
             await row.locator("a").first.click()
-            await page.wait_for_selector("img.evidence")
-            width = await page.locator("img.evidence").evaluate("img => img.complete ? img.naturalWidth : 0")
-            assert width == 768  # the store's JPEG, decoded by the browser
+            await page.wait_for_function("document.querySelector('img.evidence')?.complete === true")
+            width = await page.locator("img.evidence").evaluate("img => img.naturalWidth")
+            assert width == 768, console  # the store's JPEG, decoded by the browser
             await screenshot(page, tmp_path, "3-incident")
 
             precision_csv = f"{hq.url}/precision?{PERIOD}&store=store-001&csv=precision_by_camera"
@@ -89,6 +92,7 @@ async def test_head_office_in_chromium(fresh_database: str, tmp_path: Path) -> N
             await page.wait_for_selector("td:has-text('Estimated loss prevented')")
             await screenshot(page, tmp_path, "6-roi")
             assert failed == [] and outside == []  # every picture and chart came from head office itself
+            assert not [m for m in console if "Content Security Policy" in m]  # nothing the pages need is refused
             async with page.expect_download() as download:  # (a download shows as an aborted navigation)
                 await page.click("#pdf")
             pdf = tmp_path / "roi.pdf"
@@ -97,8 +101,10 @@ async def test_head_office_in_chromium(fresh_database: str, tmp_path: Path) -> N
 
 
 async def _judged(page: object, url: str, camera: str) -> int:
-    """The judged count of store-001's camera, from the precision CSV, fetched by the browser itself."""
-    text = await page.evaluate("url => fetch(url).then(r => r.text())", url)  # type: ignore[attr-defined]
+    """The judged count of store-001's camera, from the precision CSV (fetched with the same sign-in)."""
+    session = aiohttp.ClientSession(cookies={"test-user": "lena"})
+    async with session, session.get(url) as r:
+        text = await r.text()
     for line in text.splitlines()[1:]:
         cells = line.split(",")
         if cells[0] == "store-001" and cells[1] == camera:
