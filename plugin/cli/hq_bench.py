@@ -323,25 +323,40 @@ async def bulk_load(
             )
             await conn.executemany("INSERT INTO rule_versions VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING", versions)
         loaded = time.monotonic() - t0
-        # the day tables, as ingest would have kept them
+        # the day tables, as ingest would have kept them, for the loaded stores and days only
+        span = ([s.id for s in stores], first, first + timedelta(days=days))
         await conn.execute(
             """INSERT INTO store_days (store_id, day, visitors, transactions, amount)
                SELECT h.store_id, (h.hour AT TIME ZONE s.timezone)::date, sum(visitors), sum(transactions),
                       sum(amount) FROM store_hours h JOIN stores s ON s.id = h.store_id
-               WHERE h.store_id = ANY($1) GROUP BY 1, 2
+               WHERE h.store_id = ANY($1) AND h.hour >= $2 AND h.hour < $3 GROUP BY 1, 2
                ON CONFLICT (store_id, day) DO UPDATE SET visitors = store_days.visitors + excluded.visitors,
                    transactions = store_days.transactions + excluded.transactions,
                    amount = store_days.amount + excluded.amount""",
-            [s.id for s in stores],
+            *span,
         )
         await conn.execute(
             """INSERT INTO day_types (store_id, day, type, incidents, seconds)
                SELECT i.store_id, (i.start_at AT TIME ZONE s.timezone)::date, i.type, count(*),
-                      sum(extract(epoch FROM i.end_at - i.start_at)) FROM incidents i JOIN stores s ON s.id = i.store_id
-               WHERE i.store_id = ANY($1) GROUP BY 1, 2, 3
+                      coalesce(sum(extract(epoch FROM i.end_at - i.start_at)), 0)
+               FROM incidents i JOIN stores s ON s.id = i.store_id
+               WHERE i.store_id = ANY($1) AND i.start_at >= $2 AND i.start_at < $3 GROUP BY 1, 2, 3
                ON CONFLICT (store_id, day, type) DO UPDATE SET incidents = day_types.incidents + excluded.incidents,
                    seconds = day_types.seconds + excluded.seconds""",
-            [s.id for s in stores],
+            *span,
+        )
+        await conn.execute(
+            """INSERT INTO verdict_days (store_id, day, type, rule_id, camera, confirmed, false_alarm, unsure)
+               SELECT v.store_id, (v.incident_start AT TIME ZONE s.timezone)::date, v.type, v.rule_id, v.camera,
+                      count(*) FILTER (WHERE verdict = 'confirmed'), count(*) FILTER (WHERE verdict = 'false_alarm'),
+                      count(*) FILTER (WHERE verdict = 'unsure')
+               FROM verdicts v JOIN stores s ON s.id = v.store_id
+               WHERE v.store_id = ANY($1) AND v.incident_start >= $2 AND v.incident_start < $3 GROUP BY 1, 2, 3, 4, 5
+               ON CONFLICT (store_id, day, type, rule_id, camera) DO UPDATE SET
+                   confirmed = verdict_days.confirmed + excluded.confirmed,
+                   false_alarm = verdict_days.false_alarm + excluded.false_alarm,
+                   unsure = verdict_days.unsure + excluded.unsure""",
+            *span,
         )
         await conn.execute("ANALYZE")
     return {"seconds": round(time.monotonic() - t0, 1), "copy_seconds": round(loaded, 1)}

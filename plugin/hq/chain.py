@@ -52,7 +52,6 @@ class StoreRisk:
 
 async def store_risks(db: HqDatabase, stores: list[str], period: Period) -> list[StoreRisk]:
     """Each store's figures over the period, riskiest first (see `risk_score`)."""
-    t0, t1 = utc_bounds(period)
     rows = await db.fetch(
         f"""WITH v AS (SELECT store_id, sum(visitors) AS visitors, sum(transactions) AS transactions FROM store_days
                        WHERE day >= $1 AND day < $2 AND store_id = ANY($3) GROUP BY store_id),
@@ -60,10 +59,8 @@ async def store_risks(db: HqDatabase, stores: list[str], period: Period) -> list
                               sum(incidents) FILTER (WHERE type LIKE 'pos\\_%') AS exceptions,
                               sum(incidents) FILTER (WHERE type LIKE 'alarm\\_%') AS alarms
                        FROM day_types WHERE day >= $1 AND day < $2 AND store_id = ANY($3) GROUP BY store_id),
-                 f AS (SELECT store_id, count(*) FILTER (WHERE verdict = 'confirmed') AS confirmed,
-                              count(*) FILTER (WHERE verdict <> 'unsure') AS judged
-                       FROM verdicts WHERE incident_start >= $4 AND incident_start < $5 AND store_id = ANY($3)
-                       GROUP BY store_id)
+                 f AS (SELECT store_id, sum(confirmed) AS confirmed, sum(confirmed + false_alarm) AS judged
+                       FROM verdict_days WHERE day >= $1 AND day < $2 AND store_id = ANY($3) GROUP BY store_id)
             SELECT s.id, s.name, s.last_seen, coalesce(v.visitors, 0) AS visitors,
                    coalesce(v.transactions, 0) AS transactions, coalesce(i.incidents, 0) AS incidents,
                    coalesce(i.exceptions, 0) AS exceptions, coalesce(i.alarms, 0) AS alarms,
@@ -74,8 +71,6 @@ async def store_risks(db: HqDatabase, stores: list[str], period: Period) -> list
         period.start,
         period.end,
         stores,
-        t0,
-        t1,
     )
     risks = [
         StoreRisk(
@@ -151,7 +146,6 @@ def ranking_table(risks: list[StoreRisk], chain_rate: float) -> Table:
 
 async def weekly_trends(db: HqDatabase, stores: list[str], period: Period) -> Table:
     """Per week (Monday first) over the visible stores: visitors, incidents, per 1,000, exceptions, conversion."""
-    t0, t1 = utc_bounds(period)
     rows = await db.fetch(
         f"""WITH d AS (SELECT date_trunc('week', day)::date AS week, sum(visitors) AS visitors,
                               sum(transactions) AS transactions FROM store_days
@@ -160,11 +154,9 @@ async def weekly_trends(db: HqDatabase, stores: list[str], period: Period) -> Ta
                               sum(incidents) FILTER (WHERE NOT {NOT_RISK_SQL}) AS incidents,
                               sum(incidents) FILTER (WHERE type LIKE 'pos\\_%') AS exceptions
                        FROM day_types WHERE day >= $1 AND day < $2 AND store_id = ANY($3) GROUP BY 1),
-                 f AS (SELECT date_trunc('week', incident_start AT TIME ZONE 'UTC')::date AS week,
-                              count(*) FILTER (WHERE verdict = 'confirmed') AS confirmed,
-                              count(*) FILTER (WHERE verdict <> 'unsure') AS judged
-                       FROM verdicts WHERE incident_start >= $4 AND incident_start < $5 AND store_id = ANY($3)
-                       GROUP BY 1)
+                 f AS (SELECT date_trunc('week', day)::date AS week, sum(confirmed) AS confirmed,
+                              sum(confirmed + false_alarm) AS judged
+                       FROM verdict_days WHERE day >= $1 AND day < $2 AND store_id = ANY($3) GROUP BY 1)
             SELECT coalesce(d.week, i.week) AS week, coalesce(visitors, 0) AS visitors,
                    coalesce(transactions, 0) AS transactions, coalesce(incidents, 0) AS incidents,
                    coalesce(exceptions, 0) AS exceptions, coalesce(confirmed, 0) AS confirmed,
@@ -174,8 +166,6 @@ async def weekly_trends(db: HqDatabase, stores: list[str], period: Period) -> Ta
         period.start,
         period.end,
         stores,
-        t0,
-        t1,
     )
     t = Table(
         "weekly",

@@ -13,7 +13,7 @@ from plugin.hq.tables import Period, Table
 
 NOTE = (
     "precision: confirmed / (confirmed + false alarm), the latest verdict per incident, unsure left out; "
-    "judged: incidents with such a verdict"
+    "judged: incidents with such a verdict; by the store day the incident started"
 )
 COMPARE_WEEKS = 4
 
@@ -24,7 +24,6 @@ def _p(confirmed: int, judged: int) -> float | None:
 
 async def precision_tables(db: HqDatabase, stores: list[str], period: Period) -> list[Table]:
     """Precision by rule, by store and by camera (store and camera together) over the period."""
-    t0, t1 = utc_bounds(period)
     out = []
     for name, title, cols in (
         ("precision_by_rule", "Precision by rule", ["type", "rule_id"]),
@@ -33,13 +32,11 @@ async def precision_tables(db: HqDatabase, stores: list[str], period: Period) ->
     ):
         group = ", ".join(cols)
         rows = await db.fetch(
-            f"""SELECT {group}, count(*) FILTER (WHERE verdict = 'confirmed') AS confirmed,
-                       count(*) FILTER (WHERE verdict = 'false_alarm') AS false_alarms,
-                       count(*) FILTER (WHERE verdict = 'unsure') AS unsure
-                FROM verdicts WHERE incident_start >= $1 AND incident_start < $2 AND store_id = ANY($3)
+            f"""SELECT {group}, sum(confirmed) AS confirmed, sum(false_alarm) AS false_alarms, sum(unsure) AS unsure
+                FROM verdict_days WHERE day >= $1 AND day < $2 AND store_id = ANY($3)
                 GROUP BY {group}""",
-            t0,
-            t1,
+            period.start,
+            period.end,
             stores,
         )
         t = Table(
@@ -68,22 +65,20 @@ async def precision_tables(db: HqDatabase, stores: list[str], period: Period) ->
 
 async def weekly_precision(db: HqDatabase, stores: list[str], period: Period) -> Table:
     """Precision per week and incident type over the visible stores."""
-    t0, t1 = utc_bounds(period)
     rows = await db.fetch(
-        """SELECT date_trunc('week', incident_start AT TIME ZONE 'UTC')::date AS week, type,
-                  count(*) FILTER (WHERE verdict = 'confirmed') AS confirmed,
-                  count(*) FILTER (WHERE verdict = 'false_alarm') AS false_alarms
-           FROM verdicts WHERE incident_start >= $1 AND incident_start < $2 AND store_id = ANY($3)
+        """SELECT date_trunc('week', day)::date AS week, type, sum(confirmed) AS confirmed,
+                  sum(false_alarm) AS false_alarms
+           FROM verdict_days WHERE day >= $1 AND day < $2 AND store_id = ANY($3)
            GROUP BY 1, 2 ORDER BY 1, 2""",
-        t0,
-        t1,
+        period.start,
+        period.end,
         stores,
     )
     t = Table("precision_by_week", "Precision by week and type", ["week", "type", "judged", "precision"])
     for r in rows:
         judged = int(r["confirmed"]) + int(r["false_alarms"])
         t.rows.append([r["week"], r["type"], judged, _p(int(r["confirmed"]), judged)])
-    t.note = NOTE + "; weeks start on Monday (UTC)"
+    t.note = NOTE + "; weeks start on Monday (the stores' own days)"
     return t
 
 

@@ -10,7 +10,6 @@ from datetime import date, timedelta
 
 from aiohttp import web
 
-from plugin.hq.chain import utc_bounds
 from plugin.hq.config import RoiConfig
 from plugin.hq.db import HqDatabase
 from plugin.hq.tables import Period, Table
@@ -61,14 +60,13 @@ async def roi_report(
     db: HqDatabase, stores: list[str], scope: str, kind: str, period: Period, roi: RoiConfig
 ) -> RoiReport:
     """Compute the report for the stores over the period."""
-    t0, t1 = utc_bounds(period)
     rep = RoiReport(scope, period, kind, roi.currency)
     confirmed = await db.fetch(
-        """SELECT type, count(*) FILTER (WHERE verdict = 'confirmed') AS confirmed, count(*) AS judged
-           FROM verdicts WHERE incident_start >= $1 AND incident_start < $2 AND store_id = ANY($3)
+        """SELECT type, sum(confirmed) AS confirmed, sum(confirmed + false_alarm + unsure) AS judged
+           FROM verdict_days WHERE day >= $1 AND day < $2 AND store_id = ANY($3)
            GROUP BY type ORDER BY type""",
-        t0,
-        t1,
+        period.start,
+        period.end,
         stores,
     )
     counts = await db.fetch(
@@ -109,7 +107,7 @@ async def roi_report(
         total_loss += n * value
         t.rows.append([r["type"], by_type.get(r["type"], (0, 0.0))[0], int(r["judged"]), n, value, n * value])
     t.note = (
-        "confirmed: incidents whose latest verdict is confirmed, by the incident's start in the period; value "
+        "confirmed: incidents whose latest verdict is confirmed, by the store day the incident started; value "
         "each: roi.loss_per_incident in the head-office config (roi.default_loss for a type not listed)"
     )
     rep.tables.append(t)

@@ -118,3 +118,19 @@ CREATE TABLE verdicts (
     PRIMARY KEY (store_id, incident_id)
 );
 CREATE INDEX verdicts_start ON verdicts (incident_start);
+CREATE INDEX verdicts_rule ON verdicts (store_id, rule_id, incident_start);
+
+-- The latest verdicts counted per store day (the incident's start, the store's own day), type, rule and camera:
+-- what precision, the confirmed rate and the ROI report sum, kept current as verdicts are given or changed.
+CREATE TABLE verdict_days (
+    store_id text NOT NULL REFERENCES stores(id),
+    day date NOT NULL,
+    type text NOT NULL,
+    rule_id text NOT NULL,
+    camera text NOT NULL,
+    confirmed integer NOT NULL DEFAULT 0,
+    false_alarm integer NOT NULL DEFAULT 0,
+    unsure integer NOT NULL DEFAULT 0,
+    PRIMARY KEY (store_id, day, type, rule_id, camera)
+);
+CREATE INDEX verdict_days_day ON verdict_days (day);

@@ -196,3 +196,32 @@ async def test_store_feedback_is_stored_with_who_and_when(hq: RunningHq) -> None
     assert (row["verdict"], row["by_user"], row["source"]) == ("false_alarm", "anna", "store")
     status, answer = await post(hq, envelope("feedback", "feedback:inc-1:2", fb | {"reason": "because"}))
     assert status == 422 and "data.reason" in answer["error"]
+
+
+async def test_a_changed_verdict_moves_the_day_counts_and_a_late_older_one_does_not(hq: RunningHq) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from plugin.hq.feedback import Feedback, record_feedback
+
+    start = datetime(2026, 12, 1, 22, 30, tzinfo=UTC)  # 23:30 in Berlin: the store's 1 December
+    at = datetime(2026, 12, 2, 9, 0, tzinfo=UTC)
+
+    def fb(verdict: str, when: datetime) -> Feedback:
+        return Feedback("berlin-1", "inc-9", verdict, "other", "", "ana", "hq", when, "pos.void", "pos_void",  # type: ignore[arg-type]
+                        "lane1", start)  # fmt: skip
+
+    async def days() -> list[tuple[str, int, int, int]]:
+        rows = await hq.db.fetch("SELECT day, confirmed, false_alarm, unsure FROM verdict_days")
+        return [(str(r["day"]), r["confirmed"], r["false_alarm"], r["unsure"]) for r in rows]
+
+    async with hq.db.pool.acquire() as conn, conn.transaction():
+        await record_feedback(conn, fb("confirmed", at))
+    assert await days() == [("2026-12-01", 1, 0, 0)]
+    async with hq.db.pool.acquire() as conn, conn.transaction():
+        await record_feedback(conn, fb("false_alarm", at + timedelta(hours=1)))
+    assert await days() == [("2026-12-01", 0, 1, 0)]
+    async with hq.db.pool.acquire() as conn, conn.transaction():
+        await record_feedback(conn, fb("unsure", at - timedelta(hours=1)))  # given earlier, arriving late
+    assert await days() == [("2026-12-01", 0, 1, 0)]
+    assert await hq.db.pool.fetchval("SELECT count(*) FROM feedback") == 3  # every verdict kept (the audit)
+    assert await hq.db.pool.fetchval("SELECT verdict FROM verdicts") == "false_alarm"
