@@ -10,7 +10,7 @@ import logging
 import os
 import secrets
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
 
@@ -23,7 +23,8 @@ from adapters.business.pos.webhook import events_handler as pos_events_handler
 from adapters.cameras.registry import camera_source, events_source
 from adapters.sinks.registry import BY_KEY as SINKS_BY_KEY
 from plugin.config.root import Config, SinkConfig
-from plugin.errors import StoreSightError
+from plugin.config.service import MIN_TOKEN_LENGTH
+from plugin.errors import ConfigError, StoreSightError
 from plugin.fusion.access.service import AccessService
 from plugin.fusion.alarms import AlarmVerifier, PanelStates
 from plugin.fusion.hub import BusinessHub
@@ -46,10 +47,16 @@ from plugin.pipeline.supervisor import CameraFleet, PipelineParts, Supervisor
 from plugin.protocols import BusinessEventSource, IncidentSink, LiveStateSink, RecordSink, SinkRefs
 from plugin.rules.base import RuleContext
 from plugin.types import SYSTEM_CAMERA
+from plugin.web.auth.middleware import add_route
+from plugin.web.auth.roles import BRIDGE_ROLES, INGEST
+from plugin.web.auth.service import ApiToken, Auth, AuthSettings
+from plugin.web.auth.sqlite import SqliteAuthStore
+from plugin.web.auth.transport import default_allowed_hosts
+from plugin.web.auth.users import first_admin
 from plugin.web.keys import (
     ACCESS,
     ALARMS,
-    API_TOKEN,
+    AUTH,
     CAMERAS,
     CONFIG,
     DATABASE,
@@ -80,16 +87,26 @@ log = logging.getLogger(__name__)
 LIVE_STATE_S = 2.0  # how often the live state is handed to sinks that show it (they send only what changed)
 
 
+API_TOKEN_ENV = "STORESIGHT_API_TOKEN"
+
+
 def api_token(config: Config) -> str:
-    """The API token: config, then $STORESIGHT_API_TOKEN, then one generated once and kept in the data dir."""
+    """The admin API token: config, then $STORESIGHT_API_TOKEN, then one generated once and kept in the data dir;
+    one shorter than 16 characters is refused, naming where it came from."""
     if config.web.token:
         return config.web.token
-    env = os.environ.get("STORESIGHT_API_TOKEN")
+    env = os.environ.get(API_TOKEN_ENV)
     if env:
-        return env
+        if len(env.strip()) < MIN_TOKEN_LENGTH:
+            raise ConfigError(f"${API_TOKEN_ENV}: a token needs at least {MIN_TOKEN_LENGTH} characters")
+        return env.strip()
     path = config.storage.path / "api_token"
     if path.is_file():
-        return path.read_text().strip()
+        token = path.read_text().strip()
+        if len(token) < MIN_TOKEN_LENGTH:
+            raise ConfigError(f"{path}: a token needs at least {MIN_TOKEN_LENGTH} characters (delete it: a new one "
+                              "is generated)")  # fmt: skip
+        return token
     path.parent.mkdir(parents=True, exist_ok=True)
     token = secrets.token_urlsafe(24)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -103,7 +120,6 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
     """The SQLite database, the insights recorder and the business hub."""
     config = app[CONFIG]
     config.storage.path.mkdir(parents=True, exist_ok=True)
-    app[API_TOKEN] = api_token(config)
     db = app[DATABASE] = AsyncDatabase(config.storage.path / "storesight.db")
     insights = app[INSIGHTS] = InsightsRecorder(db)
     app[HUB] = BusinessHub(db)
@@ -113,6 +129,28 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
     await asyncio.gather(flusher, return_exceptions=True)
     await insights.flush()
     await db.close()
+
+
+def auth_settings(config: Config) -> AuthSettings:
+    """The console's sign-in rules from the `web` section."""
+    w = config.web
+    return AuthSettings(
+        title=f"StoreSight · {config.site.name or config.site.id}",
+        allowed_hosts=default_allowed_hosts(w.host, w.allowed_hosts), tls=w.tls is not None, store_id=config.site.id,
+        session_max_age=timedelta(hours=w.session_hours), session_idle=timedelta(minutes=w.session_idle_minutes),
+    )  # fmt: skip
+
+
+async def auth_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Sign-in, tokens and the audit log on the database (after it); the first admin when there is no user."""
+    config = app[CONFIG]
+    store = SqliteAuthStore(app[DATABASE])
+    tokens = [ApiToken.of("api-token", BRIDGE_ROLES["admin"], api_token(config))]
+    tokens += [ApiToken.of(t.name, BRIDGE_ROLES[t.role], t.token) for t in config.web.tokens]
+    if not app[ONCE]:
+        await first_admin(store, BRIDGE_ROLES, "admin", config.storage.path)
+    app[AUTH] = Auth(store, auth_settings(config), BRIDGE_ROLES, tokens)
+    yield
 
 
 async def inference_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -255,7 +293,9 @@ async def pos_ctx(app: web.Application) -> AsyncIterator[None]:
     drop = None if config.pos.file_drop is None else PosLogDropFolder(config.pos.file_drop, service, reader)
     # Transact first: it must see the first transaction
     listeners: list[BusinessEventSource] = [TransactServer(feed, service) for feed in config.pos.transact]
-    listeners += [ReceiptTextServer(feed, service) for feed in config.pos.text]
+    # one dead-letter file for every text feed: each record names its feed and peer
+    dead_letters = config.storage.path / "dead-letter" / "pos-text.jsonl"
+    listeners += [ReceiptTextServer(feed, service, dead_letters) for feed in config.pos.text]
     if drop is not None:
         listeners.append(drop)
     await _start_all(listeners)
@@ -418,18 +458,19 @@ def new_app(config: Config, once: bool = False) -> web.Application:
 
 def add_intake_routes(app: web.Application) -> None:
     """The HTTP business inputs (POSLog, POS JSON, door events): adapters, answering 404 while their service is
-    not running. Each answers 202 once what it took is stored."""
+    not running. Each answers 202 once what it took is stored; each needs the INGEST permission."""
 
-    app.router.add_post("/api/pos/poslog", poslog_handler(lambda: app.get(POS)))
-    app.router.add_post("/api/pos/events", pos_events_handler(lambda: app.get(POS)))
-    app.router.add_post("/api/access/events", access_events_handler(lambda: app.get(ACCESS)))
+    add_route(app, "POST", "/api/pos/poslog", poslog_handler(lambda: app.get(POS)), INGEST)
+    add_route(app, "POST", "/api/pos/events", pos_events_handler(lambda: app.get(POS)), INGEST)
+    add_route(app, "POST", "/api/access/events", access_events_handler(lambda: app.get(ACCESS)), INGEST)
 
 
 def build_app(config: Config, once: bool = False) -> web.Application:
     """The application with every context and route registered."""
     app = new_app(config, once)
     app.cleanup_ctx.extend([
-        database_ctx, inference_ctx, sinks_ctx, hourly_records_ctx, system_health_ctx, alarms_ctx, pos_ctx, access_ctx,
+        database_ctx, auth_ctx, inference_ctx, sinks_ctx, hourly_records_ctx, system_health_ctx, alarms_ctx, pos_ctx,
+        access_ctx,
         store_occupancy_ctx, cameras_ctx, live_state_ctx,
     ])  # fmt: skip
     setup_routes(app)

@@ -1,5 +1,5 @@
-"""Test helpers: running the real CLI, a real HTTP receiver for webhooks, writing configs, the example config, and a
-real pose from the demo clip."""
+"""Test helpers: running the real CLI, a real HTTP receiver for webhooks, writing configs, the example config, a
+stored incident with its snapshot, and a real pose from the demo clip."""
 
 from __future__ import annotations
 
@@ -20,13 +20,15 @@ import numpy as np
 import yaml
 from conftest import require
 
+from plugin.incidents.database import Database
+from plugin.incidents.evidence import draw_snapshot, write_jpeg
 from plugin.inference.pose import PoseClient
 from plugin.inference.server import DEFAULT_MODEL_REPOSITORY, EmbeddedTriton
 from plugin.inference.triton import TritonInferenceClient
 from plugin.rules.base import Measurement, Observation
 from plugin.rules.line_crossing import LineCrossingRuleConfig
 from plugin.rules.registry import build_rule
-from plugin.types import Detections
+from plugin.types import Detections, Incident
 
 HOLD_MAX_S = 120.0  # a held request a test forgot to release does not keep its thread for good
 
@@ -204,3 +206,21 @@ def walk(rule: object, xs: list[float], y: float = 300, tid: int = 1) -> list[Me
     for i, x in enumerate(xs):
         out += [m for m in rule.update(frame(i * 0.2, {tid: (x, y)})) if isinstance(m, Measurement)]  # type: ignore[attr-defined]
     return out
+
+
+def seed_incident(storage: Path, sinks: tuple[str, ...] = ()) -> Incident:
+    """A stored loitering incident with a real JPEG snapshot (its explanation holds markup that must be escaped)."""
+    snap = storage / "evidence" / "seed.jpg"
+    image = np.full((432, 768, 3), 90, np.uint8)
+    zone = np.array([[300, 290], [640, 290], [640, 431], [300, 431]], np.int32)
+    write_jpeg(snap, draw_snapshot(image, (380, 10, 540, 400), zone, "#3 table-dwell"))
+    start = datetime(2026, 11, 29, 14, 3, 5, tzinfo=UTC)
+    incident = Incident(
+        id=Incident.new_id(), rule_id="table-dwell", type="loitering", camera="cam1", start=start, state="end",
+        seq=1, end=start + timedelta(seconds=23), zone="table", track_ids=(3,), snapshot=str(snap),
+        explanation="Person #3 stayed 23 s in zone table (threshold 8 s) on cam1, 14:03:05-14:03:28 <b>x</b>",
+    )  # fmt: skip
+    database = Database(storage / "storesight.db")
+    database.save(incident, list(sinks))
+    database.close()
+    return incident

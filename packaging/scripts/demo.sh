@@ -2,7 +2,8 @@
 # The demo, from nothing: setup, the demo footage, then a small chain: head office (its own throwaway PostgreSQL,
 # a few clearly named sample stores with weeks of history) and two store bridges analysing real footage with the
 # embedded Triton (the demo clip at http://127.0.0.1:8080, OpenCV's vtest.avi at :8081), each pushing its incidents
-# and hourly figures to head office through its outbox. Open the head-office link it prints. Ctrl-C stops all.
+# and hourly figures to head office through its outbox. Ctrl-C stops all.
+# Sign in everywhere as admin with the password printed below ($STORESIGHT_ADMIN_PASSWORD, when set, is used instead).
 # STORESIGHT_LISTEN, STORESIGHT_VTEST_LISTEN, STORESIGHT_HQ_LISTEN change the addresses (head office: loopback only).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -22,6 +23,11 @@ fi
 export STORESIGHT_DEMO_CLIP="$PWD/storesight-data/media/one-by-one-person-detection.mp4"
 export STORESIGHT_VTEST_CLIP="$PWD/storesight-data/media/vtest.avi"
 rm -rf storesight-data/demo storesight-data/demo-vtest storesight-data/demo-hq  # each run starts afresh
+if [ -z "${STORESIGHT_ADMIN_PASSWORD:-}" ]; then
+  # the bridges and head office create their first user, admin, with this password when their database has none
+  STORESIGHT_ADMIN_PASSWORD="$(.venv/bin/python -c 'import secrets; print(secrets.token_urlsafe(12))')"
+  export STORESIGHT_ADMIN_PASSWORD
+fi
 
 pids=()
 stop_all() {

@@ -13,6 +13,7 @@ import argcomplete
 
 from plugin.cli.hq import add_hq_parser
 from plugin.errors import StoreSightError
+from plugin.web.auth.roles import BRIDGE_ROLES
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -38,6 +39,38 @@ def _setup_logging(verbose: bool) -> None:
     # onvif/zeep debug logs carry whole SOAP envelopes, WS-Security digests included: never wanted, even with -v
     for noisy in ("aiohttp.access", "onvif", "zeep"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _add_user_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The `users` and `audit` commands on the main parser."""
+    users = sub.add_parser("users", help="console users (sign-in)").add_subparsers(dest="users_command", required=True)
+    roles = sorted(BRIDGE_ROLES)
+    pw_help = "read the password from one line of stdin (else $STORESIGHT_PASSWORD, else a prompt)"
+    add = users.add_parser("add", help="add a user (password: prompt, $STORESIGHT_PASSWORD or --password-stdin)")
+    add.add_argument("name")
+    add.add_argument("--role", required=True, choices=roles)
+    add.add_argument("--stores", help="comma-separated store ids the user may see (default: all)")
+    add.add_argument("--password-stdin", action="store_true", help=pw_help)
+    pw = users.add_parser("passwd", help="change a user's password (ends their sessions)")
+    pw.add_argument("name")
+    pw.add_argument("--password-stdin", action="store_true", help=pw_help)
+    role = users.add_parser("role", help="change a user's role (and stores); ends their sessions")
+    role.add_argument("name")
+    role.add_argument("--role", required=True, choices=roles)
+    role.add_argument("--stores", help="comma-separated store ids (default: unchanged)")
+    rm = users.add_parser("remove", help="remove a user and their sessions")
+    rm.add_argument("name")
+    ls = users.add_parser("list", help="list users")
+    ls.add_argument("--json", action="store_true")
+    for p in (add, pw, role, rm, ls):
+        p.add_argument("-c", "--config", required=True)
+        p.set_defaults(func=_command("users", "cmd_users"))
+
+    audit = sub.add_parser("audit", help="the audit log: sign-ins and every change, newest first")
+    audit.add_argument("-c", "--config", required=True)
+    audit.add_argument("--limit", type=int, default=100)
+    audit.add_argument("--json", action="store_true")
+    audit.set_defaults(func=_command("users", "cmd_audit"))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -98,6 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     dis.add_argument("--write-config", metavar="FILE", help="write a config skeleton (credentials as ${ENV} refs)")
     dis.add_argument("--json", action="store_true")
     dis.set_defaults(func=_command("probe", "cmd_discover"))
+
+    _add_user_parsers(sub)
 
     ins = sub.add_parser("insights", help="footfall, occupancy, dwell and incidents for a time range")
     ins.add_argument("-c", "--config", required=True)

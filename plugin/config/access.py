@@ -76,6 +76,9 @@ class AccessConfig(Strict):
         "analysed past a window before judging with what there is",
     )  # fmt: skip
     max_body_bytes: int = Field(default=1_000_000, ge=1024, le=50_000_000, description="a larger request is refused")
+    max_events_per_request: int = Field(
+        default=1000, ge=1, le=100_000, description="a webhook request with more door events is refused whole"
+    )
 
     @model_validator(mode="after")
     def _unique_doors(self) -> AccessConfig:

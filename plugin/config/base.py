@@ -3,9 +3,11 @@ errors that know the path of the bad value."""
 
 from __future__ import annotations
 
+import ipaddress
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime, time
+from ipaddress import IPv4Network, IPv6Network
 from typing import Annotated, Any, Literal, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -92,6 +94,44 @@ class PathError(ValueError):
     def __init__(self, path: str, message: str) -> None:
         super().__init__(f"{path}: {message}")
         self.path = path
+
+
+def _network(v: Any) -> Any:
+    if isinstance(v, str):
+        try:
+            return ipaddress.ip_network(v.strip(), strict=False)
+        except ValueError:
+            raise ValueError(f"{v!r} is not an IP address or network (10.0.0.7, 10.0.0.0/24, fd00::/8)") from None
+    return v
+
+
+# An entry of an `allow_from` list: one address (10.0.0.7) or a network (10.0.0.0/24); host bits are ignored.
+SourceNetwork = Annotated[IPv4Network | IPv6Network, BeforeValidator(_network)]
+
+
+def binds_beyond_loopback(host: str) -> bool:
+    """A listener on `host` is reachable from other machines (a name other than localhost counts as reachable)."""
+    bare = host.strip().strip("[]")
+    if bare.lower() == "localhost":
+        return False
+    try:
+        return not ipaddress.ip_address(bare).is_loopback
+    except ValueError:
+        return True
+
+
+def peer_allowed(peer: str, allow_from: Sequence[IPv4Network | IPv6Network]) -> bool:
+    """The peer address is in one of the networks; an empty list allows whoever can reach the listener (the configs
+    require a list where that is anyone: a listener beyond loopback)."""
+    try:
+        address = ipaddress.ip_address(peer.split("%")[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped  # a dual-stack listener sees IPv4 peers as ::ffff:a.b.c.d
+    if not allow_from:
+        return True
+    return any(address in network for network in allow_from)
 
 
 def require_unique(ids: Iterable[str], what: str) -> None:

@@ -1,32 +1,15 @@
-"""The incidents and outbox JSON API (bearer token) and incident snapshots."""
+"""The incidents and outbox JSON API (who may call what: plugin/web/routes.py)."""
 
 from __future__ import annotations
 
-import hmac
 from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 
 from plugin.types import FEEDBACK_REASONS, FEEDBACK_VERDICTS
-from plugin.web.keys import API_TOKEN, DATABASE, OUTBOX, RECORD_SINKS
-
-
-def _authorised(request: web.Request) -> bool:
-    token = request.app[API_TOKEN]
-    header = request.headers.get("Authorization", "")
-    given = header[7:] if header.startswith("Bearer ") else request.query.get("token", "")
-    return bool(given) and hmac.compare_digest(given.encode(), token.encode())
-
-
-@web.middleware
-async def api_auth(request: web.Request, handler: Any) -> web.StreamResponse:
-    """Every /api route needs the bearer token."""
-    if request.path.startswith("/api/") and not _authorised(request):
-        return web.json_response({"error": "missing or wrong bearer token"}, status=401,
-                                 headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
-    response: web.StreamResponse = await handler(request)
-    return response
+from plugin.web.auth.middleware import principal_of
+from plugin.web.keys import DATABASE, OUTBOX, RECORD_SINKS
 
 
 def public(doc: dict[str, Any]) -> dict[str, Any]:
@@ -80,8 +63,8 @@ async def api_outbox_retry(request: web.Request) -> web.Response:
 
 
 async def api_incident_feedback(request: web.Request) -> web.Response:
-    """A verdict on an incident: body {"verdict", "reason", "comment", "by_user"}; stored here with when, and sent on
-    to head office through the outbox. GET lists the verdicts given here."""
+    """A verdict on an incident: body {"verdict", "reason", "comment"}; stored here with who (the signed-in user or
+    token) and when, and sent on to head office through the outbox. GET lists the verdicts given here."""
     db = request.app[DATABASE]
     incident_id = request.match_info["id"]
     row = await db.call(db.sync.incident, incident_id)
@@ -89,25 +72,26 @@ async def api_incident_feedback(request: web.Request) -> web.Response:
         raise web.HTTPNotFound(text="no such incident")
     if request.method == "GET":
         return web.json_response(await db.call(db.sync.feedback, incident_id))
+    principal = principal_of(request)
+    if principal is None:  # the route's permission lets no anonymous request through; this keeps it so
+        raise web.HTTPUnauthorized(text="sign in first")
     try:
         body = await request.json()
     except ValueError:
         raise web.HTTPBadRequest(text="body must be JSON") from None
-    if not isinstance(body, dict) or set(body) - {"verdict", "reason", "comment", "by_user"}:
-        raise web.HTTPBadRequest(text='body may only have "verdict", "reason", "comment" and "by_user"')
+    if not isinstance(body, dict) or set(body) - {"verdict", "reason", "comment"}:
+        raise web.HTTPBadRequest(text='body may only have "verdict", "reason" and "comment"')
     if body.get("verdict") not in FEEDBACK_VERDICTS:
         raise web.HTTPBadRequest(text=f"verdict must be one of {', '.join(FEEDBACK_VERDICTS)}")
     if body.get("reason") not in FEEDBACK_REASONS:
         raise web.HTTPBadRequest(text=f"reason must be one of {', '.join(FEEDBACK_REASONS)}")
-    comment, by_user = body.get("comment", ""), body.get("by_user")
+    comment = body.get("comment", "")
     if not isinstance(comment, str) or len(comment) > 2000:
         raise web.HTTPBadRequest(text="comment must be text of at most 2000 characters")
-    if not isinstance(by_user, str) or not 0 < len(by_user) <= 128:
-        raise web.HTTPBadRequest(text="by_user must name who gives the verdict (1 to 128 characters)")
     doc = {
         "incident_id": incident_id, "verdict": body["verdict"], "reason": body["reason"], "comment": comment,
-        "by_user": by_user, "at": datetime.now(UTC).isoformat(), "rule_id": row["rule_id"], "type": row["type"],
-        "camera": row["camera"], "incident_start": row["start"],
+        "by_user": principal.name, "at": datetime.now(UTC).isoformat(), "rule_id": row["rule_id"],
+        "type": row["type"], "camera": row["camera"], "incident_start": row["start"],
     }  # fmt: skip
     await db.call(db.sync.save_feedback, doc, request.app[RECORD_SINKS])
     request.app[OUTBOX].notify()

@@ -12,6 +12,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from plugin.errors import InferenceUnavailable
 from plugin.protocols import CameraLive, LiveState
 from plugin.redact import redact_url
+from plugin.web.auth.middleware import principal_of
+from plugin.web.auth.roles import STATUS_READ
 from plugin.web.keys import (
     CAMERAS,
     CONFIG,
@@ -72,7 +74,8 @@ def _camera(request: web.Request, cam_id: str) -> dict[str, Any]:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Ready when Triton answers with the model loaded, every live camera delivers and no sink is failing."""
+    """Ready when Triton answers with the model loaded, every live camera delivers and no sink is failing; the
+    details (cameras, sinks, system health) only with STATUS_READ."""
     app = request.app
     client, db, system = app[INFERENCE], app[DATABASE], app[SYSTEM]
     triton_ok = await client.ready()
@@ -90,6 +93,11 @@ async def readyz(request: web.Request) -> web.Response:
         for sid, s in app[SINKS].items()
     }
     ready = triton_ok and all(c["ready"] for c in cameras.values()) and all(s["ready"] for s in sinks.values())
+    status = 200 if ready else 503
+    principal = principal_of(request)
+    if principal is None or not principal.can(STATUS_READ):
+        # a load balancer's or orchestrator's probe: the answer, not the cameras' addresses and the sinks' errors
+        return web.json_response({"ready": ready}, status=status)
     body = {
         "ready": ready,
         "triton": {"ready": triton_ok, "url": client.url, "embedded": app[EMBEDDED_TRITON] is not None},
@@ -98,7 +106,7 @@ async def readyz(request: web.Request) -> web.Response:
         # StoreSight's own health conditions (the system_* incidents); informative, readiness does not wait on them
         "system": system.snapshot() if system is not None else None,
     }
-    return web.json_response(body, status=200 if ready else 503)
+    return web.json_response(body, status=status)
 
 
 async def metrics(request: web.Request) -> web.Response:

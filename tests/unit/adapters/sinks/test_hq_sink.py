@@ -9,15 +9,16 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import aiohttp
 import cv2
 import numpy as np
 import pytest
-from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 from components.hq_server import hq_server
 from components.postgres import fresh_database, postgres  # noqa: F401
 
 from adapters.sinks.hq import HqSink, HqSinkConfig
+from plugin.app import auth_ctx, database_ctx, new_app, sinks_ctx
+from plugin.config.loader import parse_config
 from plugin.config.service import OutboxConfig
 from plugin.incidents.database import AsyncDatabase, incident_to_json
 from plugin.incidents.outbox import OutboxWorker
@@ -27,9 +28,10 @@ from plugin.insights.rollups import InsightsRecorder
 from plugin.metrics import Metrics
 from plugin.protocols import IncidentSink
 from plugin.types import BusinessEvent, Incident
-from plugin.web.api import api_incident_feedback
-from plugin.web.keys import DATABASE, OUTBOX, RECORD_SINKS
+from plugin.web.keys import DATABASE, OUTBOX
+from plugin.web.routes import setup_routes
 
+API_TOKEN = "console-api-token-0123456789"
 FAST = OutboxConfig(backoff_start_s=0.05, backoff_max_s=0.2, timeout_s=10)
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 
@@ -172,35 +174,37 @@ async def test_hourly_records_are_queued_once_and_arrive(fresh_database: str, da
         assert all(row["rule_id"] != "camera-health" for row in h["series"])
 
 
-async def test_console_feedback_travels_to_head_office(fresh_database: str, database: AsyncDatabase,
-                                                       tmp_path: Path) -> None:  # fmt: skip
-    await database.call(database.sync.save, incident(1), ["hq"])
+async def test_console_feedback_travels_to_head_office(fresh_database: str, tmp_path: Path) -> None:
     async with hq_server(fresh_database) as hq:
-        sink = hq_sink(hq.url, await hq.add_store("berlin-1"))
-        worker = OutboxWorker(database, {"hq": sink}, Metrics(), FAST)
-        app = web.Application()
-        app[DATABASE], app[OUTBOX], app[RECORD_SINKS] = database, worker, ["hq"]
-        app.router.add_get("/api/incidents/{id}/feedback", api_incident_feedback)
-        app.router.add_post("/api/incidents/{id}/feedback", api_incident_feedback)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        port = free_port()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
-        url = f"http://127.0.0.1:{port}/api/incidents/inc-1/feedback"
-        async with aiohttp.ClientSession() as s:
-            bad = await s.post(url, json={"verdict": "maybe", "reason": "other", "by_user": "anna"})
+        token = await hq.add_store("berlin-1")
+        config = parse_config({
+            "site": {"id": "berlin-1", "timezone": "Europe/Berlin"},
+            "storage": {"path": str(tmp_path / "data")},
+            "web": {"token": API_TOKEN},
+            "cameras": [{"id": "cam1", "source": str(tmp_path / "none.mp4")}],
+            "sinks": [{"kind": "hq", "id": "hq", "url": hq.url, "store": "berlin-1", "token": token}],
+        })  # fmt: skip
+        app = new_app(config)
+        app.cleanup_ctx.extend([database_ctx, auth_ctx, sinks_ctx])
+        setup_routes(app)
+        async with TestClient(TestServer(app)) as client:
+            db = app[DATABASE]
+            await db.call(db.sync.save, incident(1), ["hq"])
+            url = "/api/incidents/inc-1/feedback"
+            bearer = {"Authorization": f"Bearer {API_TOKEN}"}
+            anonymous = await client.post(url, json={"verdict": "confirmed", "reason": "theft_seen"})
+            assert anonymous.status == 401
+            bad = await client.post(url, json={"verdict": "maybe", "reason": "other"}, headers=bearer)
             assert bad.status == 400 and "verdict must be one of" in await bad.text()
-            ok = await s.post(url, json={"verdict": "confirmed", "reason": "theft_seen", "comment": "bag",
-                                         "by_user": "anna"})  # fmt: skip
+            ok = await client.post(url, json={"verdict": "confirmed", "reason": "theft_seen", "comment": "bag"},
+                                   headers=bearer)  # fmt: skip
             assert ok.status == 201
-            listed = await (await s.get(url)).json()
-        await runner.cleanup()
-        assert [(f["verdict"], f["by_user"]) for f in listed] == [("confirmed", "anna")]
-        await drain(database, {"hq": sink})
-        await sink.close()
+            listed = await (await client.get(url, headers=bearer)).json()
+            assert [(f["verdict"], f["by_user"]) for f in listed] == [("confirmed", "api-token")]
+            assert await app[OUTBOX].wait_drained(30.0)
         row = await hq.db.pool.fetchrow("SELECT * FROM feedback")
         assert (row["verdict"], row["reason"], row["by_user"], row["source"], row["rule_id"], row["camera"]) == (
-            "confirmed", "theft_seen", "anna", "store", "table-dwell", "cam1")  # fmt: skip
+            "confirmed", "theft_seen", "api-token", "store", "table-dwell", "cam1")  # fmt: skip
 
 
 async def test_self_test_checks_the_token_and_stores_nothing(fresh_database: str) -> None:
