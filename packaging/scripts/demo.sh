@@ -60,6 +60,7 @@ STORESIGHT_HQ_STORE=vtest-store STORESIGHT_HQ_TOKEN="$(cat storesight-data/demo-
   --listen "${STORESIGHT_VTEST_LISTEN:-127.0.0.1:8081}" &
 pids+=($!)
 
-echo "demo: head office (sign in with this one-time link): $(cat storesight-data/demo-hq/ready)"
-echo "demo: store consoles: http://${STORESIGHT_LISTEN:-127.0.0.1:8080} and http://${STORESIGHT_VTEST_LISTEN:-127.0.0.1:8081}"
+echo "demo: head office at $(cat storesight-data/demo-hq/ready)"
+echo "demo: store consoles at http://${STORESIGHT_LISTEN:-127.0.0.1:8080}/ and http://${STORESIGHT_VTEST_LISTEN:-127.0.0.1:8081}/"
+echo "demo: sign in everywhere as admin, password: $STORESIGHT_ADMIN_PASSWORD"
 wait -n "${pids[@]}"  # one of them ended (or Ctrl-C): stop the others

@@ -31,6 +31,13 @@ def add_hq_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     add.add_argument("--timezone", required=True, help="IANA zone, e.g. Europe/Berlin")
     add.add_argument("--token-file", help="write the token to this file (0600) instead of printing it")
     add.set_defaults(func=cmd_hq_add_store)
+    users = cmds.add_parser("users", help="head office's users").add_subparsers(dest="users_command", required=True)
+    ua = users.add_parser("add", help="add a user (password from $STORESIGHT_NEW_PASSWORD, else asked for)")
+    ua.add_argument("-c", "--config")
+    ua.add_argument("name")
+    ua.add_argument("--role", required=True, choices=["admin", "analyst", "store_manager"])
+    ua.add_argument("--stores", default="", help="store ids, comma-separated: a store manager's stores")
+    ua.set_defaults(func=cmd_hq_users_add)
     b = cmds.add_parser("bench", help="measure head office under a chain's load (a throwaway PostgreSQL by default)")
     b.add_argument("--stores", type=int, default=500)
     b.add_argument("--days", type=int, default=90, help="days of history to bulk-load before timing pages (0: none)")
@@ -65,10 +72,13 @@ def cmd_hq_bench(args: argparse.Namespace) -> int:
 
 def cmd_hq_serve(args: argparse.Namespace) -> int:
     """Serve head office until interrupted."""
+    import ipaddress
+
     from aiohttp import web
 
+    from plugin.hq.app import new_hq_app
     from plugin.hq.config import load_hq_config
-    from plugin.hq.server import build_hq_app
+    from plugin.web.auth.transport import server_ssl_context
 
     config = load_hq_config(args.config)
     host, port = config.host, config.port
@@ -77,8 +87,24 @@ def cmd_hq_serve(args: argparse.Namespace) -> int:
         if not host or not p.isdigit():
             raise StoreSightError(f"--listen {args.listen!r}: expected HOST:PORT")
         port = int(p)
-    log.info("head office on http://%s:%d", host, port)
-    web.run_app(build_hq_app(config), host=host, port=port, print=None, access_log=None)
+        config = config.model_copy(update={"host": host, "port": port})
+    ssl = None
+    if config.tls_cert is not None:
+        if config.tls_key is None:
+            raise StoreSightError("tls_cert is set without tls_key")
+        ssl = server_ssl_context(config.tls_cert, config.tls_key, "tls_key")
+    else:
+        try:
+            loopback = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = host == "localhost"
+        if not loopback and not config.plain_http:
+            raise StoreSightError(
+                f"head office would serve plain HTTP on {host}: set tls_cert and tls_key, or "
+                "plain_http: true behind a proxy that terminates TLS"
+            )
+    log.info("head office on %s://%s:%d", "https" if ssl else "http", host, port)
+    web.run_app(new_hq_app(config), host=host, port=port, ssl_context=ssl, print=None, access_log=None)
     return 0
 
 
@@ -128,4 +154,34 @@ def cmd_hq_add_store(args: argparse.Namespace) -> int:
         print(f"store {args.store_id}: token written to {path}", file=sys.stderr)
     else:
         print(token)
+    return 0
+
+
+def cmd_hq_users_add(args: argparse.Namespace) -> int:
+    """Add a head-office user through the shared login (argon2id hash, audit row)."""
+    import getpass
+    import os
+
+    from plugin.hq.access import ALL_STORE_ROLES, HQ_ROLES
+    from plugin.hq.auth_store import PgAuthStore
+    from plugin.hq.config import load_hq_config
+    from plugin.hq.db import HqDatabase
+    from plugin.web.auth.users import Actor, add_user
+
+    stores = [s.strip() for s in args.stores.split(",") if s.strip()]
+    if args.role not in ALL_STORE_ROLES and not stores:
+        raise StoreSightError(f"--stores: a {args.role} sees only the stores listed; name at least one")
+    password = os.environ.get("STORESIGHT_NEW_PASSWORD") or getpass.getpass(f"password for {args.name}: ")
+    config = load_hq_config(args.config)
+
+    async def run() -> None:
+        db = await HqDatabase.open(config.dsn(), min_size=1, max_size=1)
+        try:
+            actor = Actor(f"cli:{getpass.getuser()}", "cli", "local")
+            await add_user(PgAuthStore(db), HQ_ROLES, actor, args.name, args.role, password, stores)
+        finally:
+            await db.close()
+
+    asyncio.run(run())
+    print(f"user {args.name} added ({args.role}{', stores ' + ','.join(stores) if stores else ''})")
     return 0

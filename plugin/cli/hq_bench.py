@@ -5,8 +5,8 @@ average arrival rate; then `--days` of history are bulk-loaded (COPY, the same g
 store page and the ROI report are timed (p50/p95); PostgreSQL's size per store-day and the head-office process's
 memory are reported.
 
-The pages need a signed-in user: the benchmark's head-office process is started by `python -m plugin.cli.hq_bench`
-with an authenticator that knows one random per-run cookie, on 127.0.0.1, only while the benchmark runs."""
+The pages are read as a signed-in admin: the benchmark's head office (`storesight hq serve` on 127.0.0.1) creates its
+first admin with a random per-run password and the benchmark signs in through the sign-in form."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import secrets
 import socket
 import statistics
@@ -38,7 +39,7 @@ from plugin.errors import StoreSightError
 from plugin.hq.db import HqDatabase
 
 log = logging.getLogger(__name__)
-BENCH_COOKIE = "storesight-bench"
+CSRF_VALUE = re.compile(r'name="csrf_token" value="([^"]+)"')
 HOST = "127.0.0.1"
 
 
@@ -73,12 +74,13 @@ class HqProcess:
     def __init__(self, dsn: str, workdir: Path) -> None:
         self.port = _free_port()
         self.url = f"http://{HOST}:{self.port}"
-        self.cookie = secrets.token_urlsafe(24)
-        env = {**os.environ, "STORESIGHT_HQ_DATABASE_URL": dsn, "STORESIGHT_HQ_BENCH_COOKIE": self.cookie}
+        self.password = secrets.token_urlsafe(18)
+        env = {**os.environ, "STORESIGHT_HQ_DATABASE_URL": dsn, "STORESIGHT_ADMIN_PASSWORD": self.password}
         self.log = open(workdir / "hq.log", "wb")  # noqa: SIM115 (open while the process runs)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "plugin.cli.hq_bench", str(self.port)],
+            [sys.executable, "-m", "plugin.cli", "hq", "serve", "--listen", f"{HOST}:{self.port}"],
             env=env,
+            cwd=workdir,  # its state (storesight-data/hq) stays in the benchmark's folder
             stdout=self.log,
             stderr=subprocess.STDOUT,
             preexec_fn=die_with_parent,  # a benchmark killed outright takes its head office with it
@@ -362,10 +364,27 @@ async def bulk_load(
     return {"seconds": round(time.monotonic() - t0, 1), "copy_seconds": round(loaded, 1)}
 
 
-async def time_pages(url: str, cookie: str, pages: dict[str, str], samples: int) -> dict[str, dict[str, float]]:
-    """Each page `samples` times, one request at a time: p50 and p95 in milliseconds."""
+async def sign_in(http: aiohttp.ClientSession, base: str, name: str, password: str) -> str:
+    """Sign in through the shared login's form as a browser does; the session's CSRF token for forms. The session
+    needs a cookie jar that keeps cookies from an IP host (`aiohttp.CookieJar(unsafe=True)`)."""
+    async with http.get(f"{base}/login") as resp:
+        found = CSRF_VALUE.findall(await resp.text())
+    if not found:
+        raise StoreSightError(f"{base}/login: no sign-in form")
+    form = {"username": name, "password": password, "csrf_token": found[0], "next": "/"}
+    async with http.post(f"{base}/login", data=form, allow_redirects=False) as resp:
+        if resp.status != 303:
+            raise StoreSightError(f"sign-in as {name} refused: HTTP {resp.status}")
+    async with http.get(f"{base}/") as resp:
+        found = CSRF_VALUE.findall(await resp.text())
+    return found[0] if found else ""
+
+
+async def time_pages(url: str, password: str, pages: dict[str, str], samples: int) -> dict[str, dict[str, float]]:
+    """Each page `samples` times, one request at a time, signed in as admin: p50 and p95 in milliseconds."""
     out = {}
-    async with aiohttp.ClientSession(cookies={BENCH_COOKIE: cookie}) as s:
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as s:
+        await sign_in(s, url, "admin", password)
         for name, path in pages.items():
             times = []
             for _ in range(samples + 2):
@@ -449,7 +468,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "ROI report (month, chain)": "/roi?period=month",
             "ROI report (month, one store)": f"/roi?period=month&store={riskiest}",
         }
-        result["pages"] = await time_pages(hq.url, hq.cookie, pages, args.page_samples)
+        result["pages"] = await time_pages(hq.url, hq.password, pages, args.page_samples)
         result["memory_end_mib"] = hq.memory_mib()
         await db.close()
     finally:
@@ -489,26 +508,3 @@ def report(args: argparse.Namespace) -> int:
         f" -> {result['load_average_at_end']}"
     )
     return 0
-
-
-def _serve(port: int) -> None:
-    """The benchmark's head-office process: the real app, signed in by the per-run cookie only."""
-    from aiohttp import web
-
-    from plugin.hq.access import Principal
-    from plugin.hq.app import new_hq_app
-    from plugin.hq.config import HqConfig
-
-    cookie = os.environ["STORESIGHT_HQ_BENCH_COOKIE"]
-    bench_user = Principal("bench", "admin", csrf=secrets.token_urlsafe(16))
-
-    async def authenticate(request: web.Request) -> Principal | None:
-        given = request.cookies.get(BENCH_COOKIE, "")
-        return bench_user if given and secrets.compare_digest(given, cookie) else None
-
-    logging.basicConfig(level=logging.WARNING)
-    web.run_app(new_hq_app(HqConfig(), authenticate), host=HOST, port=port, print=None, access_log=None)
-
-
-if __name__ == "__main__":
-    _serve(int(sys.argv[1]))

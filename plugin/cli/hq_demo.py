@@ -1,17 +1,16 @@
 """`storesight hq demo`: head office for the demo (packaging/scripts/demo.sh) on a throwaway PostgreSQL that dies with
 it. It registers the demo's stores (their tokens in files for the bridges), loads a few weeks of clearly named sample
-stores so the chain view has a chain to show, and serves on loopback only. Sign-in: a one-time link printed at
-start (the demo's only user, an admin), until head office uses the shared login."""
+stores so the chain view has a chain to show, and serves on loopback only. Sign in as `admin` with
+$STORESIGHT_ADMIN_PASSWORD (the shared login's first admin; without it, a generated password is written to the data
+folder)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import hmac
 import ipaddress
 import logging
 import os
-import secrets
 import signal
 import sys
 from datetime import UTC, datetime, timedelta
@@ -23,14 +22,11 @@ from plugin.cli.hq_bench import bulk_load, evidence_jpeg
 from plugin.cli.hq_synth import SynthStore
 from plugin.cli.pg_local import LocalPostgres, postgres_missing
 from plugin.errors import StoreSightError
-from plugin.hq.access import Principal
 from plugin.hq.app import new_hq_app
 from plugin.hq.config import HqConfig
 from plugin.hq.db import HqDatabase
 
 log = logging.getLogger(__name__)
-COOKIE = "storesight-demo"
-LOGIN_PATH = "/demo-login"
 
 
 def _store_arg(text: str) -> tuple[str, str, str]:
@@ -65,30 +61,6 @@ async def _prepare(dsn: str, args: argparse.Namespace, data: Path) -> None:
         await db.close()
 
 
-def demo_app(config: HqConfig, key: str) -> web.Application:
-    """Head office whose one user, an admin, signs in by the one-time link."""
-    session = secrets.token_urlsafe(24)
-    user = Principal("demo", "admin", csrf=secrets.token_urlsafe(16))
-    used = False
-
-    async def authenticate(request: web.Request) -> Principal | None:
-        nonlocal used
-        if request.path == LOGIN_PATH and not used and hmac.compare_digest(request.query.get("key", ""), key):
-            used = True  # the link works once: a copied URL later signs nobody in
-            return user
-        cookie = request.cookies.get(COOKIE, "")
-        return user if cookie and hmac.compare_digest(cookie, session) else None
-
-    async def login(_request: web.Request) -> web.Response:
-        response = web.Response(status=303, headers={"Location": "/"})
-        response.set_cookie(COOKIE, session, httponly=True, samesite="Strict")
-        return response
-
-    app = new_hq_app(config, authenticate)
-    app.router.add_get(LOGIN_PATH, login)
-    return app
-
-
 def run_demo(args: argparse.Namespace) -> int:
     """Run the demo's head office until interrupted."""
     host, _, port = args.listen.rpartition(":")
@@ -105,15 +77,15 @@ def run_demo(args: argparse.Namespace) -> int:
     try:
         dsn = pg.create_database("storesight_hq")
         asyncio.run(_prepare(dsn, args, data))
-        key = secrets.token_urlsafe(24)
-        link = f"http://{host}:{port}{LOGIN_PATH}?key={key}"
+        link = f"http://{host}:{port}/"
 
         def ready(_banner: str) -> None:
             # run_app calls this once the port is open: only then may demo.sh start the bridges
             (data / "ready").write_text(link + "\n")
             print(f"head office: open {link}", flush=True)
 
-        web.run_app(demo_app(HqConfig(database_url=dsn), key), host=host, port=int(port), print=ready, access_log=None)
+        config = HqConfig(database_url=dsn, host=host, port=int(port), state_dir=data)
+        web.run_app(new_hq_app(config), host=host, port=int(port), print=ready, access_log=None)
     finally:
         pg.stop()
     return 0

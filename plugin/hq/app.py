@@ -1,5 +1,6 @@
-"""Head office's aiohttp application: its resources in cleanup contexts (the database, migrated on open), its
-routes, and the check that every page has a signed-in user who may see what it shows."""
+"""Head office's aiohttp application: its resources in cleanup contexts (the database, migrated on open; the shared
+login on it), and its routes, each with the permission it needs (plugin/web/auth). Stores' records come in on their
+own path: /api/ingest authenticates a store by its token, not a person, so it is taken before the login's checks."""
 
 from __future__ import annotations
 
@@ -8,22 +9,24 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
-from plugin.hq.access import Authenticator
+from plugin.hq.access import HQ_ROLES
+from plugin.hq.auth_store import PgAuthStore
 from plugin.hq.config import HqConfig
 from plugin.hq.db import HqDatabase
 from plugin.hq.ingest import ingest
-from plugin.hq.keys import AUTHENTICATE, HQ_CONFIG, HQ_DB, PRINCIPAL
+from plugin.hq.keys import HQ_CONFIG, HQ_DB
 from plugin.hq.routes import add_page_routes
+from plugin.web.auth.handlers import setup_auth
+from plugin.web.auth.middleware import add_route
+from plugin.web.auth.roles import PUBLIC
+from plugin.web.auth.service import AUTH, Auth, AuthSettings
+from plugin.web.auth.transport import default_allowed_hosts
+from plugin.web.auth.users import first_admin
 
 log = logging.getLogger(__name__)
-OPEN_PATHS = ("/healthz", "/api/ingest", "/static/")  # a store's token guards ingest; the rest needs a user
-# pages run no script and load nothing from elsewhere (charts are inline SVG, pictures come from head office)
-SECURITY_HEADERS = {
-    "Content-Security-Policy": "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; form-action 'self'; "
-    "frame-ancestors 'none'; base-uri 'none'",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "same-origin",
-}
+INGEST_PATH = "/api/ingest"
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 async def database_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -33,50 +36,46 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
     await db.close()
 
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+async def auth_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The shared login on head office's database, with its roles; the first admin when there is no user."""
+    config = app[HQ_CONFIG]
+    store = PgAuthStore(app[HQ_DB])
+    config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    await first_admin(store, HQ_ROLES, "admin", config.state_dir)
+    settings = AuthSettings(
+        title="StoreSight head office",
+        allowed_hosts=default_allowed_hosts(config.host, config.allowed_hosts),
+        tls=config.tls_cert is not None,
+    )
+    app[AUTH] = Auth(store, settings, HQ_ROLES)
+    yield
 
 
 @web.middleware
-async def signed_in(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every page and API call but ingest and health needs a signed-in user; the principal rides on the request."""
-    if request.path.startswith(OPEN_PATHS) or request.path == "/login":
-        return await handler(request)
-    principal = await request.app[AUTHENTICATE](request)
-    if principal is None:
-        if request.path.startswith("/api/"):
-            raise web.HTTPUnauthorized(text="sign in first")
-        raise web.HTTPSeeOther(f"/login?next={request.path_qs}")
-    request[PRINCIPAL] = principal
-    response = await handler(request)
-    for name, value in SECURITY_HEADERS.items():
-        response.headers.setdefault(name, value)
-    return response
-
-
-async def login_page(_request: web.Request) -> web.Response:
-    """Where a request without a signed-in user is sent: until head office uses the shared login (plugin/web/auth),
-    it says how to sign in instead of offering a form."""
-    text = (
-        "Sign-in to head office comes with StoreSight's shared login. In the demo, open the one-time link "
-        "`storesight hq demo` printed at start."
-    )
-    return web.Response(status=401, text=text, content_type="text/plain")
+async def store_ingest(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A store's record goes straight to ingest (its token is the store's, checked there); everything else passes
+    on to the login's checks."""
+    if request.path == INGEST_PATH:
+        if request.method != "POST":
+            raise web.HTTPMethodNotAllowed(request.method, ["POST"])
+        return await ingest(request)
+    return await handler(request)
 
 
 async def healthz(request: web.Request) -> web.Response:
     """Liveness, and whether the database answers."""
     await request.app[HQ_DB].pool.fetchval("SELECT 1")
-    return web.json_response({"ok": True})
+    return web.json_response({"status": "ok"})
 
 
-def new_hq_app(config: HqConfig, authenticate: Authenticator) -> web.Application:
-    """The application with its contexts and routes; `authenticate` finds a request's signed-in user."""
-    app = web.Application(client_max_size=config.max_record_bytes, middlewares=[signed_in])
+def new_hq_app(config: HqConfig) -> web.Application:
+    """The application with its contexts and routes."""
+    app = web.Application(client_max_size=config.max_record_bytes)
     app[HQ_CONFIG] = config
-    app[AUTHENTICATE] = authenticate
-    app.cleanup_ctx.append(database_ctx)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/login", login_page)
-    app.router.add_post("/api/ingest", ingest)
+    app.cleanup_ctx.extend([database_ctx, auth_ctx])
+    setup_auth(app)
+    app.middlewares.insert(0, store_ingest)  # outside the login's middleware: stores are not people
+    add_route(app, "GET", "/healthz", healthz, PUBLIC)
+    add_route(app, "POST", INGEST_PATH, ingest, PUBLIC)  # declared for the table; served by store_ingest
     add_page_routes(app)
     return app

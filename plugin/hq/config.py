@@ -54,6 +54,17 @@ class HqConfig(Strict):
     database_url: str | None = Field(default=None, description=f"postgresql://...; else ${DATABASE_ENV}")
     host: str = "127.0.0.1"
     port: int = Field(default=8090, ge=1, le=65535)
+    allowed_hosts: list[str] = Field(
+        default_factory=list, description="host names people reach head office by (besides the bind address)"
+    )
+    tls_cert: Path | None = Field(default=None, description="PEM certificate: head office serves HTTPS")
+    tls_key: Path | None = None
+    plain_http: bool = Field(
+        default=False, description="serve plain HTTP on a non-loopback address (behind a TLS-terminating proxy)"
+    )
+    state_dir: Path = Field(
+        default=Path("storesight-data/hq"), description="where the first admin's generated password is written"
+    )
     max_record_bytes: int = Field(
         default=4 * 1024 * 1024, ge=64 * 1024, description="a larger record from a store is refused (413)"
     )

@@ -9,9 +9,10 @@ from datetime import UTC, datetime
 from aiohttp import web
 
 from plugin.hq import charts
+from plugin.hq.access import principal
 from plugin.hq.chain import week_labels
 from plugin.hq.feedback import Feedback, record_feedback
-from plugin.hq.keys import HQ_DB, PRINCIPAL
+from plugin.hq.keys import HQ_DB
 from plugin.hq.pages import csv_or, the_store, visible_stores
 from plugin.hq.precision import COMPARE_WEEKS, precision_tables, threshold_changes, weekly_precision
 from plugin.hq.render import page
@@ -19,18 +20,11 @@ from plugin.hq.tables import Period, period_from
 from plugin.types import FEEDBACK_REASONS, FEEDBACK_VERDICTS
 
 
-def check_csrf(request: web.Request, token: object) -> None:
-    """403 unless the form carries the session's CSRF token."""
-    expected = request[PRINCIPAL].csrf
-    if not expected or not isinstance(token, str) or token != expected:
-        raise web.HTTPForbidden(text="the form's CSRF token is missing or stale: reload the page and try again")
-
-
 async def post_feedback(request: web.Request) -> web.Response:
-    """A verdict from the incident page: verdict, reason, comment; stored with the signed-in user and the time."""
+    """A verdict from the incident page: verdict, reason, comment; stored with the signed-in user and the time (the
+    login's middleware has checked the form's CSRF token)."""
     store = await the_store(request)
     form = await request.post()
-    check_csrf(request, form.get("csrf"))
     verdict, reason, comment = form.get("verdict"), form.get("reason"), form.get("comment", "")
     if verdict not in FEEDBACK_VERDICTS:
         raise web.HTTPBadRequest(text=f"verdict must be one of {', '.join(FEEDBACK_VERDICTS)}")
@@ -52,7 +46,7 @@ async def post_feedback(request: web.Request) -> web.Response:
         verdict,
         reason,
         comment.strip(),
-        request[PRINCIPAL].user,
+        principal(request).name,
         "hq",
         datetime.now(UTC),
         row["rule_id"],

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 from aiohttp import web
 
 from plugin.hq import charts
-from plugin.hq.access import require_store
+from plugin.hq.access import principal, require_store, sees
 from plugin.hq.chain import (
     alarm_verification,
     chain_rate_of,
@@ -23,7 +23,7 @@ from plugin.hq.chain import (
 )
 from plugin.hq.db import Store
 from plugin.hq.feedback import feedback_for
-from plugin.hq.keys import HQ_DB, PRINCIPAL
+from plugin.hq.keys import HQ_DB
 from plugin.hq.precision import precision_tables
 from plugin.hq.render import page
 from plugin.hq.store_page import HOURS, store_figures
@@ -36,15 +36,15 @@ SILENT_AFTER = timedelta(hours=2)  # a store that sent nothing for this long is 
 async def visible_stores(request: web.Request) -> dict[str, Store]:
     """The stores the signed-in user may see."""
     stores = await request.app[HQ_DB].stores()
-    principal = request[PRINCIPAL]
-    return {sid: s for sid, s in stores.items() if principal.sees(sid)}
+    who = principal(request)
+    return {sid: s for sid, s in stores.items() if sees(who, sid)}
 
 
 async def the_store(request: web.Request, store_id: str | None = None) -> Store:
     """The store named in the path (or `store_id`), when this user may see it (else 404, as for a store that does
     not exist)."""
     store_id = store_id or request.match_info["store"]
-    require_store(request[PRINCIPAL], store_id)
+    require_store(principal(request), store_id)
     store = (await request.app[HQ_DB].stores()).get(store_id)
     if store is None:
         raise web.HTTPNotFound(text=f"no store {store_id!r}")

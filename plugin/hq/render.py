@@ -9,8 +9,9 @@ from typing import Any
 from aiohttp import web
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
-from plugin.hq.keys import PRINCIPAL
+from plugin.hq.access import all_stores, principal
 from plugin.hq.tables import Table
+from plugin.web.auth.handlers import page_context
 
 TEMPLATES = Path(__file__).parent / "templates"
 ENV = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]), undefined=StrictUndefined)
@@ -44,15 +45,8 @@ def render_html(template: str, **context: Any) -> str:
 
 
 def page(request: web.Request, template: str, tables: list[Table] | None = None, **context: Any) -> web.Response:
-    """A page for the signed-in user."""
-    html = render_html(
-        template,
-        principal=request[PRINCIPAL],
-        path=request.path,
-        tables=tables or [],
-        query=request.query_string,
-        **context,
-    )
-    return web.Response(
-        text=html, content_type="text/html", headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
-    )
+    """A page for the signed-in user, with the sign-out form and the nonce its inline style needs."""
+    html = render_html(template, **page_context(request), principal=principal(request),
+                       all_stores=all_stores(principal(request)), path=request.path, tables=tables or [],
+                       query=request.query_string, **context)  # fmt: skip
+    return web.Response(text=html, content_type="text/html")

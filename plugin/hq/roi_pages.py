@@ -9,7 +9,8 @@ from datetime import date, datetime
 from aiohttp import web
 
 from plugin.hq import charts
-from plugin.hq.keys import HQ_CONFIG, HQ_DB, PRINCIPAL
+from plugin.hq.access import all_stores, principal
+from plugin.hq.keys import HQ_CONFIG, HQ_DB
 from plugin.hq.pages import csv_or, the_store, visible_stores
 from plugin.hq.render import page, render_html
 from plugin.hq.roi import RoiReport, previous_full, report_period, roi_report
@@ -27,7 +28,7 @@ async def _report(request: web.Request) -> RoiReport:
         stores, scope = [store.id], f"{store.name} ({store.id})"
     else:
         stores = list(await visible_stores(request))
-        scope = "the chain" if request[PRINCIPAL].all_stores else "your stores"
+        scope = "the chain" if all_stores(principal(request)) else "your stores"
         scope += f" ({len(stores)} stores)"
     return await roi_report(request.app[HQ_DB], stores, scope, kind, period, request.app[HQ_CONFIG].roi)
 
@@ -65,18 +66,12 @@ async def roi_page(request: web.Request) -> web.Response:
 async def roi_pdf(request: web.Request) -> web.Response:
     """The same report as a PDF."""
     rep = await _report(request)
+    who = principal(request)
     html = render_html(
-        "roi.html",
-        principal=request[PRINCIPAL],
-        path=request.path,
-        tables=rep.tables,
-        rep=rep,
-        charts=_charts(rep),
-        pdf=True,
-        stores={},
-        store_id="",
-        query="",
-    )
+        "roi.html", principal=who, all_stores=all_stores(who), path=request.path, tables=rep.tables, rep=rep,
+        charts=_charts(rep), pdf=True, stores={}, store_id="", query="", nonce="", csrf="", csrf_field="",
+        logout="", user=who, can_audit=False, audit_page="",
+    )  # fmt: skip
     pdf = await asyncio.to_thread(_render_pdf, html)
     name = f"storesight-roi-{rep.kind}-{rep.period.start.isoformat()}.pdf"
     return web.Response(

@@ -1,25 +1,32 @@
 """A real head office for tests: plugin/hq's application on a free 127.0.0.1 port against a fresh PostgreSQL
-database. Until the shared login is used, pages get their user from a test-only authenticator: the `test-user`
-cookie names one of the principals the test passed (this lives in tests/ and never ships)."""
+database, with the shared login: the test's users are created through it (argon2id) and sign in through its form
+(`RunningHq.session`), so every page is read as a real signed-in person would."""
 
 from __future__ import annotations
 
+import shutil
 import socket
-from collections.abc import AsyncIterator, Mapping
+import tempfile
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 
+import aiohttp
 from aiohttp import web
 
 from adapters.sinks.hq import HqSink, HqSinkConfig
+from plugin.cli.hq_bench import sign_in
 from plugin.cli.hq_synth import SynthStore, hour_incidents, hour_records, verdict_for
-from plugin.hq.access import Principal
+from plugin.hq.access import HQ_ROLES
 from plugin.hq.app import new_hq_app
+from plugin.hq.auth_store import PgAuthStore
 from plugin.hq.config import HqConfig
 from plugin.hq.db import HqDatabase
 from plugin.hq.feedback import Feedback, record_feedback
 from plugin.hq.keys import HQ_DB
+from plugin.web.auth.users import Actor, add_user
 
 HOST = "127.0.0.1"
 
@@ -30,6 +37,9 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+PASSWORD = "correct horse battery staple"  # every test user's
+
+
 @dataclass
 class RunningHq:
     """A head office serving at `url`."""
@@ -38,6 +48,7 @@ class RunningHq:
     app: web.Application
     runner: web.AppRunner
     tokens: dict[str, str] = field(default_factory=dict)
+    sessions: dict[str, tuple[aiohttp.ClientSession, str]] = field(default_factory=dict)
 
     @property
     def db(self) -> HqDatabase:
@@ -50,30 +61,42 @@ class RunningHq:
         self.tokens[store_id] = token
         return token
 
+    async def add_user(self, name: str, role: str, stores: Sequence[str] = ()) -> None:
+        """A user of the shared login (password PASSWORD)."""
+        await add_user(PgAuthStore(self.db), HQ_ROLES, Actor("test", "cli", "local"), name, role, PASSWORD, stores)
 
-async def _cookie_user(principals: Mapping[str, Principal], request: web.Request) -> Principal | None:
-    return principals.get(request.cookies.get("test-user", ""))
+    async def session(self, user: str) -> tuple[aiohttp.ClientSession, str]:
+        """A browser-like session signed in as `user` through the sign-in form, and its CSRF token (kept open)."""
+        if user not in self.sessions:
+            http = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+            csrf = await sign_in(http, self.url, user, PASSWORD)
+            self.sessions[user] = (http, csrf)
+        return self.sessions[user]
 
 
 @asynccontextmanager
-async def hq_server(dsn: str, principals: Mapping[str, Principal] | None = None, port: int | None = None,
+async def hq_server(dsn: str, users: Mapping[str, tuple[str, Sequence[str]]] | None = None, port: int | None = None,
                     **config: object) -> AsyncIterator[RunningHq]:  # fmt: skip
-    """Head office on a free port (or `port`: a restart on the same address) until the block ends."""
-    known = dict(principals or {})
-
-    async def authenticate(request: web.Request) -> Principal | None:
-        return await _cookie_user(known, request)
-
-    app = new_hq_app(HqConfig.model_validate({"database_url": dsn, **config}), authenticate)
+    """Head office on a free port (or `port`: a restart on the same address) until the block ends, with `users`
+    ({name: (role, stores)}) created."""
+    state = Path(tempfile.mkdtemp(prefix="storesight-hq-state-"))  # the first admin's password file goes here
+    app = new_hq_app(HqConfig.model_validate({"database_url": dsn, "state_dir": str(state), **config}))
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     port = port or _free_port()
     site = web.TCPSite(runner, HOST, port)
     await site.start()
+    running = RunningHq(f"http://{HOST}:{port}", app, runner)
     try:
-        yield RunningHq(f"http://{HOST}:{port}", app, runner)
+        for name, (role, stores) in (users or {}).items():
+            if await PgAuthStore(running.db).get_user(name) is None:
+                await running.add_user(name, role, stores)
+        yield running
     finally:
+        for http, _ in running.sessions.values():
+            await http.close()
         await runner.cleanup()
+        shutil.rmtree(state, ignore_errors=True)
 
 
 def start_state(incident: dict[str, object]) -> dict[str, object]:

@@ -1,9 +1,7 @@
 """Head office as people use it, in a real headless Chromium (Debian's, driven by Playwright): the chain overview, a
 store, an incident with its evidence picture, a verdict given and seen in precision, the ROI report and its PDF.
-Screenshots of each go under the test's tmp_path (printed), never into the repository.
-
-Sign-in: until head office uses the shared login (plugin/web/auth), the test signs in with the test-only cookie of
-tests/components/hq_server.py."""
+Screenshots of each go under the test's tmp_path (printed), never into the repository. The person signs in through
+the shared login's form, as anyone does."""
 
 from __future__ import annotations
 
@@ -11,16 +9,14 @@ import re
 from datetime import UTC, datetime
 from pathlib import Path
 
-import aiohttp
 import cv2
 import pytest
 from components.browser import browser_page, chromium_missing, screenshot
-from components.hq_server import hq_server, seed
+from components.hq_server import PASSWORD, RunningHq, hq_server, seed
 from components.postgres import fresh_database, postgres  # noqa: F401
 from conftest import media_dir, require
 
 from plugin.cli.hq_synth import SynthStore
-from plugin.hq.access import Principal
 
 START = datetime(2026, 11, 23, tzinfo=UTC)
 PERIOD = "from=2026-11-23&to=2026-11-28"
@@ -41,20 +37,22 @@ def evidence_jpeg() -> bytes:
 async def test_head_office_in_chromium(fresh_database: str, tmp_path: Path) -> None:
     require(chromium_missing())
     jpeg = evidence_jpeg()
-    users = {"lena": Principal("lena", "analyst", csrf="csrf-lena-0123456789")}
-    async with hq_server(fresh_database, users) as hq:
+    async with hq_server(fresh_database, {"lena": ("analyst", [])}) as hq:
         console: list[str] = []
         await seed(hq, [SynthStore.make(n) for n in range(1, 4)], START, 24 * 5, jpeg)
         async with browser_page(viewport={"width": 1300, "height": 900}) as page:
-            await page.context.add_cookies([{"name": "test-user", "value": "lena", "url": hq.url}])
             failed: list[str] = []
             page.on("requestfailed", lambda r: failed.append(r.url))
             page.on("console", lambda m: console.append(m.text))
             outside: list[str] = []
             page.on("request", lambda r: None if r.url.startswith(hq.url) else outside.append(r.url))
 
-            await page.goto(f"{hq.url}/?{PERIOD}")
-            assert await page.locator("h1").inner_text() == "Chain overview"
+            await page.goto(f"{hq.url}/?{PERIOD}")  # not signed in: the sign-in form, then back here
+            await page.get_by_label("User name").fill("lena")
+            await page.get_by_label("Password").fill(PASSWORD)
+            await screenshot(page, tmp_path, "0-sign-in")
+            await page.get_by_role("button", name="Sign in").click()
+            await page.wait_for_selector("h1:has-text('Chain overview')")
             assert await page.locator("svg.chart").count() == 2
             await screenshot(page, tmp_path, "1-chain")
 
@@ -73,7 +71,7 @@ async def test_head_office_in_chromium(fresh_database: str, tmp_path: Path) -> N
             await screenshot(page, tmp_path, "3-incident")
 
             precision_csv = f"{hq.url}/precision?{PERIOD}&store=store-001&csv=precision_by_camera"
-            before = await _judged(page, precision_csv, camera)
+            before = await _judged(hq, precision_csv, camera)
             await page.goto(page.url)
             await page.get_by_label("false alarm").check()
             await page.locator("select[name=reason]").select_option("staff_activity")
@@ -82,7 +80,7 @@ async def test_head_office_in_chromium(fresh_database: str, tmp_path: Path) -> N
             await page.wait_for_selector("text=Shelf restocked by staff")
             assert "lena" in await page.locator("table").last.inner_text()
             await screenshot(page, tmp_path, "4-verdict")
-            assert await _judged(page, precision_csv, camera) == before + 1
+            assert await _judged(hq, precision_csv, camera) == before + 1
 
             await page.goto(f"{hq.url}/precision?{PERIOD}&store=store-001")
             await page.wait_for_selector("h1:has-text('Precision from feedback')")
@@ -100,10 +98,10 @@ async def test_head_office_in_chromium(fresh_database: str, tmp_path: Path) -> N
             assert pdf.read_bytes().startswith(b"%PDF")
 
 
-async def _judged(page: object, url: str, camera: str) -> int:
-    """The judged count of store-001's camera, from the precision CSV (fetched with the same sign-in)."""
-    session = aiohttp.ClientSession(cookies={"test-user": "lena"})
-    async with session, session.get(url) as r:
+async def _judged(hq: RunningHq, url: str, camera: str) -> int:
+    """The judged count of store-001's camera, from the precision CSV (read by lena, signed in)."""
+    http, _ = await hq.session("lena")
+    async with http.get(url) as r:
         text = await r.text()
     for line in text.splitlines()[1:]:
         cells = line.split(",")
@@ -115,7 +113,9 @@ async def _judged(page: object, url: str, camera: str) -> int:
 def test_no_screenshot_lands_in_the_repository() -> None:
     root = Path(__file__).resolve().parents[2]
     tracked = [p for p in root.rglob("*.png") if ".venv" not in p.parts and "storesight-data" not in p.parts]
-    assert not [p for p in tracked if re.search(r"\d-(chain|store|incident|verdict|precision|roi)\.png$", p.name)]
+    assert not [
+        p for p in tracked if re.search(r"\d-(sign-in|chain|store|incident|verdict|precision|roi)\.png$", p.name)
+    ]
 
 
 pytestmark = pytest.mark.slow

@@ -51,3 +51,20 @@ async def test_two_starts_at_once_apply_each_migration_once(fresh_database: str)
 
 def test_migration_files_are_numbered_without_gaps() -> None:
     assert [m.version for m in migrations()] == list(range(1, len(migrations()) + 1))
+
+
+async def test_an_older_database_is_upgraded_keeping_its_rows(fresh_database: str) -> None:
+    first, *later = migrations()
+    assert later, "there is a migration after the first to upgrade to"
+    conn = await asyncpg.connect(fresh_database)
+    try:
+        await conn.execute("CREATE TABLE schema_version (version integer PRIMARY KEY, name text NOT NULL, "
+                           "applied timestamptz NOT NULL DEFAULT now())")  # fmt: skip
+        await conn.execute(first.sql)  # a head office from version 1, with a store in it
+        await conn.execute("INSERT INTO schema_version (version, name) VALUES (1, $1)", first.name)
+        await conn.execute("INSERT INTO stores (id, name, timezone, token_sha256) VALUES ('s1', 'S1', 'UTC', 'x')")
+        assert await migrate(conn) == (1, later[-1].version)
+        assert await conn.fetchval("SELECT name FROM stores WHERE id = 's1'") == "S1"
+        assert await conn.fetchval("SELECT to_regclass('auth_users') IS NOT NULL")
+    finally:
+        await conn.close()

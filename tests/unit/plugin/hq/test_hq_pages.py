@@ -21,17 +21,12 @@ from components.postgres import PostgresServer, postgres  # noqa: F401
 from conftest import require
 
 from plugin.cli.hq_synth import SynthStore, hour_records
-from plugin.hq.access import Principal
 
 START = datetime(2026, 11, 30, 0, 0, tzinfo=UTC)  # a Monday
 HOURS = 48
 PERIOD = "from=2026-11-30&to=2026-12-02"
 STORES = [SynthStore.make(1), SynthStore.make(2)]  # Paris 001, London 002
-PRINCIPALS = {
-    "ada": Principal("ada", "admin", csrf="csrf-ada"),
-    "lou": Principal("lou", "analyst", csrf="csrf-lou"),
-    "max": Principal("max", "store_manager", frozenset({"store-001"}), csrf="csrf-max"),
-}
+USERS = {"ada": ("admin", []), "lou": ("analyst", []), "max": ("store_manager", ["store-001"])}
 JPEG = b"\xff\xd8\xff\xe0" + b"\x00" * 64 + b"\xff\xd9"
 
 
@@ -42,15 +37,18 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def hq(postgres: PostgresServer) -> AsyncIterator[RunningHq]:
     """Head office with two days of two stores."""
-    async with hq_server(await postgres.create_database_async("pages"), PRINCIPALS) as running:
+    async with hq_server(await postgres.create_database_async("pages"), USERS) as running:
         await seed(running, STORES, START, HOURS, JPEG)
         yield running
 
 
 async def get(hq: RunningHq, path: str, user: str | None = "ada") -> tuple[int, str, str]:
-    """GET as a user (the test sign-in cookie); (status, content type, text)."""
-    cookies = {"test-user": user} if user else {}
-    async with aiohttp.ClientSession(cookies=cookies) as s, s.get(hq.url + path, allow_redirects=False) as r:
+    """GET as a user signed in through the sign-in form (None: nobody); (status, content type, text)."""
+    if user is None:
+        async with aiohttp.ClientSession() as anonymous, anonymous.get(hq.url + path, allow_redirects=False) as r:
+            return r.status, r.content_type, await r.text()
+    http, _ = await hq.session(user)
+    async with http.get(hq.url + path, allow_redirects=False) as r:
         return r.status, r.content_type, await r.text()
 
 
@@ -100,7 +98,8 @@ async def test_incident_page_shows_the_snapshot(hq: RunningHq) -> None:
     status, _, html = await get(hq, f"/stores/store-001/incidents/{inc_id}")
     assert status == 200 and f"/stores/store-001/incidents/{inc_id}/snapshot.jpg" in html
     url = f"{hq.url}/stores/store-001/incidents/{inc_id}/snapshot.jpg"
-    async with aiohttp.ClientSession(cookies={"test-user": "ada"}) as s, s.get(url) as r:
+    http, _ = await hq.session("ada")
+    async with http.get(url) as r:
         assert r.status == 200 and r.content_type == "image/jpeg" and await r.read() == JPEG
 
 
@@ -148,9 +147,9 @@ async def test_bad_period_is_a_clear_400(hq: RunningHq) -> None:
 
 
 async def post_form(hq: RunningHq, path: str, form: dict[str, str], user: str = "ada") -> tuple[int, str, str]:
-    """POST a form as a user; (status, Location, text)."""
-    session = aiohttp.ClientSession(cookies={"test-user": user})
-    async with session, session.post(hq.url + path, data=form, allow_redirects=False) as r:
+    """POST a form in `user`'s signed-in session; (status, Location, text)."""
+    http, _ = await hq.session(user)
+    async with http.post(hq.url + path, data=form, allow_redirects=False) as r:
         return r.status, r.headers.get("Location", ""), await r.text()
 
 
@@ -166,10 +165,12 @@ async def test_feedback_is_stored_with_who_and_counts_in_precision(hq: RunningHq
     form = {"verdict": "false_alarm", "reason": "staff_activity", "comment": "restocking the shelf"}
     status, _, text = await post_form(hq, path, form)  # no CSRF token
     assert status == 403 and "CSRF" in text
-    status, _, _ = await post_form(hq, path, form | {"csrf": "csrf-lou"})  # another session's token
+    _, lou_csrf = await hq.session("lou")
+    status, _, _ = await post_form(hq, path, form | {"csrf_token": lou_csrf})  # another session's token
     assert status == 403
     assert await hq.db.pool.fetchval("SELECT count(*) FROM feedback WHERE incident_id = $1", inc["id"]) == 0
-    status, location, _ = await post_form(hq, path, form | {"csrf": "csrf-ada"})
+    _, csrf = await hq.session("ada")
+    status, location, _ = await post_form(hq, path, form | {"csrf_token": csrf})
     assert status == 303 and location.endswith(f"/incidents/{inc['id']}#feedback")
     row = await hq.db.pool.fetchrow("SELECT * FROM feedback WHERE incident_id = $1", inc["id"])
     assert (row["verdict"], row["reason"], row["comment"], row["by_user"], row["source"]) == (
@@ -181,6 +182,9 @@ async def test_feedback_is_stored_with_who_and_counts_in_precision(hq: RunningHq
     )
     _, _, html = await get(hq, f"/stores/store-001/incidents/{inc['id']}")
     assert "restocking the shelf" in html and "head office" in html
+    audited = await hq.db.fetch("SELECT actor, action, outcome FROM audit_log WHERE target = $1", path)
+    assert [(a["actor"], a["action"], a["outcome"]) for a in audited][-1] == (
+        "ada", "POST /stores/{store}/incidents/{id}/feedback", "303")  # fmt: skip
     _, _, after = await get(hq, f"/precision?{PERIOD}&store=store-001&csv=precision_by_camera")
     judged_after = {(r["store"], r["camera"]): int(r["judged"]) for r in rows_of(after)}
     key = ("store-001", inc["camera"])
@@ -189,7 +193,8 @@ async def test_feedback_is_stored_with_who_and_counts_in_precision(hq: RunningHq
 
 async def test_store_manager_cannot_judge_another_stores_incident(hq: RunningHq) -> None:
     other = await hq.db.pool.fetchval("SELECT id FROM incidents WHERE store_id = 'store-002' LIMIT 1")
-    form = {"verdict": "confirmed", "reason": "theft_seen", "csrf": "csrf-max"}
+    _, csrf = await hq.session("max")
+    form = {"verdict": "confirmed", "reason": "theft_seen", "csrf_token": csrf}
     status, _, _ = await post_form(hq, f"/stores/store-002/incidents/{other}/feedback", form, "max")
     assert status == 404
     assert (await get(hq, f"/precision?{PERIOD}&store=store-002", "max"))[0] == 404
@@ -231,8 +236,8 @@ async def test_roi_report_for_a_store_manager_is_their_store_and_pdf_says_the_sa
     assert status == 200 and "your stores (1 stores)" in html
     assert (await get(hq, "/roi?period=week&at=2026-12-01&store=store-002", "max"))[0] == 404
     assert (await get(hq, "/roi.pdf?period=week&at=2026-12-01&store=store-002", "max"))[0] == 404
-    session = aiohttp.ClientSession(cookies={"test-user": "ada"})
-    async with session, session.get(f"{hq.url}/roi.pdf?period=week&at=2026-12-01&store=store-001") as r:
+    http, _ = await hq.session("ada")
+    async with http.get(f"{hq.url}/roi.pdf?period=week&at=2026-12-01&store=store-001") as r:
         assert r.status == 200 and r.content_type == "application/pdf"
         pdf = await r.read()
     assert pdf.startswith(b"%PDF")

@@ -132,6 +132,8 @@ ROUTE_TABLE: list[tuple[str, str, str | int, str | int, str | int, str | int]] =
     ("GET", "/metrics", 401, 403, OK, OK),
     ("GET", "/api/incidents", 401, 403, OK, OK),
     ("GET", "/api/incidents/{incident}", 401, 403, OK, OK),
+    ("GET", "/api/incidents/{incident}/feedback", 401, 403, OK, OK),
+    ("POST", "/api/incidents/{incident}/feedback", 401, 403, OK, OK),  # a viewer gives verdicts too
     ("GET", "/api/outbox", 401, 403, OK, OK),
     ("POST", "/api/outbox/retry", 401, 403, 403, OK),
     ("GET", "/audit", LOGIN, 403, 403, OK),
