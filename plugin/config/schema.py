@@ -11,8 +11,9 @@ from pydantic_core import core_schema
 from plugin.config.root import Config
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
-# The loader expands ${VAR} after reading the YAML, so a number or a switch may be written as a reference
-# (`port: ${MQTT_PORT}`): the schema lets one stand wherever a number or boolean goes.
+# The loader expands ${VAR} after reading the YAML, so a number, a switch or a constrained string (a token's minimum
+# length, an id's pattern) may be written as a reference (`port: ${MQTT_PORT}`, `token: "${POS_TOKEN}"`): the
+# schema lets one stand wherever such a value goes.
 ENV_REFERENCE: JsonSchemaValue = {
     "type": "string",
     "pattern": r"^\$\{[A-Za-z_][A-Za-z0-9_]*(:-[^}]*)?\}$",
@@ -21,7 +22,7 @@ ENV_REFERENCE: JsonSchemaValue = {
 
 
 class _FileSchema(GenerateJsonSchema):
-    """pydantic's generator, with `${VAR}` allowed in place of numbers and booleans."""
+    """pydantic's generator, with `${VAR}` allowed in place of numbers, booleans and constrained strings."""
 
     def int_schema(self, schema: core_schema.IntSchema) -> JsonSchemaValue:
         """An integer, or a reference to one."""
@@ -34,6 +35,12 @@ class _FileSchema(GenerateJsonSchema):
     def bool_schema(self, schema: core_schema.BoolSchema) -> JsonSchemaValue:
         """A boolean, or a reference to one."""
         return {"anyOf": [super().bool_schema(schema), ENV_REFERENCE]}
+
+    def str_schema(self, schema: core_schema.StringSchema) -> JsonSchemaValue:
+        """A string; one with a length or pattern to meet may be a reference (checked once expanded)."""
+        plain = super().str_schema(schema)
+        constrained = any(key in plain for key in ("minLength", "maxLength", "pattern"))
+        return {"anyOf": [plain, ENV_REFERENCE]} if constrained else plain
 
 
 def config_schema() -> dict[str, Any]:

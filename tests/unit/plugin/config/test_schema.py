@@ -108,7 +108,8 @@ def test_the_schema_carries_titles_descriptions_and_every_rule_and_sink() -> Non
     assert rule_types == set(RULE_KEYS)
     sink_kinds = set(schema["properties"]["sinks"]["items"]["discriminator"]["mapping"])
     assert sink_kinds == {spec.key for spec in SINKS}
-    assert parse_config(_as_an_editor_reads_it(DEMO.replace("${STORESIGHT_DEMO_CLIP}", "demo.mp4")))
+    demo = re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", DEMO.replace("${STORESIGHT_DEMO_CLIP}", "demo.mp4"))  # defaults
+    assert parse_config(_as_an_editor_reads_it(demo))
 
 
 def test_the_command_prints_it(capsys: pytest.CaptureFixture[str]) -> None:
