@@ -571,6 +571,16 @@ class Database:
                     (key, sink_id, doc["incident_id"], json.dumps(dict(doc)), doc["at"]),
                 )
 
+    def feedback_of(self, incident_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+        """The verdicts given here on each of these incidents, oldest first."""
+        out: dict[str, list[dict[str, Any]]] = {i: [] for i in incident_ids}
+        marks = ",".join("?" * len(out))
+        if marks:
+            rows = self.conn.execute(f"SELECT * FROM feedback WHERE incident_id IN ({marks}) ORDER BY id", list(out))
+            for r in rows:
+                out[r["incident_id"]].append(dict(r))
+        return out
+
     def feedback(self, incident_id: str) -> list[dict[str, Any]]:
         """Every verdict given on an incident here, oldest first."""
         rows = self.conn.execute("SELECT * FROM feedback WHERE incident_id = ? ORDER BY id", (incident_id,))

@@ -63,8 +63,9 @@ async def api_outbox_retry(request: web.Request) -> web.Response:
 
 
 async def api_incident_feedback(request: web.Request) -> web.Response:
-    """A verdict on an incident: body {"verdict", "reason", "comment"}; stored here with who (the signed-in user or
-    token) and when, and sent on to head office through the outbox. GET lists the verdicts given here."""
+    """A verdict on an incident: JSON {"verdict", "reason", "comment"}, or the incidents page's form; stored here with
+    who (the signed-in user or token) and when, and sent on to head office through the outbox. GET lists the verdicts
+    given here."""
     db = request.app[DATABASE]
     incident_id = request.match_info["id"]
     row = await db.call(db.sync.incident, incident_id)
@@ -75,10 +76,15 @@ async def api_incident_feedback(request: web.Request) -> web.Response:
     principal = principal_of(request)
     if principal is None:  # the route's permission lets no anonymous request through; this keeps it so
         raise web.HTTPUnauthorized(text="sign in first")
-    try:
-        body = await request.json()
-    except ValueError:
-        raise web.HTTPBadRequest(text="body must be JSON") from None
+    from_console = request.content_type == "application/x-www-form-urlencoded"  # the incidents page's buttons
+    if from_console:
+        form = await request.post()
+        body: Any = {k: str(v) for k, v in form.items() if k in ("verdict", "reason", "comment")}
+    else:
+        try:
+            body = await request.json()
+        except ValueError:
+            raise web.HTTPBadRequest(text="body must be JSON") from None
     if not isinstance(body, dict) or set(body) - {"verdict", "reason", "comment"}:
         raise web.HTTPBadRequest(text='body may only have "verdict", "reason" and "comment"')
     if body.get("verdict") not in FEEDBACK_VERDICTS:
@@ -95,4 +101,6 @@ async def api_incident_feedback(request: web.Request) -> web.Response:
     }  # fmt: skip
     await db.call(db.sync.save_feedback, doc, request.app[RECORD_SINKS])
     request.app[OUTBOX].notify()
+    if from_console:
+        raise web.HTTPSeeOther(f"/#incident-{incident_id}")
     return web.json_response(doc, status=201)

@@ -18,6 +18,7 @@ from components.postgres import fresh_database, postgres  # noqa: F401
 
 from adapters.sinks.hq import HqSink, HqSinkConfig
 from plugin.app import auth_ctx, database_ctx, new_app, sinks_ctx
+from plugin.cli.hq_bench import sign_in
 from plugin.config.loader import parse_config
 from plugin.config.service import OutboxConfig
 from plugin.incidents.database import AsyncDatabase, incident_to_json
@@ -199,12 +200,26 @@ async def test_console_feedback_travels_to_head_office(fresh_database: str, tmp_
             ok = await client.post(url, json={"verdict": "confirmed", "reason": "theft_seen", "comment": "bag"},
                                    headers=bearer)  # fmt: skip
             assert ok.status == 201
+            # a person on the console: signed in, the incident's verdict buttons post the page's form
+            password = (tmp_path / "data" / "initial-admin-password").read_text().strip()
+            csrf = await sign_in(client, "", "admin", password)
+            page = await (await client.get("/")).text()
+            assert 'action="/api/incidents/inc-1/feedback"' in page and 'value="false_alarm"' in page
+            form = {"csrf_token": csrf, "reason": "staff_activity", "verdict": "false_alarm"}
+            clicked = await client.post(url, data=form, allow_redirects=False)
+            assert clicked.status == 303 and clicked.headers["Location"] == "/#incident-inc-1"
+            assert "verdict: false alarm (staff doing their job) by admin" in await (await client.get("/")).text()
             listed = await (await client.get(url, headers=bearer)).json()
-            assert [(f["verdict"], f["by_user"]) for f in listed] == [("confirmed", "api-token")]
+            assert [(f["verdict"], f["by_user"]) for f in listed] == [
+                ("confirmed", "api-token"),
+                ("false_alarm", "admin"),
+            ]
             assert await app[OUTBOX].wait_drained(30.0)
-        row = await hq.db.pool.fetchrow("SELECT * FROM feedback")
-        assert (row["verdict"], row["reason"], row["by_user"], row["source"], row["rule_id"], row["camera"]) == (
-            "confirmed", "theft_seen", "api-token", "store", "table-dwell", "cam1")  # fmt: skip
+        rows = await hq.db.fetch("SELECT * FROM feedback ORDER BY at")
+        assert [(r["verdict"], r["reason"], r["by_user"], r["source"], r["rule_id"], r["camera"]) for r in rows] == [
+            ("confirmed", "theft_seen", "api-token", "store", "table-dwell", "cam1"),
+            ("false_alarm", "staff_activity", "admin", "store", "table-dwell", "cam1")]  # fmt: skip
+        assert await hq.db.pool.fetchval("SELECT verdict FROM verdicts") == "false_alarm"
 
 
 async def test_self_test_checks_the_token_and_stores_nothing(fresh_database: str) -> None:

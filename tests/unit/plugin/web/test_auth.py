@@ -108,7 +108,8 @@ async def sign_in(http: aiohttp.ClientSession, base: str, name: str, password: s
         assert resp.headers["Location"] == "/"
     async with http.get(f"{base}/", **kw) as resp:
         assert resp.status == 200
-        [csrf] = CSRF_VALUE.findall(await resp.text())
+        csrfs = set(CSRF_VALUE.findall(await resp.text()))  # the sign-out form's and each verdict form's: one token
+    [csrf] = csrfs
     return csrf
 
 
