@@ -39,13 +39,14 @@ from plugin.inference.pose import PoseClient
 from plugin.inference.repository import default_model_repository
 from plugin.inference.server import EmbeddedTriton
 from plugin.inference.triton import TritonInferenceClient
+from plugin.insights.hq_feed import HourlyRecords
 from plugin.insights.rollups import InsightsRecorder
 from plugin.insights.system_health import SystemHealthMonitor
 from plugin.metrics import Metrics
 from plugin.pipeline.presence import PresenceLog
 from plugin.pipeline.supervisor import CameraFleet, PipelineParts, Supervisor
 from plugin.private import install_key, private_dir
-from plugin.protocols import BusinessEventSource, IncidentSink, LiveStateSink, SinkRefs
+from plugin.protocols import BusinessEventSource, IncidentSink, LiveStateSink, RecordSink, SinkRefs
 from plugin.rules.base import RuleContext
 from plugin.types import SYSTEM_CAMERA
 from plugin.web.auth.middleware import add_route
@@ -62,6 +63,7 @@ from plugin.web.keys import (
     CONFIG,
     DATABASE,
     EMBEDDED_TRITON,
+    HOURLY,
     HUB,
     INCIDENTS,
     INFERENCE,
@@ -75,6 +77,7 @@ from plugin.web.keys import (
     POS_INPUTS,
     POSE,
     PRESENCE,
+    RECORD_SINKS,
     RETENTION,
     SINKS,
     SYSTEM,
@@ -204,6 +207,7 @@ async def sinks_ctx(app: web.Application) -> AsyncIterator[None]:
     """Sinks, the incident manager and the outbox worker."""
     config, db = app[CONFIG], app[DATABASE]
     sinks = app[SINKS] = {s.id: build_sink(s, db) for s in config.sinks}
+    app[RECORD_SINKS] = [sid for sid, sink in sinks.items() if isinstance(sink, RecordSink)]
     privacy = {s.id: s.privacy for s in config.sinks}
     outbox = app[OUTBOX] = OutboxWorker(db, sinks, app[METRICS], config.outbox, privacy=privacy)
     incidents = app[INCIDENTS] = IncidentManager(
@@ -241,6 +245,28 @@ async def retention_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     app[RETENTION] = retention
     task = asyncio.create_task(retention.run(), name="retention")
+    yield
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+async def hourly_records_ctx(app: web.Application) -> AsyncIterator[None]:
+    """With a record sink (head office) and not in one-shot runs: camera health sampled into the roll-ups, and each
+    finished hour's roll-ups, POS totals and camera health queued for it (plugin/insights/hq_feed.py)."""
+    config, record_sinks = app[CONFIG], app[RECORD_SINKS]
+    app[HOURLY] = None
+    if not record_sinks or app[ONCE]:
+        yield
+        return
+    fleet, outbox = app[CAMERAS], app[OUTBOX]
+    limits = {r.id: {"max_length": getattr(r, "max_length", None), "max_wait_s": getattr(r, "max_wait_s", None)}
+              for r in config.rules if r.type == "queue"}  # fmt: skip
+    hourly = app[HOURLY] = HourlyRecords(
+        app[DATABASE], app[INSIGHTS], record_sinks, outbox.notify,
+        health=lambda: {cid: h.snapshot.state for cid, h in fleet.health.items()},
+        limits=limits, rules={r.id: r.model_dump(mode="json") for r in config.rules},
+    )  # fmt: skip
+    task = asyncio.create_task(hourly.run(), name="hourly-records")
     yield
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
@@ -478,8 +504,8 @@ def build_app(config: Config, once: bool = False) -> web.Application:
     """The application with every context and route registered."""
     app = new_app(config, once)
     app.cleanup_ctx.extend([
-        database_ctx, auth_ctx, inference_ctx, sinks_ctx, retention_ctx, system_health_ctx, alarms_ctx, pos_ctx,
-        access_ctx, store_occupancy_ctx, cameras_ctx, live_state_ctx,
+        database_ctx, auth_ctx, inference_ctx, sinks_ctx, retention_ctx, hourly_records_ctx, system_health_ctx,
+        alarms_ctx, pos_ctx, access_ctx, store_occupancy_ctx, cameras_ctx, live_state_ctx,
     ])  # fmt: skip
     setup_routes(app)
     add_intake_routes(app)

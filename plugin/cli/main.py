@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 
 import argcomplete
 
+from plugin.cli.hq import add_hq_parser
 from plugin.errors import StoreSightError
 from plugin.web.auth.roles import BRIDGE_ROLES
 
@@ -166,6 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--no-rules", action="store_true", help="detection and tracking only (no incident latency)")
     bn.add_argument("--json", action="store_true")
     bn.set_defaults(func=_command("bench.report", "cmd_bench"))
+
+    add_hq_parser(sub)
 
     chk = sub.add_parser("check-config", help="validate a config file")
     chk.add_argument("file")

@@ -156,6 +156,20 @@ CREATE TABLE IF NOT EXISTS audit_log (
 # ---- end of the sign-in and audit block
 
 
+RECORDS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS feedback (  -- verdicts given on the console: who, when, what (sent on to head office)
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    incident_id TEXT NOT NULL,
+    verdict TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    comment TEXT NOT NULL,
+    by_user TEXT NOT NULL,
+    at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS feedback_incident ON feedback(incident_id);
+"""
+
+
 @dataclass
 class MigrationContext:
     """What a migration step written in Python gets: the connection (inside the migration's transaction) and the
@@ -209,6 +223,13 @@ def _badges_as_digests(ctx: MigrationContext) -> None:
         )
 
 
+def _outbox_kind(ctx: MigrationContext) -> None:
+    """The outbox carries keyed records for head office too: every row so far is an incident."""
+    columns = {r[1] for r in ctx.conn.execute("PRAGMA table_info(outbox)")}
+    if "kind" not in columns:
+        ctx.conn.execute("ALTER TABLE outbox ADD COLUMN kind TEXT NOT NULL DEFAULT 'incident'")
+
+
 # Append only: a released migration never changes (databases out there already carry its number). A new table or
 # column is a new entry with the next number: CREATE TABLE IF NOT EXISTS keeps it safe for a database that got the
 # table before the entry existed (a branch that created it at open).
@@ -216,6 +237,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "the schema before it carried a version", (SCHEMA_V1,)),
     Migration(2, "door events keep a keyed digest of the badge, not the badge", (_badges_as_digests,)),
     Migration(3, "sign-in and audit: users, sessions, the audit log", (AUTH_SCHEMA,)),
+    Migration(4, "head office: the outbox's record kind, console feedback", (_outbox_kind, RECORDS_SCHEMA)),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 
@@ -360,6 +382,7 @@ class Delivery:
     incident_id: str
     payload: dict[str, Any]
     attempts: int
+    kind: str = "incident"  # or a head-office record kind (rollup, pos, camera_health, feedback): hq sinks only
 
 
 class Database:
@@ -469,7 +492,7 @@ class Database:
         before the wall clock went back (an NTP step), and is due now rather than after the jump.
         """
         rows = self.conn.execute(
-            """SELECT delivery_key, sink_id, incident_id, payload, attempts, next_attempt FROM outbox
+            """SELECT delivery_key, sink_id, incident_id, payload, attempts, next_attempt, kind FROM outbox
                WHERE sink_id = ? AND delivered IS NULL AND dead IS NULL
                ORDER BY created, rowid LIMIT ?""",
             (sink_id, limit),
@@ -478,7 +501,7 @@ class Database:
         for r in rows:
             if r[5] > now and (max_wait_s is None or r[5] - now <= max_wait_s):
                 break
-            out.append(Delivery(r[0], r[1], r[2], json.loads(r[3]), r[4]))
+            out.append(Delivery(r[0], r[1], r[2], json.loads(r[3]), r[4], r[6]))
         return out
 
     def next_due(self, sink_id: str) -> float | None:
@@ -723,6 +746,57 @@ class Database:
                 " ON CONFLICT(sink_id, incident_id) DO UPDATE SET ref=excluded.ref, updated=excluded.updated",
                 (sink_id, incident_id, ref, datetime.now(UTC).isoformat()),
             )
+
+    # --- keyed records for head office (docs/hq.md): the outbox's `kind` column and local feedback -------------
+    # Kept apart from SCHEMA so the database's migration mechanism can take it over as one step.
+
+    def enqueue_record(self, kind: str, key: str, payload: Mapping[str, Any], sink_ids: Sequence[str]) -> bool:
+        """Queue one keyed record (a roll-up hour, a POS hour, camera health, feedback) for the given sinks;
+        False when the key was queued before (a record is sent once, whatever happens later)."""
+        now = datetime.now(UTC).isoformat()
+        added = 0
+        with self.conn:
+            for sink_id in sink_ids:
+                added += self.conn.execute(
+                    "INSERT OR IGNORE INTO outbox (delivery_key, sink_id, incident_id, payload, created, kind)"
+                    " VALUES (?,?,?,?,?,?)",
+                    (key, sink_id, key, json.dumps(dict(payload)), now, kind),
+                ).rowcount
+        return added > 0
+
+    def record_queued(self, key: str) -> bool:
+        """Whether a record with this key was ever queued (sent or not)."""
+        return self.conn.execute("SELECT 1 FROM outbox WHERE delivery_key = ? LIMIT 1", (key,)).fetchone() is not None
+
+    def save_feedback(self, doc: Mapping[str, Any], sink_ids: Sequence[str]) -> None:
+        """Store a verdict on an incident and queue it for head office, in one transaction."""
+        with self.conn:
+            cur = self.conn.execute(
+                """INSERT INTO feedback (incident_id, verdict, reason, comment, by_user, at) VALUES (?,?,?,?,?,?)""",
+                (doc["incident_id"], doc["verdict"], doc["reason"], doc["comment"], doc["by_user"], doc["at"]),
+            )
+            key = f"feedback:{doc['incident_id']}:{cur.lastrowid}"
+            for sink_id in sink_ids:
+                self.conn.execute(
+                    "INSERT OR IGNORE INTO outbox (delivery_key, sink_id, incident_id, payload, created, kind)"
+                    " VALUES (?,?,?,?,?,'feedback')",
+                    (key, sink_id, doc["incident_id"], json.dumps(dict(doc)), doc["at"]),
+                )
+
+    def feedback_of(self, incident_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+        """The verdicts given here on each of these incidents, oldest first."""
+        out: dict[str, list[dict[str, Any]]] = {i: [] for i in incident_ids}
+        marks = ",".join("?" * len(out))
+        if marks:
+            rows = self.conn.execute(f"SELECT * FROM feedback WHERE incident_id IN ({marks}) ORDER BY id", list(out))
+            for r in rows:
+                out[r["incident_id"]].append(dict(r))
+        return out
+
+    def feedback(self, incident_id: str) -> list[dict[str, Any]]:
+        """Every verdict given on an incident here, oldest first."""
+        rows = self.conn.execute("SELECT * FROM feedback WHERE incident_id = ? ORDER BY id", (incident_id,))
+        return [dict(r) for r in rows]
 
     def close(self) -> None:
         """Close the connection."""

@@ -1,4 +1,5 @@
-"""The outbox: delivers stored incident state changes to every sink, at least once, never dropping.
+"""The outbox: delivers stored incident state changes to every sink, at least once, never dropping; and keyed records
+(roll-up hours, POS hours, camera health, feedback) to the sinks that take them (head office), the same way.
 
 Each sink has its own worker, so a slow or dead VMS never delays the others; within a sink, deliveries go out
 in the order they were stored. A worker outlives database failures (disk full, the file locked by another
@@ -21,7 +22,7 @@ from plugin.errors import SinkAuthError, SinkNotReady, SinkRejected
 from plugin.incidents.database import AsyncDatabase, Delivery
 from plugin.incidents.evidence import blurred_path
 from plugin.metrics import Metrics
-from plugin.protocols import IncidentSink
+from plugin.protocols import IncidentSink, RecordSink
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +184,12 @@ class OutboxWorker:
             # asyncio.timeout, not wait_for: on 3.11 wait_for loses a cancel that lands as publish finishes, and the
             # worker then never stops (pyproject bans it)
             async with asyncio.timeout(self.config.timeout_s):
-                receipt = await sink.publish(d.delivery_key, self.payload_for(d.sink_id, d.payload))
+                if d.kind == "incident":
+                    receipt = await sink.publish(d.delivery_key, self.payload_for(d.sink_id, d.payload))
+                elif isinstance(sink, RecordSink):
+                    receipt = await sink.publish_record(d.delivery_key, d.kind, d.payload)
+                else:  # only queued for record sinks: a config change turned this sink into another product
+                    raise SinkRejected(f"{sink.id} ({sink.kind}) does not take {d.kind} records")
         except SinkAuthError as exc:
             sink.health.ok, sink.health.auth_failed, sink.health.last_error = False, True, str(exc)
             log.error("%s: authentication failed, holding deliveries: %s", sink.id, exc)
