@@ -20,6 +20,7 @@ from plugin.cli.probe import cmd_discover, cmd_onvif_probe
 from plugin.cli.records import cmd_incidents, cmd_insights, cmd_outbox
 from plugin.cli.run import cmd_check_config, cmd_detect, cmd_run
 from plugin.cli.vms import cmd_vms_test
+from plugin.pipeline.tracking import limit_blas_threads
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -163,6 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: expected errors print one clear message and exit non-zero, without a traceback."""
     args = build_parser().parse_args(argv)
     _setup_logging(args.verbose)
+    limit_blas_threads()
     try:
         code: int = args.func(args)
         return code
