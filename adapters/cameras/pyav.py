@@ -74,6 +74,7 @@ class PyAVSource(DecodingSource[av.container.InputContainer]):
     """A CameraSource for rtsp://, http(s):// streams and video files, decoded by PyAV."""
 
     stream_info: StreamInfo | None = None
+    frames_decoded = 0  # frames FFmpeg decoded (files: fewer than frames_read when B-frames were skipped)
 
     def _options(self, short_probe: bool) -> dict[str, str]:
         options = dict(PROBE_OPTIONS) if short_probe else {}
@@ -146,9 +147,11 @@ class PyAVSource(DecodingSource[av.container.InputContainer]):
                 # grows, so a frame skipped here would have been dropped below as well
                 due = float(packet.pts * packet.time_base) - origin + slack >= next_due
                 cc.skip_frame = "DEFAULT" if due else "NONREF"
+            if packet.size:
+                self.status.frames_read += 1  # the file's frames, decoded or not: one packet each for video
             for frame in cc.decode(packet):
                 index += 1
-                self.status.frames_read += 1
+                self.frames_decoded += 1
                 pts = frame.time - origin if frame.time is not None else index / (native_fps or self.fps)
                 self.status.position_s = pts
                 if pts + slack < next_due:
@@ -193,6 +196,7 @@ class PyAVSource(DecodingSource[av.container.InputContainer]):
                     log.debug("%s: %s", self.name, _reason(exc))
                     continue
                 for frame in decoded:
+                    self.frames_decoded += 1
                     now = time.monotonic()
                     if now < next_due:
                         continue  # dropped before colour conversion: only kept frames become BGR

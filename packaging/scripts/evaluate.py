@@ -26,13 +26,14 @@ import cv2
 import numpy as np
 
 from plugin.config.service import DetectorConfig
-from plugin.inference.naive import OnnxYolox, YoloxSettings, read_model_parameters
+from plugin.inference.naive import OnnxYolox, YoloxSettings, model_file, read_model_parameters
 from plugin.inference.server import DEFAULT_MODEL_REPOSITORY, REPO_ROOT
 from plugin.pipeline.tracking import Tracker, iou_matrix
 
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "eval" / "pets2009-s3mf1"
 # PETS 2009 was recorded at about 7 frames per second
 DEFAULT_FPS = 7.0
+MODEL_DIR = DEFAULT_MODEL_REPOSITORY / "yolox_nano"
 IOU = 0.5
 PERSON = 0
 
@@ -64,7 +65,7 @@ def match_count(truth: np.ndarray, found: np.ndarray) -> int:
 
 
 def evaluate(
-    data: Path, model: Path, input_size: int | None, min_score: float, fps: float, frames: int | None = None
+    data: Path, model: Path | None, input_size: int | None, min_score: float, fps: float, frames: int | None = None
 ) -> dict[str, Any]:
     """Run the detector and the tracker over the sequence; the metrics."""
     import motmetrics as mm
@@ -72,8 +73,9 @@ def evaluate(
     images, gt = load_sequence(data)
     if frames is not None:
         images = images[:frames]
-    config = DEFAULT_MODEL_REPOSITORY / "yolox_nano" / "config.pbtxt"
-    settings = YoloxSettings.from_parameters(read_model_parameters(config))
+    params = read_model_parameters(MODEL_DIR / "config.pbtxt")
+    settings = YoloxSettings.from_parameters(params)
+    model = model or model_file(MODEL_DIR / "1", params)
     if input_size is not None:
         settings = YoloxSettings(input_size, *list(vars(settings).values())[1:])
     detector = OnnxYolox(model, settings, intra_op_threads=1)
@@ -133,13 +135,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="MOT sequence (default: %(default)s)")
-    parser.add_argument(
-        "--model",
-        type=Path,
-        default=DEFAULT_MODEL_REPOSITORY / "yolox_nano" / "1" / "yolox_nano.onnx",
-        help="ONNX detector (default: the one Triton serves)",
-    )
-    parser.add_argument("--input-size", type=int, default=None, help="model input (default: the config's, 416)")
+    parser.add_argument("--model", type=Path, default=None, help="ONNX detector (default: the file Triton runs)")
+    parser.add_argument("--input-size", type=int, default=None, help="model input (default: the config's)")
     parser.add_argument("--min-score", type=float, default=DetectorConfig().min_score, help="default: detector's")
     parser.add_argument("--fps", type=float, default=DEFAULT_FPS, help="the sequence's frame rate (tracker time)")
     parser.add_argument("--frames", type=int, default=None, help="only the first N frames")

@@ -20,7 +20,6 @@ from plugin.cli.probe import cmd_discover, cmd_onvif_probe
 from plugin.cli.records import cmd_incidents, cmd_insights, cmd_outbox
 from plugin.cli.run import cmd_check_config, cmd_detect, cmd_run
 from plugin.cli.vms import cmd_vms_test
-from plugin.pipeline.tracking import limit_blas_threads
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -111,7 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--cameras", type=int, default=4, help="cameras to run; with --find-max, where the search starts")
     bn.add_argument("--analysis-fps", type=float, default=5.0, help="analysed frames per second per camera")
     bn.add_argument("--duration", type=float, default=30.0, help="measured seconds per trial (default 30)")
-    bn.add_argument("--clip", help="H.264 MP4 each camera plays (default: the demo clip)")
+    bn.add_argument(
+        "--clip", help="video each camera plays (default: the demo clip); not H.264/H.265 MP4: converted with ffmpeg"
+    )
     bn.add_argument(
         "--source",
         choices=["rtsp", "file"],
@@ -125,6 +126,11 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--max-cameras", type=int, default=64, help="--find-max: upper bound of the search")
     bn.add_argument("--no-baseline", action="store_true", help="skip the naive in-process baseline")
     bn.add_argument("--no-rules", action="store_true", help="detection and tracking only (no incident latency)")
+    bn.add_argument(
+        "--repeats", type=int, default=3, help="--find-max: trials that decide each count at the boundary (majority)"
+    )
+    bn.add_argument("--decoder", choices=["pyav", "opencv"], default="pyav", help="camera decoder (default pyav)")
+    bn.add_argument("--no-calibration", action="store_true", help="skip measuring the detector's frames/s")
     bn.add_argument("--json", action="store_true")
     bn.set_defaults(func=cmd_bench)
 
@@ -164,7 +170,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: expected errors print one clear message and exit non-zero, without a traceback."""
     args = build_parser().parse_args(argv)
     _setup_logging(args.verbose)
-    limit_blas_threads()
     try:
         code: int = args.func(args)
         return code

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -64,18 +63,6 @@ class TrackActivity:
 
     speeds: F64Array  # person heights per second (Kalman velocity / box height), one per confirmed visible track
     uncertain: int
-
-
-def limit_blas_threads() -> Any:
-    """Run numpy's BLAS on the calling thread only, for the whole process (call once at start).
-
-    The tracker's matrices are 8x8: no BLAS call here gains from threads, but OpenBLAS's worker threads spin after
-    each call waiting for more work. Measured with packaging/scripts/profile_stages.py on one camera (2 cores): the
-    bridge used 21.7 ms of CPU per analysed frame with OpenBLAS's 2 threads, 14 ms of it in those spinning threads,
-    and 7.4 ms with one; with more cameras they also take the cores Triton needs."""
-    from threadpoolctl import threadpool_limits
-
-    return threadpool_limits(limits=1, user_api="blas")
 
 
 # --- box geometry -------------------------------------------------------------------------------------------
