@@ -130,6 +130,12 @@ class MotionGate:
     def decide(self, frame: Frame, tracks: Callable[[], TrackActivity]) -> GateDecision:
         """Detect on this frame, or skip it; the first reason to detect wins (cheapest checks first). `tracks` gives
         the tracker's state as of its last update."""
+        quick = self.quick_decision(frame, tracks)
+        return quick if quick is not None else self.pixel_decision(frame)
+
+    def quick_decision(self, frame: Frame, tracks: Callable[[], TrackActivity]) -> GateDecision | None:
+        """The decision when it needs no pixel work (gating off, the first frames, moving people, the camera's own
+        motion), else None: then `pixel_decision` compares the frame with the last detected one."""
         cfg = self.config
         if not cfg.enabled:
             return GateDecision(True, "disabled")
@@ -146,6 +152,11 @@ class MotionGate:
             return GateDecision(True, "camera")
         if cfg.source == "camera":
             return GateDecision(False, "still")
+        return None
+
+    def pixel_decision(self, frame: Frame) -> GateDecision:
+        """Detect when enough pixels changed in the analysed area since the last detection (a fraction of a ms)."""
+        cfg = self.config
         share = self._changed_share(frame)
         if share >= cfg.min_changed_share:
             return GateDecision(True, "pixels", share)
