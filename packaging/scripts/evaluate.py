@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 
 from plugin.config.service import DetectorConfig
-from plugin.inference.naive import OnnxYolox, YoloxSettings, model_file, read_model_parameters
+from plugin.inference.naive import OnnxYolox, YoloxSettings, read_model_parameters
 from plugin.inference.server import DEFAULT_MODEL_REPOSITORY, REPO_ROOT
 from plugin.pipeline.tracking import Tracker, iou_matrix
 
@@ -75,7 +75,7 @@ def evaluate(
         images = images[:frames]
     params = read_model_parameters(MODEL_DIR / "config.pbtxt")
     settings = YoloxSettings.from_parameters(params)
-    model = model or model_file(MODEL_DIR / "1", params)
+    model = model or _served_file(params)
     if input_size is not None:
         settings = YoloxSettings(input_size, *list(vars(settings).values())[1:])
     detector = OnnxYolox(model, settings, intra_op_threads=1)
@@ -123,6 +123,15 @@ def evaluate(
             "gt_objects": int(row["num_unique_objects"]),
         },
     }
+
+
+def _served_file(params: dict[str, str]) -> Path:
+    """The ONNX file Triton's model.py runs (the derived copy when the config names one and it is there); as
+    plugin.inference.naive.model_file, repeated so this script also measures checkouts from before it existed."""
+    batch = params.get("onnx_batch_file", "")
+    if batch and (MODEL_DIR / "1" / batch).is_file():
+        return MODEL_DIR / "1" / batch
+    return MODEL_DIR / "1" / params.get("onnx_file", "yolox_nano.onnx")
 
 
 def _xywh(xyxy: np.ndarray) -> np.ndarray:
