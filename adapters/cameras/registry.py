@@ -8,8 +8,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from adapters.cameras.base import DecodingSource
-from adapters.cameras.onvif.events import OnvifEventsClient
-from adapters.cameras.onvif.source import OnvifSource
 from adapters.cameras.opencv import OpenCVSource
 from adapters.cameras.pyav import PyAVSource
 from plugin.config.cameras import CameraConfig, Decoder, OnvifConfig
@@ -22,6 +20,10 @@ DECODERS: dict[Decoder, type[DecodingSource[Any]]] = {"pyav": PyAVSource, "openc
 def camera_source(cam: CameraConfig) -> CameraSource:
     """The camera's video source."""
     if cam.onvif is not None:
+        # imported here: the ONVIF stack (onvif-zeep-async, zeep, httpx) is 15 MB a bridge without ONVIF cameras
+        # need not hold
+        from adapters.cameras.onvif.source import OnvifSource
+
         # asks the camera for its analysis stream URI each time the pipeline starts, then reads it with the decoder
         return OnvifSource(cam.id, cam.onvif, cam.fps, DECODERS[cam.decoder])
     assert cam.source is not None  # the config requires exactly one of source and onvif
@@ -35,4 +37,6 @@ def events_source(
     camera_id: str, config: OnvifConfig, on_signal: Callable[[CameraSignal], Awaitable[None]]
 ) -> CameraEventSource:
     """The camera's own analytics: ONVIF PullPoint events."""
+    from adapters.cameras.onvif.events import OnvifEventsClient  # only for cameras with onvif.events
+
     return OnvifEventsClient(camera_id, config, on_signal)
