@@ -142,11 +142,11 @@ class PyAVSource(DecodingSource[av.container.InputContainer]):
         for packet in handle.demux(stream):
             if self._stop.is_set():
                 return
-            if packet.pts is not None and packet.time_base is not None:
-                # a frame that will not be sampled need not be decoded when nothing refers to it; next_due only
-                # grows, so a frame skipped here would have been dropped below as well
-                due = float(packet.pts * packet.time_base) - origin + slack >= next_due
-                cc.skip_frame = "DEFAULT" if due else "NONREF"
+            # a frame that will not be sampled need not be decoded when nothing refers to it; next_due only grows,
+            # so a frame skipped here would have been dropped below as well (no timestamp: decode it)
+            at, base = packet.pts, packet.time_base
+            due = at is None or base is None or float(at * base) - origin + slack >= next_due
+            cc.skip_frame = "DEFAULT" if due else "NONREF"
             if packet.size:
                 self.status.frames_read += 1  # the file's frames, decoded or not: one packet each for video
             for frame in cc.decode(packet):
