@@ -285,6 +285,12 @@ def main() -> int:
     parser.add_argument("--triton-url", default=None, help="grpc://HOST:PORT; default: start the embedded one")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    try:  # the bridge's malloc settings, as `storesight` sets them (absent from checkouts before round 2)
+        from plugin.cli.main import tune_malloc
+
+        tune_malloc()
+    except ImportError:
+        pass
 
     clip = resolve_clip(args.clip)
     server = None

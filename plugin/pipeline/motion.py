@@ -169,6 +169,7 @@ class MotionGate:
         self._reference_frame = frame
         # compared on the way here (motion): its small image is ready; otherwise it is made when first needed
         self._reference = self._current[1] if self._current is not None and self._current[0] is frame else None
+        self._current = None  # its frame (1 MB at 768x432) is needed no more: do not hold it until the next compare
 
     def _camera_motion(self, at: datetime) -> bool:
         """The camera reports motion now or within `camera_hold_s`; no camera state yet counts as motion."""
