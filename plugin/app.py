@@ -10,7 +10,7 @@ import logging
 import os
 import secrets
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
 
@@ -23,6 +23,8 @@ from adapters.business.pos.webhook import events_handler as pos_events_handler
 from adapters.cameras.registry import camera_source, events_source
 from adapters.sinks.registry import BY_KEY as SINKS_BY_KEY
 from plugin.config.root import Config, SinkConfig
+from plugin.config.service import MIN_TOKEN_LENGTH
+from plugin.errors import ConfigError, StoreSightError
 from plugin.fusion.access.service import AccessService
 from plugin.fusion.alarms import AlarmVerifier, PanelStates
 from plugin.fusion.hub import BusinessHub
@@ -33,20 +35,27 @@ from plugin.incidents.explain import Explainer
 from plugin.incidents.manager import IncidentManager
 from plugin.incidents.outbox import OutboxWorker
 from plugin.inference.pose import PoseClient
-from plugin.inference.server import DEFAULT_MODEL_REPOSITORY, EmbeddedTriton
+from plugin.inference.repository import default_model_repository
+from plugin.inference.server import EmbeddedTriton
 from plugin.inference.triton import TritonInferenceClient
 from plugin.insights.rollups import InsightsRecorder
 from plugin.insights.system_health import SystemHealthMonitor
 from plugin.metrics import Metrics
 from plugin.pipeline.presence import PresenceLog
 from plugin.pipeline.supervisor import CameraFleet, PipelineParts, Supervisor
-from plugin.protocols import BusinessEventSource, IncidentSink, SinkRefs
+from plugin.protocols import BusinessEventSource, IncidentSink, LiveStateSink, SinkRefs
 from plugin.rules.base import RuleContext
 from plugin.types import SYSTEM_CAMERA
+from plugin.web.auth.middleware import add_route
+from plugin.web.auth.roles import BRIDGE_ROLES, INGEST
+from plugin.web.auth.service import ApiToken, Auth, AuthSettings
+from plugin.web.auth.sqlite import SqliteAuthStore
+from plugin.web.auth.transport import default_allowed_hosts
+from plugin.web.auth.users import first_admin
 from plugin.web.keys import (
     ACCESS,
     ALARMS,
-    API_TOKEN,
+    AUTH,
     CAMERAS,
     CONFIG,
     DATABASE,
@@ -68,20 +77,33 @@ from plugin.web.keys import (
     SYSTEM,
 )
 from plugin.web.routes import setup_routes
+from plugin.web.status import live_state
 
 log = logging.getLogger(__name__)
 
+LIVE_STATE_S = 2.0  # how often the live state is handed to sinks that show it (they send only what changed)
+
+
+API_TOKEN_ENV = "STORESIGHT_API_TOKEN"
+
 
 def api_token(config: Config) -> str:
-    """The API token: config, then $STORESIGHT_API_TOKEN, then one generated once and kept in the data dir."""
+    """The admin API token: config, then $STORESIGHT_API_TOKEN, then one generated once and kept in the data dir;
+    one shorter than 16 characters is refused, naming where it came from."""
     if config.web.token:
         return config.web.token
-    env = os.environ.get("STORESIGHT_API_TOKEN")
+    env = os.environ.get(API_TOKEN_ENV)
     if env:
-        return env
+        if len(env.strip()) < MIN_TOKEN_LENGTH:
+            raise ConfigError(f"${API_TOKEN_ENV}: a token needs at least {MIN_TOKEN_LENGTH} characters")
+        return env.strip()
     path = config.storage.path / "api_token"
     if path.is_file():
-        return path.read_text().strip()
+        token = path.read_text().strip()
+        if len(token) < MIN_TOKEN_LENGTH:
+            raise ConfigError(f"{path}: a token needs at least {MIN_TOKEN_LENGTH} characters (delete it: a new one "
+                              "is generated)")  # fmt: skip
+        return token
     path.parent.mkdir(parents=True, exist_ok=True)
     token = secrets.token_urlsafe(24)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -95,7 +117,6 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
     """The SQLite database, the insights recorder and the business hub."""
     config = app[CONFIG]
     config.storage.path.mkdir(parents=True, exist_ok=True)
-    app[API_TOKEN] = api_token(config)
     db = app[DATABASE] = AsyncDatabase(config.storage.path / "storesight.db")
     insights = app[INSIGHTS] = InsightsRecorder(db)
     app[HUB] = BusinessHub(db)
@@ -107,6 +128,28 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
     await db.close()
 
 
+def auth_settings(config: Config) -> AuthSettings:
+    """The console's sign-in rules from the `web` section."""
+    w = config.web
+    return AuthSettings(
+        title=f"StoreSight · {config.site.name or config.site.id}",
+        allowed_hosts=default_allowed_hosts(w.host, w.allowed_hosts), tls=w.tls is not None, store_id=config.site.id,
+        session_max_age=timedelta(hours=w.session_hours), session_idle=timedelta(minutes=w.session_idle_minutes),
+    )  # fmt: skip
+
+
+async def auth_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Sign-in, tokens and the audit log on the database (after it); the first admin when there is no user."""
+    config = app[CONFIG]
+    store = SqliteAuthStore(app[DATABASE])
+    tokens = [ApiToken.of("api-token", BRIDGE_ROLES["admin"], api_token(config))]
+    tokens += [ApiToken.of(t.name, BRIDGE_ROLES[t.role], t.token) for t in config.web.tokens]
+    if not app[ONCE]:
+        await first_admin(store, BRIDGE_ROLES, "admin", config.storage.path)
+    app[AUTH] = Auth(store, auth_settings(config), BRIDGE_ROLES, tokens)
+    yield
+
+
 async def inference_ctx(app: web.Application) -> AsyncIterator[None]:
     """The embedded Triton (when no URL is configured) and the shared inference client."""
     config = app[CONFIG]
@@ -115,7 +158,7 @@ async def inference_ctx(app: web.Application) -> AsyncIterator[None]:
     triton = app[EMBEDDED_TRITON] = None
     if url is None:
         triton = app[EMBEDDED_TRITON] = EmbeddedTriton(
-            model_repository=(tc.model_repository or DEFAULT_MODEL_REPOSITORY).resolve(),
+            model_repository=(tc.model_repository or default_model_repository()).resolve(),
             cache_dir=config.storage.path.resolve() / "triton",
         )
         triton.start()
@@ -155,7 +198,8 @@ async def sinks_ctx(app: web.Application) -> AsyncIterator[None]:
     sinks = app[SINKS] = {s.id: build_sink(s, db) for s in config.sinks}
     outbox = app[OUTBOX] = OutboxWorker(db, sinks, app[METRICS], config.outbox)
     incidents = app[INCIDENTS] = IncidentManager(
-        db, config.storage.path / "evidence", Explainer(config.site.timezone), list(sinks),
+        db, config.storage.path / "evidence", Explainer(config.site.timezone, config.site.language),
+        list(sinks),
         on_saved=lambda _incident: outbox.notify(),
     )  # fmt: skip
     await incidents.close_left_open(datetime.now(UTC), keep_cameras=(SYSTEM_CAMERA,))
@@ -223,7 +267,9 @@ async def pos_ctx(app: web.Application) -> AsyncIterator[None]:
     drop = None if config.pos.file_drop is None else PosLogDropFolder(config.pos.file_drop, service, reader)
     # Transact first: it must see the first transaction
     listeners: list[BusinessEventSource] = [TransactServer(feed, service) for feed in config.pos.transact]
-    listeners += [ReceiptTextServer(feed, service) for feed in config.pos.text]
+    # one dead-letter file for every text feed: each record names its feed and peer
+    dead_letters = config.storage.path / "dead-letter" / "pos-text.jsonl"
+    listeners += [ReceiptTextServer(feed, service, dead_letters) for feed in config.pos.text]
     if drop is not None:
         listeners.append(drop)
     await _start_all(listeners)
@@ -339,6 +385,38 @@ async def cameras_ctx(app: web.Application) -> AsyncIterator[None]:
     await supervisor.stop()
 
 
+async def live_state_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The store's live state (cameras, people, queues, store occupancy), handed every LIVE_STATE_S to the sinks
+    configured to show it (the MQTT sink's Home Assistant discovery); not in one-shot runs. Best effort: a sink that
+    cannot take one state gets the next."""
+    showing = [s for s in app[SINKS].values() if isinstance(s, LiveStateSink) and s.wants_live_state]
+    if app[ONCE] or not showing:
+        yield
+        return
+
+    async def run() -> None:
+        failing: dict[str, str] = {}
+        while True:
+            state = live_state(app)
+            for sink in showing:
+                try:
+                    async with asyncio.timeout(LIVE_STATE_S * 5):
+                        await sink.publish_live(state)
+                except (StoreSightError, TimeoutError) as exc:
+                    if failing.get(sink.id) != str(exc):  # said once per distinct failure, not every tick
+                        log.warning("%s: live state not published: %s", sink.id, exc or "timed out")
+                    failing[sink.id] = str(exc)
+                    continue
+                if failing.pop(sink.id, None) is not None:
+                    log.info("%s: live state published again", sink.id)
+            await asyncio.sleep(LIVE_STATE_S)
+
+    task = asyncio.create_task(run(), name="live-state")
+    yield
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
 def new_app(config: Config, once: bool = False) -> web.Application:
     """An application holding the eager resources, with no context and no route yet (tests add the ones they
     need; `build_app` adds them all)."""
@@ -354,19 +432,19 @@ def new_app(config: Config, once: bool = False) -> web.Application:
 
 def add_intake_routes(app: web.Application) -> None:
     """The HTTP business inputs (POSLog, POS JSON, door events): adapters, answering 404 while their service is
-    not running. Each answers 202 once what it took is stored."""
+    not running. Each answers 202 once what it took is stored; each needs the INGEST permission."""
 
-    app.router.add_post("/api/pos/poslog", poslog_handler(lambda: app.get(POS)))
-    app.router.add_post("/api/pos/events", pos_events_handler(lambda: app.get(POS)))
-    app.router.add_post("/api/access/events", access_events_handler(lambda: app.get(ACCESS)))
+    add_route(app, "POST", "/api/pos/poslog", poslog_handler(lambda: app.get(POS)), INGEST)
+    add_route(app, "POST", "/api/pos/events", pos_events_handler(lambda: app.get(POS)), INGEST)
+    add_route(app, "POST", "/api/access/events", access_events_handler(lambda: app.get(ACCESS)), INGEST)
 
 
 def build_app(config: Config, once: bool = False) -> web.Application:
     """The application with every context and route registered."""
     app = new_app(config, once)
     app.cleanup_ctx.extend([
-        database_ctx, inference_ctx, sinks_ctx, system_health_ctx, alarms_ctx, pos_ctx, access_ctx, store_occupancy_ctx,
-        cameras_ctx,
+        database_ctx, auth_ctx, inference_ctx, sinks_ctx, system_health_ctx, alarms_ctx, pos_ctx, access_ctx,
+        store_occupancy_ctx, cameras_ctx, live_state_ctx,
     ])  # fmt: skip
     setup_routes(app)
     add_intake_routes(app)

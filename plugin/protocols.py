@@ -152,6 +152,41 @@ class IncidentSink(Protocol):
         ...
 
 
+# --- live state (what dashboards show now, beside the incidents) ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CameraLive:
+    """One camera now."""
+
+    camera: str
+    state: str  # health: starting | online | degraded | offline (files: the pipeline's running | finished ...)
+    people: int  # confirmed tracked people in view
+    queues: Mapping[str, int] = field(default_factory=dict)  # queue rule id -> people queueing
+
+
+@dataclass(frozen=True)
+class LiveState:
+    """The store now: each camera, and each store occupancy count. Handed to sinks that show live state."""
+
+    site: str
+    site_name: str | None
+    cameras: tuple[CameraLive, ...]
+    store_occupancy: Mapping[str, int] = field(default_factory=dict)  # store_occupancy id -> people inside
+
+
+@runtime_checkable
+class LiveStateSink(Protocol):
+    """A sink that also shows the store's live state (Home Assistant discovery over MQTT). Best effort, not through
+    the outbox: each state replaces the last, so one that fails is simply superseded by the next."""
+
+    wants_live_state: bool  # configured to show it (opt-in)
+
+    async def publish_live(self, state: LiveState) -> None:
+        """Show this state; raise SinkNotReady (or another StoreSightError) when the product cannot take it now."""
+        ...
+
+
 # --- business-event sources -----------------------------------------------------------------------------------
 
 

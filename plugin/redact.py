@@ -3,16 +3,32 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 
-_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^@/\s]+)@")
-_QUERY_SECRET = re.compile(r"(?P<key>[?&](?:password|passwd|pass|pwd|token|auth|key|_ticket)=)[^&\s]*", re.I)
+# user:password@ after a scheme: everything up to the LAST '@' of the whitespace-delimited token, because passwords
+# carry '@', ':' and '/' unencoded often enough ("rtsp://admin:pa@ss@host" must not leave "ss@host"). The price is
+# that an '@' further on (in a path or a query) takes the host with it: more hidden, never less.
+_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)\S*@")
+# key=value pairs whose key ends in a secret word, in a query, a form body or a log line: password, _password,
+# api_key, access_token, client_secret, sig, ...; a quoted key may take a colon (JSON: "password": "x").
+_SECRET_WORDS = r"pass(?:word|wd)?|pwd|secret|token|auth\w*|key|ticket|credentials?|signature|sig"
+_KEY_VALUE = re.compile(
+    rf"(?P<key>(?<![A-Za-z0-9])[\w.-]*?(?:{_SECRET_WORDS})(?P<q>[\"'])?\s*(?:=|(?(q):|(?!)))\s*)"
+    r"(?:\"[^\"]*\"|'[^']*'|[^\s&;,\"'}]+)",
+    re.IGNORECASE,
+)
+# an HTTP Authorization header as logged, and a bearer token on its own
+_AUTH_HEADER = re.compile(
+    r"(?P<key>\bAuthorization\s*:\s*(?:(?:Bearer|Basic|Digest|Token)\s+)?|\bBearer\s+)[^\s\"',;]+", re.IGNORECASE
+)
 REDACTED = "**REDACTED**"
 
 
 def redact_url(url: str) -> str:
-    """Remove user:password@ and secret-looking query values from a URL (or any text containing URLs)."""
+    """Remove user:password@, secret-looking key=value pairs and Authorization values from a URL or any text."""
     url = _USERINFO.sub(lambda m: f"{m.group('scheme')}{REDACTED}@", url)
-    return _QUERY_SECRET.sub(lambda m: f"{m.group('key')}{REDACTED}", url)
+    url = _KEY_VALUE.sub(lambda m: f"{m.group('key')}{REDACTED}", url)
+    return _AUTH_HEADER.sub(lambda m: f"{m.group('key')}{REDACTED}", url)
 
 
 # Card numbers (PCI DSS): 13-19 digits, optionally grouped by single spaces or dashes, that pass the Luhn check and
@@ -24,6 +40,7 @@ _DIGIT_RUN = re.compile(r"\d(?:[ -]?\d){12,}")
 _TRACK_DATA = re.compile(r"%B\d{12,19}\^[^?\n]{0,100}\?|;\d{12,19}=[0-9=]{0,40}\?")
 PAN_MIN, PAN_MAX = 13, 19
 TRACK_REMOVED = "[track data removed]"
+_DOUBLED = (0, 2, 4, 6, 8, 1, 3, 5, 7, 9)  # a Luhn digit doubled, its digits summed
 
 
 def luhn_ok(digits: str) -> bool:
@@ -31,14 +48,32 @@ def luhn_ok(digits: str) -> bool:
     total = 0
     for i, ch in enumerate(reversed(digits)):
         d = ord(ch) - 48
-        if i % 2 == 1:
-            d = d * 2 - 9 if d > 4 else d * 2
-        total += d
+        total += _DOUBLED[d] if i % 2 == 1 else d
     return total % 10 == 0
 
 
-def _pan_like(digits: str) -> bool:
-    return digits[0] in "23456" and luhn_ok(digits)
+def _pan_windows(digits: str) -> Iterator[tuple[int, int]]:
+    """Every (start, end) of `digits` that is PAN-like: a brand's first digit, 13-19 long, Luhn-valid.
+
+    Prefix sums make each window's Luhn sum O(1), so a 400-digit run costs ~2,700 lookups instead of ~45,000
+    digit steps (a receipt line of digits is a hostile input, and masking runs on every line)."""
+    n = len(digits)
+    # a[k]: the sum over i < k of the digit as it counts when i is even-from-the-window's-end (plain at even i,
+    # doubled at odd i); b[k]: the other parity
+    a, b = [0] * (n + 1), [0] * (n + 1)
+    for i, ch in enumerate(digits):
+        d = ord(ch) - 48
+        plain, doubled = d, _DOUBLED[d]
+        a[i + 1] = a[i] + (plain if i % 2 == 0 else doubled)
+        b[i + 1] = b[i] + (doubled if i % 2 == 0 else plain)
+    for start in range(n - PAN_MIN + 1):
+        if digits[start] not in "23456":
+            continue
+        for end in range(start + PAN_MIN, min(start + PAN_MAX, n) + 1):
+            # the last digit (end - 1) counts plain: same parity as end - 1 is plain
+            total = a[end] - a[start] if (end - 1) % 2 == 0 else b[end] - b[start]
+            if total % 10 == 0:
+                yield start, end
 
 
 def find_pans(text: str) -> list[str]:
@@ -46,10 +81,7 @@ def find_pans(text: str) -> list[str]:
     found: list[str] = []
     for m in _DIGIT_RUN.finditer(text):
         digits = re.sub(r"\D", "", m.group())
-        for start in range(len(digits) - PAN_MIN + 1):
-            for end in range(start + PAN_MIN, min(start + PAN_MAX, len(digits)) + 1):
-                if _pan_like(digits[start:end]):
-                    found.append(digits[start:end])
+        found += [digits[s:e] for s, e in _pan_windows(digits)]
     return found
 
 
@@ -65,17 +97,18 @@ def mask_pans(text: str, keep_first: int = 0, keep_last: int = 4) -> str:
         run = m.group()
         where = [m.start() + i for i, ch in enumerate(run) if ch.isdigit()]
         digits = "".join(text[i] for i in where)
-        hide = [False] * len(digits)
-        for start in range(len(digits) - PAN_MIN + 1):
-            for end in range(start + PAN_MIN, min(start + PAN_MAX, len(digits)) + 1):
-                if _pan_like(digits[start:end]):
-                    for k in range(start + keep_first, end - keep_last):
-                        hide[k] = True
-        if any(hide):
-            out = out if out is not None else list(text)
-            for k, pos in enumerate(where):
-                if hide[k]:
-                    out[pos] = "*"
+        # a difference array: +1 where a hidden range starts, -1 past its end
+        edges = [0] * (len(digits) + 1)
+        for start, end in _pan_windows(digits):
+            if start + keep_first < end - keep_last:
+                edges[start + keep_first] += 1
+                edges[end - keep_last] -= 1
+        depth = 0
+        for k, pos in enumerate(where):
+            depth += edges[k]
+            if depth > 0:
+                out = out if out is not None else list(text)
+                out[pos] = "*"
     return text if out is None else "".join(out)
 
 

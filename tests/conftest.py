@@ -15,6 +15,10 @@ import pytest
 
 from plugin.inference.server import DEFAULT_MODEL_REPOSITORY, REPO_ROOT, EmbeddedTriton
 
+# Session fixtures that several test modules share and that must exist once (a fixture imported into two modules
+# is two fixtures): the wheel and its staging installation.
+pytest_plugins = ["components.installed"]
+
 IN_CI = os.environ.get("CI") == "true"
 log = logging.getLogger(__name__)
 MODEL_FILE = DEFAULT_MODEL_REPOSITORY / "yolox_nano" / "1" / "yolox_nano.onnx"

@@ -1,5 +1,5 @@
-"""Test helpers: running the real CLI, a real HTTP receiver for webhooks, writing configs, the example config, and a
-real pose from the demo clip."""
+"""Test helpers: running the real CLI, a real HTTP receiver for webhooks, writing configs, the example config, a
+stored incident with its snapshot, and a real pose from the demo clip."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -19,9 +20,15 @@ import numpy as np
 import yaml
 from conftest import require
 
+from plugin.incidents.database import Database
+from plugin.incidents.evidence import draw_snapshot, write_jpeg
 from plugin.inference.pose import PoseClient
 from plugin.inference.server import DEFAULT_MODEL_REPOSITORY, EmbeddedTriton
 from plugin.inference.triton import TritonInferenceClient
+from plugin.rules.base import Measurement, Observation
+from plugin.rules.line_crossing import LineCrossingRuleConfig
+from plugin.rules.registry import build_rule
+from plugin.types import Detections, Incident
 
 HOLD_MAX_S = 120.0  # a held request a test forgot to release does not keep its thread for good
 
@@ -169,3 +176,51 @@ async def real_pose(triton: EmbeddedTriton, img: np.ndarray) -> tuple[np.ndarray
     pose = PoseClient(triton.grpc_url)
     kps = await pose.estimate(img, people.xyxy)
     return people.xyxy[0], kps[0], pose
+
+
+# --- synthetic tracks for rule tests: people as feet positions in a 1000 x 500 frame ------------------------------
+
+TRACKS_T0 = datetime(2026, 11, 29, 14, 0, tzinfo=UTC)
+TRACKS_W, TRACKS_H = 1000, 500
+
+
+def frame(t_s: float, feet: dict[int, tuple[float, float]], inside: set[int] = frozenset()) -> Observation:  # type: ignore[assignment]
+    """Tracks by id with their feet positions in pixels; `inside` marks zone 'z' membership."""
+    ids = list(feet)
+    boxes = [[x - 20, y - 100, x + 20, y] for x, y in feet.values()]
+    dets = Detections.from_arrays(boxes, [0.9] * len(ids), [0] * len(ids), ids)
+    mask = np.array([i in inside for i in ids], bool)
+    return Observation("cam1", TRACKS_T0 + timedelta(seconds=t_s), dets, {"z": mask}, TRACKS_W, TRACKS_H, ("person",))
+
+
+def line_rule(**kw: object) -> object:
+    """A vertical tripwire at x = 0.5 drawn bottom to top: looking along it, its right is the screen's right."""
+    line = [[0.5, 1.0], [0.5, 0.0]]
+    base: dict[str, object] = {"id": "door", "type": "line_crossing", "camera": "cam1", "line": line}
+    return build_rule(LineCrossingRuleConfig.model_validate(base | kw))
+
+
+def walk(rule: object, xs: list[float], y: float = 300, tid: int = 1) -> list[Measurement]:
+    """Feed one track along x positions, 0.2 s apart; return the counts."""
+    out: list[Measurement] = []
+    for i, x in enumerate(xs):
+        out += [m for m in rule.update(frame(i * 0.2, {tid: (x, y)})) if isinstance(m, Measurement)]  # type: ignore[attr-defined]
+    return out
+
+
+def seed_incident(storage: Path, sinks: tuple[str, ...] = ()) -> Incident:
+    """A stored loitering incident with a real JPEG snapshot (its explanation holds markup that must be escaped)."""
+    snap = storage / "evidence" / "seed.jpg"
+    image = np.full((432, 768, 3), 90, np.uint8)
+    zone = np.array([[300, 290], [640, 290], [640, 431], [300, 431]], np.int32)
+    write_jpeg(snap, draw_snapshot(image, (380, 10, 540, 400), zone, "#3 table-dwell"))
+    start = datetime(2026, 11, 29, 14, 3, 5, tzinfo=UTC)
+    incident = Incident(
+        id=Incident.new_id(), rule_id="table-dwell", type="loitering", camera="cam1", start=start, state="end",
+        seq=1, end=start + timedelta(seconds=23), zone="table", track_ids=(3,), snapshot=str(snap),
+        explanation="Person #3 stayed 23 s in zone table (threshold 8 s) on cam1, 14:03:05-14:03:28 <b>x</b>",
+    )  # fmt: skip
+    database = Database(storage / "storesight.db")
+    database.save(incident, list(sinks))
+    database.close()
+    return incident

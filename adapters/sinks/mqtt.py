@@ -9,6 +9,11 @@ Topics, under the configured prefix:
   conditions open after this change (`open`: `inference_down`, `sink_dead_letters:<sink>`...) and the change itself.
 Delivery is at least once (the outbox retries until the broker acknowledges), so a receiver may see a state change
 twice; the delivery key is in the body, in the v5 correlation data and in a `delivery_key` user property.
+
+With `home_assistant:` set (adapters/sinks/home_assistant.py) the sink also publishes Home Assistant discovery
+configs, the live state the app hands it (`{prefix}/cameras/{camera}/live`, `{prefix}/store_occupancy/{id}`), the
+site's latest incident (`{prefix}/last_incident`) and `{prefix}/availability` (`online`; the will says `offline`),
+all retained. Live state is best effort, outside the outbox: each state supersedes the last.
 """
 
 from __future__ import annotations
@@ -32,10 +37,18 @@ from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from adapters.sinks.common import SinkSpec
+from adapters.sinks.home_assistant import (
+    AVAILABLE,
+    NOT_AVAILABLE,
+    HomeAssistantConfig,
+    Topics,
+    discovery_messages,
+    live_messages,
+)
 from plugin.config.base import literal_key
 from plugin.config.sinks import SinkConfigBase
 from plugin.errors import SinkAuthError, SinkNotReady, SinkRejected
-from plugin.protocols import Receipt, SinkHealth, is_system_incident
+from plugin.protocols import LiveState, Receipt, SinkHealth, is_system_incident
 
 
 class MqttSinkConfig(SinkConfigBase):
@@ -59,6 +72,11 @@ class MqttSinkConfig(SinkConfigBase):
         default=60, ge=5, le=65535, description="ping interval; shorter notices a dead link sooner"
     )
     timeout_s: float = Field(default=10.0, gt=0, description="wait for CONNACK / PUBACK before retrying later")
+    home_assistant: HomeAssistantConfig | None = Field(
+        default=None,
+        description="opt-in: Home Assistant MQTT discovery, so each camera's state, people and queues, the store "
+        "occupancy counts and the last incident appear as entities (docs/vms/mqtt.md)",
+    )
 
     @field_validator("topic_prefix")
     @classmethod
@@ -162,6 +180,12 @@ class MqttSink:
         # Latest state change published as retained, per camera: an older delivery retried after a newer one
         # (each outbox row backs off on its own) must not overwrite the camera's state. Kept for this process only.
         self._retained: dict[str, tuple[datetime, int]] = {}
+        self.topics = Topics(config.topic_prefix)
+        self.wants_live_state = config.home_assistant is not None
+        # what this connection has published of discovery and live state: unchanged payloads are not sent again,
+        # and a new connection sends them all (a broker restarted without persistence lost its retained messages)
+        self._discovered: dict[str, str] = {}
+        self._live_sent: dict[str, str] = {}
 
     def incident_topic(self, camera: str, rule_id: str) -> str:
         """Where each state change of this camera's rule goes."""
@@ -224,6 +248,32 @@ class MqttSink:
                 topic = self.system_topic()
             await self._send(conn, topic, json.dumps(state).encode(), delivery_key, retain=True)
             self._retained[camera] = order
+        if self.wants_live_state and not system:
+            # the site's latest incident, one Home Assistant entity for the whole store ("" is no camera id)
+            latest = self._retained.get("")
+            if latest is None or order >= latest:
+                body = {"camera": camera, "rule_id": rule_id, "type": incident.get("type"),
+                        "state": incident.get("state"), "severity": incident.get("severity"),
+                        "explanation": incident.get("explanation"), "time": order[0].isoformat()}  # fmt: skip
+                await self._send(conn, self.topics.last_incident, json.dumps(body).encode(), delivery_key, retain=True)
+                self._retained[""] = order
+
+    async def publish_live(self, state: LiveState) -> None:
+        """Home Assistant discovery configs for the entities of this state, then the live values that changed."""
+        ha = self.config.home_assistant
+        if ha is None:
+            return
+        async with self._publish_lock:
+            conn = await self._connection()
+            for topic, payload in discovery_messages(ha, self.topics, state).items():
+                text = json.dumps(payload, sort_keys=True)
+                if self._discovered.get(topic) != text:
+                    await self._send(conn, topic, text.encode(), "storesight-discovery", retain=True)
+                    self._discovered[topic] = text
+            for topic, text in live_messages(self.topics, state).items():
+                if self._live_sent.get(topic) != text:
+                    await self._send(conn, topic, text.encode(), "storesight-live", retain=True)
+                    self._live_sent[topic] = text
 
     async def self_test(self) -> str:
         """Connect and publish a clearly labelled test message to `{topic_prefix}/test`."""
@@ -289,6 +339,10 @@ class MqttSink:
             conn = None
         if conn is None:
             conn = self._conn = await self._connect()
+            if self.wants_live_state:
+                self._discovered.clear()
+                self._live_sent.clear()
+                await self._send(conn, self.topics.availability, AVAILABLE.encode(), "storesight-online", retain=True)
         return conn
 
     async def _connect(self) -> _Connection:
@@ -306,6 +360,10 @@ class MqttSink:
             keepalive=cfg.keepalive_s,
             timeout=cfg.timeout_s,
             tls_context=self._tls_context,
+            # Home Assistant shows the entities unavailable when the bridge's connection dies without a goodbye
+            will=aiomqtt.Will(self.topics.availability, NOT_AVAILABLE, qos=1, retain=True)
+            if self.wants_live_state
+            else None,
         )
         try:
             await client.__aenter__()
@@ -331,6 +389,15 @@ class MqttSink:
 
     async def close(self) -> None:
         """Disconnect cleanly (a DISCONNECT, so the broker does not treat it as a failure)."""
+        conn = self._conn
+        if conn is None:
+            return
+        if self.wants_live_state and not conn.lost.done():
+            # a clean DISCONNECT does not send the will: say `offline` first (best effort, we are leaving anyway)
+            async with self._publish_lock:
+                with contextlib.suppress(SinkNotReady, SinkAuthError, SinkRejected):
+                    await self._send(conn, self.topics.availability, NOT_AVAILABLE.encode(), "storesight-offline",
+                                     retain=True)  # fmt: skip
         if self._conn is not None:
             await self._drop(self._conn)
 

@@ -17,7 +17,8 @@ if [ "$want_test" = 1 ]; then
              gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav
              gstreamer1.0-tools ffmpeg
              mosquitto  # a real MQTT broker; the tests start their own on a free port (the service is not needed)
-             chromium)  # a real browser for the console page
+             chromium  # a real browser for the console page
+             shellcheck)  # the install and packaging scripts are linted by a test
 fi
 missing=()
 for p in "${apt_pkgs[@]}"; do

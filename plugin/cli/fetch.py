@@ -17,7 +17,7 @@ def cmd_models_fetch(args: argparse.Namespace) -> int:
 
     source = Path(args.from_dir) if args.from_dir else default_models_dir()
     repository = Path(args.repository) if args.repository else None
-    for path in fetch_models(source, args.url, args.accept_sha256, repository, args.model or ()):
+    for path in fetch_models(source, args.url, args.accept_sha256, repository, args.model or (), args.flavour):
         print(f"ok {path}")
     return 0
 

@@ -12,10 +12,14 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, cast
 
-from plugin.config.loader import load_config
+from pydantic import ValidationError
+
+from plugin.config.loader import format_validation_error, load_config
 from plugin.config.root import Config
-from plugin.errors import SourceError
+from plugin.config.service import WebConfig
+from plugin.errors import ConfigError, SourceError
 from plugin.types import ImageArray
+from plugin.web.auth.transport import server_ssl_context
 
 if TYPE_CHECKING:
     from plugin.pipeline.supervisor import CameraFleet
@@ -36,7 +40,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 async def _detect(config: Config, images: Sequence[str]) -> list[dict[str, Any]]:
     import cv2
 
-    from plugin.inference.server import DEFAULT_MODEL_REPOSITORY, EmbeddedTriton
+    from plugin.inference.repository import default_model_repository
+    from plugin.inference.server import EmbeddedTriton
     from plugin.inference.triton import TritonInferenceClient
 
     loaded = []
@@ -50,7 +55,7 @@ async def _detect(config: Config, images: Sequence[str]) -> list[dict[str, Any]]
     url = tc.url
     if url is None:
         server = EmbeddedTriton(
-            model_repository=(tc.model_repository or DEFAULT_MODEL_REPOSITORY).resolve(),
+            model_repository=(tc.model_repository or default_model_repository()).resolve(),
             cache_dir=config.storage.path.resolve() / "triton",
         )
         server.start()
@@ -166,10 +171,14 @@ async def _run(config: Config, once: bool) -> int:
                   f"{total} incident(s)", file=sys.stderr)  # fmt: skip
             print(_gating_line(fleet), file=sys.stderr)
         else:
-            site = web.TCPSite(runner, config.web.host, config.web.port)
+            w = config.web
+            tls = None if w.tls is None else server_ssl_context(w.tls.cert, w.tls.key)
+            site = web.TCPSite(runner, w.host, w.port, ssl_context=tls)
             await site.start()
-            log.info("console at http://%s:%d/ (API token in %s)", config.web.host, config.web.port,
-                     "config" if config.web.token else config.storage.path / "api_token")  # fmt: skip
+            where = f"[{w.host}]" if ":" in w.host else w.host or "0.0.0.0"
+            token = "from the config" if w.token else "in $STORESIGHT_API_TOKEN or storage/api_token"
+            log.info("console at %s://%s:%d/ (sign in; the admin API token %s)", "https" if tls else "http", where,
+                     w.port, token)  # fmt: skip
             await stop.wait()
     finally:
         await runner.cleanup()
@@ -182,7 +191,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Run the bridge."""
     config = load_config(args.config)
     if args.listen:
-        host, _, port = args.listen.rpartition(":")
-        web_cfg = config.web.model_copy(update={"host": host or "127.0.0.1", "port": int(port)})
-        config = config.model_copy(update={"web": web_cfg})
+        config = config.model_copy(update={"web": _listen(config.web, args.listen)})
+    if not args.once and config.web.tls is not None:  # a bad certificate fails now, before Triton and the cameras
+        server_ssl_context(config.web.tls.cert, config.web.tls.key)
     return asyncio.run(_run(config, once=args.once))
+
+
+def _listen(web_cfg: WebConfig, listen: str) -> WebConfig:
+    """`--listen HOST:PORT` over the config's web section, checked like the file (TLS beyond loopback)."""
+    host, _, port = listen.rpartition(":")
+    if not port.isdigit():
+        raise ConfigError(f"--listen: {listen!r} is not HOST:PORT")
+    doc = web_cfg.model_dump() | {"host": host.strip("[]") or "127.0.0.1", "port": int(port)}
+    try:
+        return WebConfig.model_validate(doc)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, "--listen")) from None

@@ -7,7 +7,7 @@ zones and rules live in plugin/config/verify.py (`verify_access_doors`), where t
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -45,7 +45,7 @@ class AccessDoorConfig(Strict):
     )
     onvif: AccessOnvifDoorConfig | None = Field(default=None, description="the door's ONVIF door and access events")
 
-    @field_validator("id", mode="before")
+    @field_validator("id", mode="before", json_schema_input_type=Annotated[str, Field(pattern=_DOOR)] | int)
     @classmethod
     def _id(cls, v: Any) -> Any:
         return door_text(v)
@@ -76,6 +76,9 @@ class AccessConfig(Strict):
         "analysed past a window before judging with what there is",
     )  # fmt: skip
     max_body_bytes: int = Field(default=1_000_000, ge=1024, le=50_000_000, description="a larger request is refused")
+    max_events_per_request: int = Field(
+        default=1000, ge=1, le=100_000, description="a webhook request with more door events is refused whole"
+    )
 
     @model_validator(mode="after")
     def _unique_doors(self) -> AccessConfig:

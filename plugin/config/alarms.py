@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from plugin.config.base import ID_PATTERN, PathError, Strict
+from plugin.config.base import ID_PATTERN, PathError, SourceNetwork, Strict, binds_beyond_loopback
 
 
 def normalise_panel_zone(zone: str) -> str:
@@ -50,7 +50,7 @@ class AlarmAccountConfig(Strict):
     def _upper(cls, v: str) -> str:
         return v.upper()
 
-    @field_validator("zone_map", mode="before")
+    @field_validator("zone_map", mode="before", json_schema_input_type=dict[str, AlarmZoneView | list[AlarmZoneView]])
     @classmethod
     def _one_or_many(cls, v: Any) -> Any:
         if not isinstance(v, dict):
@@ -115,6 +115,27 @@ class AlarmPanelConfig(Strict):
         le=90,
         description="to this long after it; the verified or unverified alarm incident is sent once this has passed",
     )
+    allow_from: list[SourceNetwork] = Field(
+        default_factory=list,
+        description="addresses or networks of the panels: frames from any other address get no answer (UDP) or their "
+        "connection closed (TCP). Required on a bind beyond loopback when an account is plain (unencrypted): anyone "
+        "could send its disarm. Empty: whoever reaches the port",
+    )
+    max_connections: int = Field(default=64, ge=1, le=4096, description="TCP connections at once, all panels")
+    max_connections_per_address: int = Field(
+        default=4, ge=1, le=1024, description="TCP connections at once from one address; one more replaces that "
+        "address's oldest (a panel reconnecting over its own dead connection)",
+    )  # fmt: skip
+    first_frame_timeout_s: float = Field(
+        default=10.0, gt=0, le=300, description="a TCP connection that sends no complete frame this long is closed"
+    )
+    idle_timeout_s: float = Field(
+        default=600.0, gt=0, le=86400, description="a TCP connection silent this long is closed (panels on a "
+        "persistent link poll every few minutes)",
+    )  # fmt: skip
+    write_timeout_s: float = Field(
+        default=10.0, gt=0, le=300, description="an answer the panel does not take in this long closes the connection"
+    )
 
     @model_validator(mode="after")
     def _unique(self) -> AlarmPanelConfig:
@@ -125,4 +146,11 @@ class AlarmPanelConfig(Strict):
             seen.add(account.account)
         if len(set(self.transports)) != len(self.transports):
             raise PathError("transports", "lists a transport twice")
+        plain = [a.account for a in self.accounts if a.key is None]
+        if plain and binds_beyond_loopback(self.host) and not self.allow_from:
+            raise PathError(
+                "allow_from", f"required when listening on {self.host} with a plain (unencrypted) account "
+                f"({', '.join(plain)}): list the panels' addresses, or give each account its AES key; anyone on the "
+                "network could otherwise send a disarm and turn off armed_by rules",
+            )  # fmt: skip
         return self

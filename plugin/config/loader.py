@@ -18,6 +18,11 @@ from plugin.errors import ConfigError
 from plugin.rules.registry import BY_KEY as RULE_KEYS
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+# A real config has a few thousand values nested a dozen deep. YAML aliases let a short file stand for a huge tree
+# ("billion laughs": each level repeats the one before), and deep nesting exhausts the recursion of every step
+# after the parser: both are refused with a message before anything walks the tree recursively.
+MAX_VALUES = 200_000
+MAX_DEPTH = 64
 
 
 def _expand_env(text: str, source: str) -> str:
@@ -32,6 +37,24 @@ def _expand_env(text: str, source: str) -> str:
         return value
 
     return _ENV.sub(repl, text)
+
+
+def _check_size(data: Any, source: str) -> None:
+    """ConfigError when the document, with its aliases expanded, holds over MAX_VALUES values or nests deeper than
+    MAX_DEPTH; iterative, and it stops at the limit, so a bomb costs no more than a large honest file."""
+    count = 0
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        node, depth = stack.pop()
+        count += 1
+        if count > MAX_VALUES:
+            raise ConfigError(f"{source}: the document holds over {MAX_VALUES} values once its YAML aliases are "
+                              "expanded: refused (an alias bomb?)")  # fmt: skip
+        if isinstance(node, dict | list):
+            if depth > MAX_DEPTH:
+                raise ConfigError(f"{source}: values nested deeper than {MAX_DEPTH} levels: refused")
+            items = [*node.keys(), *node.values()] if isinstance(node, dict) else node
+            stack.extend((v, depth + 1) for v in items)
 
 
 def _expand_tree(node: Any, source: str) -> Any:
@@ -55,7 +78,9 @@ def _format_loc(loc: tuple[int | str, ...]) -> str:
         elif isinstance(prev, int) and (part in RULE_KEYS or part in SINK_KEYS):
             pass  # pydantic puts the discriminator's value in the path; users never wrote it
         else:
-            out += f".{part}" if out else str(part)
+            # a key as written, quoted when it would not read as one (empty, spaces around it, a line break)
+            text = str(part) if str(part).isprintable() and str(part).strip() == str(part) != "" else repr(part)
+            out += f".{text}" if out else text
         prev = part
     return out or "(top level)"
 
@@ -63,6 +88,12 @@ def _format_loc(loc: tuple[int | str, ...]) -> str:
 def _num(v: Any) -> Any:
     """0.0 reads as 0 in messages."""
     return int(v) if isinstance(v, float) and v.is_integer() else v
+
+
+def _is_secret(loc: tuple[int | str, ...]) -> bool:
+    """A value never echoed in an error (a token or password that is too short is still mostly the secret)."""
+    name = str(loc[-1]).lower() if loc else ""
+    return name.endswith(("token", "password", "secret", "passphrase"))
 
 
 def _message(err: Any) -> str:
@@ -86,6 +117,8 @@ def _message(err: Any) -> str:
         msg = f"unknown type {ctx.get('tag')!r} (expected one of {ctx.get('expected_tags')})"
     else:
         msg = err["msg"][0].lower() + err["msg"][1:]
+    if _is_secret(err["loc"]):
+        return msg
     if kind not in ("missing", "extra_forbidden", "value_error") and not isinstance(err.get("input"), dict | list):
         msg += f" (got {err.get('input')!r})"
     return msg
@@ -117,6 +150,23 @@ def parse_config(data: Any, source: str = "config") -> Config:
         raise ConfigError(format_validation_error(exc, source)) from None
 
 
+def parse_config_text(text: str, source: str = "config") -> Config:
+    """Parse YAML text, expand ${ENV} references and validate: a Config, or ConfigError saying what is wrong."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        if isinstance(exc, yaml.reader.ReaderError):  # a character YAML does not allow: no mark, a position
+            where = f" at character {exc.position + 1}"
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]  # one line, as every config error
+        raise ConfigError(f"{source}: not valid YAML{where}: {problem}") from None
+    except RecursionError:  # the parser's own recursion, on thousands of nested brackets
+        raise ConfigError(f"{source}: values nested deeper than {MAX_DEPTH} levels: refused") from None
+    _check_size(data, source)
+    return parse_config(_expand_tree(data, source), source)
+
+
 def load_config(path: str | Path) -> Config:
     """Read, expand ${ENV} references, parse and validate a YAML config file."""
     p = Path(path)
@@ -124,10 +174,6 @@ def load_config(path: str | Path) -> Config:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{p}: cannot read config: {exc.strerror or exc}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"{p}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
-    return parse_config(_expand_tree(data, str(p)), str(p))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{p}: not UTF-8 text (byte {exc.start}): save the config as UTF-8") from None
+    return parse_config_text(text, str(p))

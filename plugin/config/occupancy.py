@@ -6,7 +6,7 @@ from datetime import time
 
 from pydantic import Field, field_validator
 
-from plugin.config.base import HHMM, ID_PATTERN, Severity, Strict, check_tz, parse_hhmm
+from plugin.config.base import ID_PATTERN, Severity, Strict, TimeOfDay, check_tz, parse_hhmm
 
 
 class StoreOccupancyConfig(Strict):
@@ -19,20 +19,13 @@ class StoreOccupancyConfig(Strict):
     )
     max_people: int | None = Field(default=None, ge=0, description="overcrowding threshold; none = only measure")
     min_duration_s: float = Field(default=10.0, ge=0, description="how long over the threshold before it fires")
-    reset_at: str | None = Field(
+    reset_at: TimeOfDay | None = Field(
         default=None,
-        description='closing time "HH:MM" (local, in `timezone`): the count goes back to zero, and what it held is '
-        "recorded as drift; none: never reset (a store open around the clock; drift then accumulates)",
+        description='closing time "HH:MM", quoted (local, in `timezone`): the count goes back to zero, and what it '
+        "held is recorded as drift; none: never reset (a store open around the clock; drift then accumulates)",
     )
     timezone: str | None = Field(default=None, description="of reset_at; default: site.timezone")
     severity: Severity = "warning"
-
-    @field_validator("reset_at")
-    @classmethod
-    def _hhmm(cls, v: str | None) -> str | None:
-        if v is not None and not HHMM.match(v):
-            raise ValueError(f'{v!r} is not a time like "22:00"')
-        return v
 
     @field_validator("timezone")
     @classmethod

@@ -8,20 +8,24 @@ zones live in plugin/config/verify.py (`verify_pos_lanes`), where the whole conf
 from __future__ import annotations
 
 import codecs
-import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import regex
 from pydantic import Field, field_validator, model_validator
 
-from plugin.config.base import Strict
+from plugin.config.base import PathError, SourceNetwork, Strict, binds_beyond_loopback
 
 Severity = Literal["info", "warning", "critical"]
 IncidentSetting = Literal["off", "info", "warning", "critical"]
 # a lane is named the way the POS names the register: WorkstationID in POSLog, the lane in a receipt header
 _LANE = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
 OperatorCategory = Literal["return", "post_void", "void", "no_sale", "line_void", "price_override", "employee_discount"]
+
+
+# what a lane may be written as: its digits unquoted too (the schema editors read says so)
+_LaneInput = Annotated[str, Field(pattern=_LANE)] | int
 
 
 def _lane_text(v: Any) -> Any:
@@ -40,7 +44,7 @@ class PosLaneConfig(Strict):
         default=0.0, ge=-3600, le=3600, description="added to this register's times: POS clocks drift from the NVR's"
     )
 
-    @field_validator("id", mode="before")
+    @field_validator("id", mode="before", json_schema_input_type=_LaneInput)
     @classmethod
     def _lane(cls, v: Any) -> Any:
         return _lane_text(v)
@@ -59,23 +63,37 @@ class PosFileDropConfig(Strict):
 
 # The receipt text StoreSight itself writes (plugin/pos.py render_receipt) is the default format, so one Transact
 # definition and one text listener work with any source normalised here. A register with its own layout gets its
-# own patterns: Python regular expressions, matched case-insensitively against each line.
+# own patterns: regular expressions (the `regex` module, which reads Python's syntax), matched case-insensitively
+# against each line, each match bounded by `pattern_timeout_ms`.
+# The defaults are written so that no line can make them backtrack: possessive quantifiers (`\s++`, `\d++`) where
+# a run has one reading, an item's description that ends on a non-space, and amounts that start a digit run
+# (`(?<!\d)`). A hostile 400-character line costs well under a millisecond (packaging/scripts/bench_feeds.py).
 DEFAULT_TEXT_PATTERNS: dict[str, str] = {
-    "start": r"^\s*TXN\s+(?P<id>\S+)(?:\s+LANE\s+(?P<lane>\S+))?(?:\s+OP\s+(?P<operator>\S+))?"
-    r"(?:\s+(?P<time>\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d))?",
-    "end": r"^\s*END\s+TXN\b",
-    "item": r"^\s*(?:SALE|RETURN|\*\*\*\s*VOID\s*\*\*\*)\s+(?P<description>.*?)"
-    r"(?:\s+REFUND\s+NO\s+RCPT|\s+ORIG\s+\S+)?\s+(?P<amount>-?\d+(?:\.\d+)?)\s*$",
-    "void": r"\*\*\*\s*VOID\s*\*\*\*|^\s*VOID\b",
-    "return": r"^\s*RETURN\b|\bREFUND\b",
-    "linked": r"\bORIG(?:INAL)?\s+(?P<link>[^\s?]+)",
-    "no_sale": r"^\s*NO\s+SALE\b",
-    "post_void": r"^\s*POST\s+VOID\b(?:\s+OF(?:\s+TXN)?\s+(?P<link>\S+))?",
-    "cancelled": r"^\s*TRANSACTION\s+CANCEL+ED\b",
-    "price_override": r"^\s*PRICE\s+OVERRIDE\b.*?(?P<regular>\d+\.\d+)\s*->\s*(?P<actual>\d+\.\d+)",
-    "employee_discount": r"^\s*EMPLOYEE\s+DISCOUNT\b.*?(?P<amount>\d+\.\d+)(?:.*?\bEMP\s+(?P<employee>\S+))?",
-    "total": r"^\s*TOTAL\s+(?P<amount>-?\d+(?:\.\d+)?)",
-    "tender": r"^\s*TENDER\s+(?P<type>\S+)(?:\s+\S*\*\S*)?\s+(?P<amount>-?\d+(?:\.\d+)?)",
+    "start": r"^\s*+TXN\s++(?P<id>\S++)(?:\s++LANE\s++(?P<lane>\S++))?(?:\s++OP\s++(?P<operator>\S++))?"
+    r"(?:\s++(?P<time>\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d))?",
+    "end": r"^\s*+END\s++TXN\b",
+    "item": r"^\s*+(?:SALE|RETURN|\*\*\*\s*+VOID\s*+\*\*\*)(?=\s)\s*+(?P<description>(?:.*?\S)?)"
+    r"(?:\s++REFUND\s++NO\s++RCPT|\s++ORIG\s++\S++)?(?:\s++|(?<=\s\s))(?P<amount>-?\d++(?:\.\d++)?+)\s*+$",
+    "void": r"\*\*\*\s*+VOID\s*+\*\*\*|^\s*+VOID\b",
+    "return": r"^\s*+RETURN\b|\bREFUND\b",
+    "linked": r"\bORIG(?:INAL)?\s++(?P<link>[^\s?]++)",
+    "no_sale": r"^\s*+NO\s++SALE\b",
+    "post_void": r"^\s*+POST\s++VOID\b(?:\s++OF(?:\s++TXN)?\s++(?P<link>\S++))?",
+    "cancelled": r"^\s*+TRANSACTION\s++CANCEL+ED\b",
+    "price_override": r"^\s*+PRICE\s++OVERRIDE\b.*?(?<!\d)(?P<regular>\d++\.\d++)\s*+->\s*+(?P<actual>\d++\.\d++)",
+    "employee_discount": r"^\s*+EMPLOYEE\s++DISCOUNT\b.*?(?<!\d)(?P<amount>\d++\.\d++)"
+    r"(?:.*?\bEMP\s++(?P<employee>\S++))?",
+    "total": r"^\s*+TOTAL\s++(?P<amount>-?\d++(?:\.\d++)?+)",
+    "tender": r"^\s*+TENDER\s++(?P<type>\S++)(?:\s++[^\s*]*+\*\S*+)?\s++(?P<amount>-?\d++(?:\.\d++)?+)",
+}
+
+# what the reader takes from each pattern's match: a custom pattern must capture these
+TEXT_PATTERN_GROUPS: dict[str, tuple[str, ...]] = {
+    "item": ("description", "amount"),
+    "price_override": ("regular", "actual"),
+    "employee_discount": ("amount",),
+    "total": ("amount",),
+    "tender": ("type", "amount"),
 }
 
 
@@ -96,8 +114,25 @@ class PosTextFeedConfig(Strict):
         default=120.0, gt=0, description="a transaction open this long without a line is closed as it is"
     )
     max_lines: int = Field(default=500, ge=1, le=100_000, description="a transaction longer than this is cut")
+    allow_from: list[SourceNetwork] = Field(
+        default_factory=list,
+        description="addresses or networks the registers connect from; any other connection is closed at once. "
+        "Required when host is not loopback (0.0.0.0/0 takes anyone, on purpose); empty: whoever reaches the port",
+    )
+    max_connections: int = Field(
+        default=16, ge=1, le=1024, description="connections at once; when full, a new one from an address that "
+        "already has one replaces that address's oldest (a register reconnecting), any other is refused",
+    )  # fmt: skip
+    connection_idle_s: float = Field(
+        default=1800.0, gt=0, le=86400, description="a connection that sends nothing this long is closed (every read "
+        "is bounded; a register reconnects when it next prints)",
+    )  # fmt: skip
+    pattern_timeout_ms: float = Field(
+        default=50.0, gt=0, le=5000, description="one pattern on one line may take this long; past it the "
+        "transaction goes to the dead-letter file naming the pattern (a custom pattern that backtracks)",
+    )  # fmt: skip
 
-    @field_validator("lane", mode="before")
+    @field_validator("lane", mode="before", json_schema_input_type=_LaneInput)
     @classmethod
     def _lane(cls, v: Any) -> Any:
         return _lane_text(v)
@@ -118,14 +153,27 @@ class PosTextFeedConfig(Strict):
             if name not in DEFAULT_TEXT_PATTERNS:
                 raise ValueError(f"unknown pattern {name!r} (known: {', '.join(DEFAULT_TEXT_PATTERNS)})")
             try:
-                re.compile(pattern)
-            except re.error as exc:
+                compiled = regex.compile(pattern)
+            except regex.error as exc:
                 raise ValueError(f"{name}: not a valid regular expression: {exc}") from None
+            missing = [g for g in TEXT_PATTERN_GROUPS.get(name, ()) if g not in compiled.groupindex]
+            if missing:
+                groups = ", ".join(f"(?P<{g}>...)" for g in missing)
+                raise ValueError(f"{name}: needs the named group(s) {groups}")
         return v
 
-    def pattern(self, name: str) -> re.Pattern[str]:
+    @model_validator(mode="after")
+    def _reachable_needs_allow_list(self) -> PosTextFeedConfig:
+        if binds_beyond_loopback(self.host) and not self.allow_from:
+            raise PathError(
+                "allow_from", f"required when listening on {self.host}: list the registers' addresses (anyone who "
+                "can connect can write transactions; 0.0.0.0/0 takes any address, on purpose)",
+            )  # fmt: skip
+        return self
+
+    def pattern(self, name: str) -> regex.Pattern[str]:
         """The compiled pattern `name` (this feed's, else the default)."""
-        return re.compile(self.patterns.get(name, DEFAULT_TEXT_PATTERNS[name]), re.IGNORECASE)
+        return regex.compile(self.patterns.get(name, DEFAULT_TEXT_PATTERNS[name]), regex.IGNORECASE)
 
 
 class PosTransactConfig(Strict):
@@ -138,9 +186,18 @@ class PosTransactConfig(Strict):
                              "in Transact means one server per lane)")  # fmt: skip
     encoding: str = Field(default="utf-8", description="match the Transact definition's encoding")
     line_ending: Literal["crlf", "lf"] = "crlf"
-    max_clients: int = Field(default=4, ge=1, le=64)
+    allow_from: list[SourceNetwork] = Field(
+        default_factory=list,
+        description="addresses or networks of the XProtect servers; any other connection is closed at once (the "
+        "feed carries every receipt). Required when host is not loopback; empty: whoever reaches the port",
+    )
+    max_clients: int = Field(
+        default=4, ge=1, le=64, description="connectors at once; when full, a new one from an address that already "
+        "has one replaces that address's oldest (XProtect reconnecting over its own dead connection), any other is "
+        "refused",
+    )  # fmt: skip
 
-    @field_validator("lanes", mode="before")
+    @field_validator("lanes", mode="before", json_schema_input_type=list[_LaneInput])
     @classmethod
     def _lanes(cls, v: Any) -> Any:
         return [_lane_text(x) for x in v] if isinstance(v, list) else v
@@ -153,6 +210,15 @@ class PosTransactConfig(Strict):
         except LookupError:
             raise ValueError(f"unknown text encoding {v!r}") from None
         return v
+
+    @model_validator(mode="after")
+    def _reachable_needs_allow_list(self) -> PosTransactConfig:
+        if binds_beyond_loopback(self.host) and not self.allow_from:
+            raise PathError(
+                "allow_from", f"required when listening on {self.host}: list the XProtect servers' addresses (the "
+                "feed sends every receipt to whoever connects)",
+            )  # fmt: skip
+        return self
 
 
 class PosThresholdsConfig(Strict):
@@ -246,6 +312,9 @@ class PosConfig(Strict):
     )
     max_xml_depth: int = Field(
         default=40, ge=8, le=256, description="POSLog nests about 8 deep; deeper documents are rejected"
+    )
+    max_transactions_per_request: int = Field(
+        default=1000, ge=1, le=100_000, description="a JSON webhook request with more transactions is refused whole"
     )
     thresholds: PosThresholdsConfig = Field(default_factory=PosThresholdsConfig)
     employee_discount: EmployeeDiscountPolicyConfig = Field(default_factory=EmployeeDiscountPolicyConfig)

@@ -3,13 +3,14 @@ and StoreSight's health checks."""
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
-from plugin.config.base import ID_PATTERN, Strict, check_tz
+from plugin.config.base import ID_PATTERN, PathError, Strict, check_tz
 
 
 class StorageConfig(Strict):
@@ -56,6 +57,10 @@ class SiteConfig(Strict):
     id: str = Field(default="store", pattern=ID_PATTERN)
     name: str | None = None
     timezone: str = Field(default="UTC", description="local time for explanations and the console")
+    language: Literal["en", "de", "fr", "es"] = Field(
+        default="en",
+        description="the language of the explanations that land in VMS bookmarks and alarms: en, de, fr or es",
+    )
 
     @field_validator("timezone")
     @classmethod
@@ -68,7 +73,11 @@ class TritonConfig(Strict):
 
     url: str | None = Field(default=None, description="grpc://host:8001 or http://host:8000; empty = embedded")
     model: str = Field(default="yolox_nano", description="detector model name in the Triton repository")
-    model_repository: Path | None = Field(default=None, description="embedded server only; default: triton_models/cpu")
+    model_repository: Path | None = Field(
+        default=None,
+        description="embedded server only; default: the cpu flavour where `storesight models fetch` puts it "
+        "($STORESIGHT_DATA_DIR/triton_models/cpu, a checkout's triton_models/cpu, ~/.local/share/storesight/...)",
+    )
     ready_timeout_s: float = Field(default=60.0, gt=0, description="how long one-shot commands wait for readiness")
     request_timeout_s: float = Field(default=10.0, gt=0)
     shared_memory: Literal["auto", "on", "off"] = Field(
@@ -106,9 +115,83 @@ class PoseConfig(Strict):
     )
 
 
-class WebConfig(Strict):
-    """The console and API listener."""
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
+MIN_TOKEN_LENGTH = 16
+BridgeRole = Literal["admin", "viewer", "ingest"]  # the bridge's roles (plugin/web/auth/roles.py gives each its rights)
 
-    host: str = "127.0.0.1"
+
+def is_loopback(host: str) -> bool:
+    """True when a listener on `host` is reachable from this machine only (127.0.0.0/8, ::1, localhost)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name, or empty (every address)
+
+
+class TokenConfig(Strict):
+    """One bearer token for the API, with the role it acts as."""
+
+    name: str = Field(pattern=ID_PATTERN, description="who uses it (the audit log's actor), e.g. pos-integrator")
+    role: BridgeRole = Field(description="admin, viewer (reads), or ingest (POST to /api/pos/* and /api/access/*)")
+    token: str = Field(min_length=MIN_TOKEN_LENGTH, description="the secret (use ${ENV}); at least 16 characters")
+
+
+class TlsConfig(Strict):
+    """The operator's certificate: the console and API are served over HTTPS."""
+
+    cert: Path = Field(description="PEM certificate (chain first: the server's own, then intermediates)")
+    key: Path = Field(description="PEM private key, unencrypted, readable by StoreSight only")
+
+
+class WebConfig(Strict):
+    """The console and API listener: who may sign in is in the database (`storesight users`), the API's tokens here."""
+
+    host: str = Field(default="127.0.0.1", description="beyond loopback it needs `tls` (or `allow_plain_http`)")
     port: int = Field(default=8080, ge=0, le=65535)
-    token: str | None = Field(default=None, min_length=16, description="bearer token for /api; default: generated")
+    token: str | None = Field(
+        default=None,
+        min_length=MIN_TOKEN_LENGTH,
+        description="the admin bearer token; default: $STORESIGHT_API_TOKEN, else generated into storage/api_token",
+    )
+    tokens: list[TokenConfig] = Field(default_factory=list, description="more bearer tokens, each with a role")
+    tls: TlsConfig | None = Field(default=None, description="serve HTTPS with this certificate and key")
+    allow_plain_http: bool = Field(
+        default=False,
+        description="serve plain HTTP beyond loopback (only behind a TLS-terminating proxy on a trusted link)",
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host header names the console answers to besides 127.0.0.1, localhost and ::1; default: the "
+        "listen address (when it is one address) and this machine's host name",
+    )
+    session_hours: float = Field(default=12.0, gt=0, le=24 * 30, description="a sign-in lasts at most this long")
+    session_idle_minutes: float = Field(
+        default=60.0, gt=0, le=24 * 60, description="a sign-in unused this long ends (the open console keeps it)"
+    )
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _hosts(cls, v: list[str]) -> list[str]:
+        for name in v:
+            if not re.fullmatch(r"[A-Za-z0-9.:\[\]-]+", name) or name.count(":") == 1:
+                raise ValueError(f"{name!r} is not a host name or address (no scheme, port or path)")
+        return [name.lower() for name in v]
+
+    @model_validator(mode="after")
+    def _listener(self) -> WebConfig:
+        if not is_loopback(self.host) and self.tls is None and not self.allow_plain_http:
+            where = repr(self.host) if self.host else "'' (every address)"
+            raise PathError(
+                "tls",
+                f"the console listens beyond loopback (web.host {where}) without HTTPS: set web.tls {{cert, key}}, "
+                "or web.allow_plain_http: true to serve plain HTTP on purpose (behind a TLS proxy)",
+            )
+        names = [t.name for t in self.tokens]
+        if len(set(names)) != len(names):
+            raise PathError("tokens", "each token needs its own name")
+        secrets = [t.token for t in self.tokens] + ([self.token] if self.token else [])
+        if len(set(secrets)) != len(secrets):
+            raise PathError("tokens", "two tokens have the same secret (each role needs its own)")
+        return self

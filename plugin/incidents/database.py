@@ -105,6 +105,42 @@ CREATE TABLE IF NOT EXISTS store_occupancy_resets (  -- each closing reset and t
 );
 """
 
+# ---- Sign-in and audit (plugin/web/auth; queries in plugin/web/auth/sqlite.py). Kept apart from SCHEMA above so
+# that schema versioning can take it as one step; every statement is idempotent.
+AUTH_SCHEMA = """
+CREATE TABLE IF NOT EXISTS auth_users (
+    name TEXT PRIMARY KEY,
+    role TEXT NOT NULL,
+    stores TEXT NOT NULL,  -- JSON list of store ids; ["*"]: every store
+    password_hash TEXT NOT NULL,  -- argon2id, PHC string
+    created TEXT NOT NULL,
+    updated TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS auth_sessions (
+    key TEXT PRIMARY KEY,  -- SHA-256 of the cookie's session id, never the id itself
+    user TEXT NOT NULL,  -- auth_users.name (removing a user removes their sessions in the same transaction)
+    csrf_token TEXT NOT NULL,
+    created TEXT NOT NULL,
+    last_seen TEXT NOT NULL,
+    expires TEXT NOT NULL,
+    remote TEXT
+);
+CREATE INDEX IF NOT EXISTS auth_sessions_user ON auth_sessions(user);
+CREATE TABLE IF NOT EXISTS audit_log (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    time TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    actor_kind TEXT NOT NULL,
+    role TEXT,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    remote TEXT,
+    detail TEXT
+);
+"""
+# ---- end of the sign-in and audit block
+
 
 def _iso(t: datetime | None) -> str | None:
     return None if t is None else t.astimezone(UTC).isoformat()
@@ -208,6 +244,7 @@ class Database:
         self.conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes
         self.conn.execute("PRAGMA busy_timeout=5000")
         self.conn.executescript(SCHEMA)
+        self.conn.executescript(AUTH_SCHEMA)
 
     def save(self, incident: Incident, sink_ids: Sequence[str]) -> None:
         """Upsert the incident and enqueue one delivery per sink, in one transaction (idempotent by key)."""

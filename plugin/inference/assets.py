@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from plugin.errors import ModelError
-from plugin.inference.server import REPO_ROOT
+from plugin.inference.repository import default_model_repository, install_configs
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +134,8 @@ def default_models_dir() -> Path | None:
     return Path(env) if env else None
 
 
-DEFAULT_REPOSITORY = REPO_ROOT / "triton_models" / "cpu"
+# The onnx and gpu flavours' detector: one graph built from the verified YOLOX file (Triton's default file name).
+DETECTOR_GRAPH = Path("yolox_nano") / "1" / "model.onnx"
 
 
 def fetch_models(
@@ -143,17 +144,26 @@ def fetch_models(
     accept: str | None = None,
     repository: Path | None = None,
     names: Sequence[str] = (),
+    flavour: str = "cpu",
 ) -> list[Path]:
-    """Models into every place the model repository (default: triton_models/cpu) expects them: the ones in
-    `names` (an error if one cannot be had), else all of them, where a local-only model (MoveNet, for the pose
-    rules) that no directory provides is skipped with a warning. `url` replaces the download URL of a model that
-    has one (the detector)."""
-    root = repository or DEFAULT_REPOSITORY
+    """Fill a model repository of `flavour` (default: `default_model_repository(flavour)`) with weights and the
+    shipped configs of the models placed. cpu: the models in `names` (an error if one cannot be had), else all of
+    them, where a local-only model (MoveNet, for the pose rules) that no directory provides is skipped with a
+    warning. onnx, gpu: the detector graph built from the verified YOLOX file. `url` replaces the download URL of a
+    model that has one (the detector)."""
+    root = repository or default_model_repository(flavour)
     known = {a.name for a in MODELS}
     unknown = [n for n in names if n not in known]
     if unknown:
         raise ModelError(f"unknown model {unknown[0]!r} (models: {', '.join(sorted(known))})")
-    out = []
+    if flavour != "cpu":
+        others = [n for n in names if n != MODELS[0].name]
+        if others:
+            raise ModelError(f"the {flavour} flavour has only the detector ({MODELS[0].name}), not {others[0]}")
+        configs = install_configs(flavour, root)
+        return [*configs, fetch_detector_graph(source_dir, root, url, accept)]
+    out: list[Path] = []
+    placed_models: list[str] = []
     for asset in MODELS:
         if names and asset.name not in names:
             continue
@@ -165,6 +175,7 @@ def fetch_models(
         for target in asset.targets:
             placed = fetch(asset, source_dir, root / target, None if local_only else url, accept)
             out.append(placed)
+            placed_models.append(target.parts[0])
             if asset.batch_copy is not None:
                 copy = placed.with_name(asset.batch_copy)
                 try:
@@ -173,7 +184,28 @@ def fetch_models(
                     # only a speed-up: the model still runs, one image per call; a copy of an older file must go
                     copy.unlink(missing_ok=True)
                     log.warning("%s; the detector runs one image per onnxruntime call", exc)
-    return out
+    # the configs of the models now in place (after their weights: a model without them would not load)
+    return [*install_configs(flavour, root, placed_models), *out]
+
+
+def fetch_detector_graph(source_dir: Path | None, repository: Path, url: str | None, accept: str | None) -> Path:
+    """The onnx/gpu flavours' detector: YOLOX-nano fetched and verified into a temporary folder, then built into one
+    graph (plugin/inference/detector_graph.py) with the thresholds of the repository's config.pbtxt. A graph built
+    from the same source and settings is kept."""
+    from plugin.inference.detector_graph import build_detector_graph, is_current
+    from plugin.inference.naive import YoloxSettings, read_model_parameters
+
+    asset = MODELS[0]
+    dest = repository / DETECTOR_GRAPH
+    settings = YoloxSettings.from_parameters(read_model_parameters(repository / "yolox_nano" / "config.pbtxt"))
+    hashes = [asset.sha256, *([accept.lower()] if accept else [])]
+    if any(is_current(dest, asset.name, h, settings) for h in hashes):
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    # staged beside the graph: the one folder this step may write to (a container's root file system is read-only)
+    with tempfile.TemporaryDirectory(dir=dest.parent) as tmpdir:
+        source = fetch(asset, source_dir, Path(tmpdir) / asset.name, url, accept)
+        return build_detector_graph(source, sha256_of(source), settings, dest)
 
 
 BATCH_COPY_KEY = "storesight.derived_from"

@@ -21,11 +21,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from plugin.errors import InferenceUnavailable, ModelError
+from plugin.inference.repository import default_model_repository, missing_repository_hint
 
 log = logging.getLogger(__name__)
 
+# The folder two levels above this package: the checkout's root when run from one (tests and scripts use it).
+# Installed code finds its files through plugin.resources and plugin.inference.repository instead.
 REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_MODEL_REPOSITORY = REPO_ROOT / "triton_models" / "cpu"
+# The cpu flavour's repository as the environment said when this module was imported; code that runs later calls
+# default_model_repository() so a changed $STORESIGHT_DATA_DIR is seen.
+DEFAULT_MODEL_REPOSITORY = default_model_repository("cpu")
 
 
 def _pytriton_dir() -> Path:
@@ -85,7 +90,7 @@ def _environment(server_root: Path) -> dict[str, str]:
 class EmbeddedTriton:
     """A tritonserver child process bound to 127.0.0.1 on free ports."""
 
-    model_repository: Path = DEFAULT_MODEL_REPOSITORY
+    model_repository: Path = field(default_factory=default_model_repository)
     cache_dir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()) / "storesight-triton")
     log_path: Path | None = None
     http_port: int = 0
@@ -106,7 +111,10 @@ class EmbeddedTriton:
     def start(self) -> None:
         """Launch the process (returns at once; see `wait_ready`)."""
         if not self.model_repository.is_dir():
-            raise ModelError(f"Triton model repository not found: {self.model_repository}")
+            raise ModelError(
+                f"Triton model repository not found: {self.model_repository}; "
+                + missing_repository_hint(self.model_repository)
+            )
         root = _pytriton_dir() / "tritonserver"
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         backends = _backend_dir(root, self.cache_dir)

@@ -14,6 +14,7 @@ import numpy.typing as npt
 
 from plugin.errors import InferenceUnavailable, ModelError
 from plugin.inference.shm import SharedMemoryMode, SharedMemoryPool, Slot, wants_shared_memory
+from plugin.metrics import ModelStats
 from plugin.types import Detections, ImageArray
 
 log = logging.getLogger(__name__)
@@ -100,6 +101,32 @@ def _parse_url(url: str) -> tuple[str, str]:
     return scheme, rest
 
 
+def _model_stats(model: str, versions: Sequence[dict[str, Any]]) -> ModelStats:
+    """One model's statistics from Triton's JSON (gRPC's as_json writes 64-bit numbers as strings and leaves out
+    zeros; HTTP writes numbers), every version added up."""
+
+    def total(entry: dict[str, Any], phase: str, field: str) -> int:
+        return int(entry.get("inference_stats", {}).get(phase, {}).get(field, 0))
+
+    def add(field_of: Any) -> int:
+        return sum(field_of(v) for v in versions)
+
+    def seconds(phase: str) -> float:
+        return add(lambda v: total(v, phase, "ns")) / 1e9
+
+    return ModelStats(
+        model=model,
+        requests=add(lambda v: total(v, "success", "count")),
+        failures=add(lambda v: total(v, "fail", "count")),
+        inferences=add(lambda v: int(v.get("inference_count", 0))),
+        executions=add(lambda v: int(v.get("execution_count", 0))),
+        queue_s=seconds("queue"),
+        compute_input_s=seconds("compute_input"),
+        compute_infer_s=seconds("compute_infer"),
+        compute_output_s=seconds("compute_output"),
+    )
+
+
 class TritonInferenceClient:
     """A tritonclient aio client (gRPC or HTTP) shared by all cameras so dynamic batching sees them together."""
 
@@ -164,6 +191,24 @@ class TritonInferenceClient:
                     f"Triton at {self.url} is unreachable or model {self.model!r} is not ready after {timeout_s:.0f} s"
                 )
             await asyncio.sleep(0.5)
+
+    async def statistics(self, models: Sequence[str]) -> list[ModelStats]:
+        """Triton's cumulative statistics of these models (all versions added up); InferenceUnavailable when it
+        does not answer."""
+        client = await self._ensure()
+        out = []
+        for model in models:
+            try:
+                if self.scheme == "grpc":
+                    raw = await client.get_inference_statistics(model, as_json=True)
+                else:
+                    raw = await client.get_inference_statistics(model)
+            except Exception as exc:  # grpc, aiohttp and tritonclient raise their own kinds: all mean no answer
+                raise InferenceUnavailable(
+                    f"Triton at {self.url}: no statistics for {model!r}: {_short_error(exc)}"
+                ) from None
+            out.append(_model_stats(model, raw.get("model_stats", [])))
+        return out
 
     async def _load_info(self, client: Any) -> ModelInfo:
         if self.scheme == "grpc":

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Protocol
 
@@ -58,6 +58,9 @@ class PipelineStatus:
     frames_detected: int = 0
     frames_skipped: int = 0
     gate_seconds: float = 0.0
+    people: int = 0  # confirmed tracked people in the last analysed frame
+    # the latest value of each gauge a rule measures (a queue's `queue_length`), by (rule id, metric): live state
+    gauges: dict[tuple[str, str], float] = field(default_factory=dict)
 
 
 class CameraPipeline:
@@ -198,7 +201,8 @@ class CameraPipeline:
         self.metrics.frames.labels(camera=cam).inc()
         self.metrics.camera_up.labels(camera=cam).set(1)
         self.metrics.people.labels(camera=cam).set(len(tracked))
-        self.metrics.frames_dropped.labels(camera=cam).set(self.source.status.frames_dropped)
+        self.status.people = len(tracked)
+        self.metrics.advance(self.metrics.frames_dropped, cam, self.source.status.frames_dropped, self.source)
         if outputs:
             await self._apply(frame, outputs)
 
@@ -296,6 +300,8 @@ class CameraPipeline:
     async def _apply(self, frame: Frame, outputs: Sequence[RuleOutput]) -> None:
         for hit in outputs:
             if isinstance(hit, Measurement):
+                if hit.kind == "gauge":
+                    self.status.gauges[(hit.rule_id, hit.metric)] = hit.value
                 if self.insights is not None:
                     self.insights.add(hit)
                 if self.presence is not None and hit.track_id is not None:  # a line crossing: kept for fusion

@@ -214,7 +214,7 @@ class Supervisor:
                 metrics.camera_state.labels(camera=camera_id, state=s).set(1 if s == snap.state else 0)
             metrics.received_fps.labels(camera=camera_id).set(snap.received_fps)
             metrics.analysed_fps.labels(camera=camera_id).set(snap.analysed_fps)
-            metrics.reconnects.labels(camera=camera_id).set(snap.reconnects)
+            metrics.advance(metrics.reconnects, camera_id, snap.reconnects, pipeline.source)
             for hit in health.incident_hits(now):
                 incident = await incidents.handle(hit, None, None)
                 if incident is not None and incident.state == "start":

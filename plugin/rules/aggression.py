@@ -199,6 +199,7 @@ class AggressionRule(BaseRule):
             severity=self.config.severity,
             facts={
                 "track_ids": f"#{pair[0]} and #{pair[1]}",
+                "pair": [pair[0], pair[1]],  # for the explanations in other languages
                 "duration_s": (ep.last_fast - ep.first_fast).total_seconds(),
                 "fast_samples": ep.fast_samples,
                 "peak_speed": round(ep.peak_speed, 1),

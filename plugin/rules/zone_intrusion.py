@@ -60,6 +60,7 @@ class ZoneIntrusionRule(ZonePresenceRule):
         schedule = self.config.schedule
         if self._panel_armed(at):
             facts["schedule"] = f"by panel {self.config.armed_by}"
+            facts["armed_by"] = self.config.armed_by  # the translated explanations word the panel themselves
         elif schedule is not None:
-            facts["schedule"] = f"{', '.join(schedule.active)} {schedule.timezone}"
+            facts["schedule"] = facts["hours"] = f"{', '.join(schedule.active)} {schedule.timezone}"
         return facts

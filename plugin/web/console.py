@@ -10,6 +10,7 @@ from aiohttp import web
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 from plugin.web.api import public
+from plugin.web.auth.handlers import page_context
 from plugin.web.keys import CAMERAS, CONFIG, DATABASE
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -48,6 +49,6 @@ async def page(request: web.Request) -> web.Response:
         for cid, p in fleet.pipelines.items()
     ]
     html = _PAGE_ENV.get_template("incidents.html").render(
-        site=config.site, incidents=[public(r) for r in rows], local=local, cameras=cameras
+        site=config.site, incidents=[public(r) for r in rows], local=local, cameras=cameras, **page_context(request)
     )
     return web.Response(text=html, content_type="text/html")

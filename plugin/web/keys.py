@@ -24,6 +24,7 @@ from plugin.metrics import Metrics
 from plugin.pipeline.presence import PresenceLog
 from plugin.pipeline.supervisor import CameraFleet
 from plugin.protocols import BusinessEventSource, IncidentSink
+from plugin.web.auth.service import AUTH as AUTH  # auth_ctx: sign-in, tokens, audit (the auth package owns its key)
 
 # eager: set when the application is made
 CONFIG = web.AppKey("config", Config)
@@ -35,7 +36,6 @@ CAMERAS = web.AppKey("cameras", CameraFleet)
 
 # store_ctx
 DATABASE = web.AppKey("database", AsyncDatabase)
-API_TOKEN = web.AppKey("api_token", str)
 INSIGHTS = web.AppKey("insights", InsightsRecorder)
 HUB = web.AppKey("business_hub", BusinessHub)
 # inference_ctx

@@ -1,23 +1,27 @@
-"""Every route of the bridge's own HTTP side (the business intake routes are adapters: the app adds them)."""
+"""Every route of the bridge's own HTTP side, each with the permission it needs (the business intake routes are
+adapters: the app adds them, with `INGEST`)."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from plugin.web.api import api_auth, api_incident, api_incidents, api_outbox, api_outbox_retry
+from plugin.web.api import api_incident, api_incidents, api_outbox, api_outbox_retry
+from plugin.web.auth.handlers import setup_auth
+from plugin.web.auth.middleware import add_route
+from plugin.web.auth.roles import INCIDENTS_READ, OUTBOX_READ, OUTBOX_WRITE, PUBLIC, STATUS_READ
 from plugin.web.console import page, snapshot
 from plugin.web.status import healthz, metrics, readyz
 
 
 def setup_routes(app: web.Application) -> None:
-    """Register every route and the API's token check."""
-    app.middlewares.append(api_auth)
-    app.router.add_get("/", page)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics)
-    app.router.add_get("/api/incidents", api_incidents)
-    app.router.add_get("/api/incidents/{id}", api_incident)
-    app.router.add_get("/api/outbox", api_outbox)
-    app.router.add_post("/api/outbox/retry", api_outbox_retry)
-    app.router.add_get("/snapshots/{id}.jpg", snapshot)
+    """Sign-in, the security rules, and every route with its permission."""
+    setup_auth(app)
+    add_route(app, "GET", "/", page, INCIDENTS_READ, page=True)
+    add_route(app, "GET", "/snapshots/{id}.jpg", snapshot, INCIDENTS_READ)
+    add_route(app, "GET", "/healthz", healthz, PUBLIC)
+    add_route(app, "GET", "/readyz", readyz, PUBLIC)  # anonymous: ready or not; STATUS_READ: the details
+    add_route(app, "GET", "/metrics", metrics, STATUS_READ)
+    add_route(app, "GET", "/api/incidents", api_incidents, INCIDENTS_READ)
+    add_route(app, "GET", "/api/incidents/{id}", api_incident, INCIDENTS_READ)
+    add_route(app, "GET", "/api/outbox", api_outbox, OUTBOX_READ)
+    add_route(app, "POST", "/api/outbox/retry", api_outbox_retry, OUTBOX_WRITE)

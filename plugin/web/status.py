@@ -2,13 +2,33 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from plugin.errors import InferenceUnavailable
+from plugin.protocols import CameraLive, LiveState
 from plugin.redact import redact_url
-from plugin.web.keys import CAMERAS, DATABASE, EMBEDDED_TRITON, INFERENCE, METRICS, OUTBOX, SINKS, SYSTEM
+from plugin.web.auth.middleware import principal_of
+from plugin.web.auth.roles import STATUS_READ
+from plugin.web.keys import (
+    CAMERAS,
+    CONFIG,
+    DATABASE,
+    EMBEDDED_TRITON,
+    INFERENCE,
+    METRICS,
+    OCCUPANCY,
+    OUTBOX,
+    POSE,
+    SINKS,
+    SYSTEM,
+)
+
+log = logging.getLogger(__name__)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -54,7 +74,8 @@ def _camera(request: web.Request, cam_id: str) -> dict[str, Any]:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Ready when Triton answers with the model loaded, every live camera delivers and no sink is failing."""
+    """Ready when Triton answers with the model loaded, every live camera delivers and no sink is failing; the
+    details (cameras, sinks, system health) only with STATUS_READ."""
     app = request.app
     client, db, system = app[INFERENCE], app[DATABASE], app[SYSTEM]
     triton_ok = await client.ready()
@@ -72,6 +93,11 @@ async def readyz(request: web.Request) -> web.Response:
         for sid, s in app[SINKS].items()
     }
     ready = triton_ok and all(c["ready"] for c in cameras.values()) and all(s["ready"] for s in sinks.values())
+    status = 200 if ready else 503
+    principal = principal_of(request)
+    if principal is None or not principal.can(STATUS_READ):
+        # a load balancer's or orchestrator's probe: the answer, not the cameras' addresses and the sinks' errors
+        return web.json_response({"ready": ready}, status=status)
     body = {
         "ready": ready,
         "triton": {"ready": triton_ok, "url": client.url, "embedded": app[EMBEDDED_TRITON] is not None},
@@ -80,11 +106,48 @@ async def readyz(request: web.Request) -> web.Response:
         # StoreSight's own health conditions (the system_* incidents); informative, readiness does not wait on them
         "system": system.snapshot() if system is not None else None,
     }
-    return web.json_response(body, status=200 if ready else 503)
+    return web.json_response(body, status=status)
 
 
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus text exposition."""
-    await request.app[OUTBOX].refresh_metrics()
+    app = request.app
+    await app[OUTBOX].refresh_metrics()
+    await _refresh_triton_stats(app)
     body = generate_latest(request.app[METRICS].registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def _refresh_triton_stats(app: web.Application) -> None:
+    """Triton's queue and compute totals of the detector (and the pose model when a rule uses it), for this scrape;
+    when Triton does not answer the last numbers stay (storesight_triton_ready says it is down)."""
+    config = app[CONFIG]
+    models = [config.triton.model] + ([config.pose.model] if app[POSE] is not None else [])
+    try:
+        async with asyncio.timeout(config.triton.request_timeout_s):
+            stats = await app[INFERENCE].statistics(models)
+    except (InferenceUnavailable, TimeoutError) as exc:
+        log.debug("metrics: no Triton statistics: %s", exc)
+        return
+    app[METRICS].triton_stats.update(stats)
+
+
+def live_state(app: web.Application) -> LiveState:
+    """The store now, for sinks that show live state: each enabled camera's health (the pipeline's state where no
+    health monitor runs, i.e. files), people in view and queue lengths, and each store occupancy count."""
+    config, fleet, occupancy = app[CONFIG], app[CAMERAS], app[OCCUPANCY]
+    cameras = []
+    for cam in config.cameras:
+        if not cam.enabled:
+            continue
+        pipeline, health = fleet.pipelines.get(cam.id), fleet.health.get(cam.id)
+        state = health.snapshot.state if health is not None else pipeline.status.state if pipeline else "starting"
+        # every queue rule of the camera from the start (0 until it measured), so its entity always has a value
+        queues = {r.id: 0 for r in config.rules if r.type == "queue" and r.camera == cam.id}
+        if pipeline is not None:
+            for (rule_id, metric), value in pipeline.status.gauges.items():
+                if metric == "queue_length":
+                    queues[rule_id] = int(value)
+        cameras.append(CameraLive(cam.id, state, pipeline.status.people if pipeline else 0, queues))
+    counts = {} if occupancy is None else {c.config.id: c.state.people for c in occupancy.counts}
+    return LiveState(config.site.id, config.site.name, tuple(cameras), counts)

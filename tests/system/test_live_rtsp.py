@@ -65,19 +65,23 @@ async def test_rtsp_camera_raises_loitering_and_serves_it(triton: EmbeddedTriton
                 async with http.get(f"{base}/api/incidents?token=wrong-token") as resp:
                     assert resp.status == 401
                 async with http.get(f"{base}{inc['snapshot_url']}") as resp:
+                    assert resp.status == 401  # people's pictures need a sign-in or a token
+                async with http.get(f"{base}{inc['snapshot_url']}", headers=auth) as resp:
                     assert resp.status == 200 and resp.content_type == "image/jpeg"
                     assert (await resp.read())[:2] == b"\xff\xd8"
-                async with http.get(f"{base}/") as resp:
+                async with http.get(f"{base}/", headers=auth) as resp:
                     page = await resp.text()
                     assert resp.status == 200
                     assert f'id="incident-{inc["id"]}"' in page and "in zone table" in page
                 async with http.get(f"{base}/readyz") as resp:
+                    assert resp.status == 200 and await resp.json() == {"ready": True}  # a probe: no details
+                async with http.get(f"{base}/readyz", headers=auth) as resp:
                     ready = await resp.json()
                     assert resp.status == 200, ready
                     assert ready["triton"]["ready"] and ready["cameras"]["cam1"]["connected"]
                 async with http.get(f"{base}/healthz") as resp:
                     assert resp.status == 200
-                async with http.get(f"{base}/metrics") as resp:
+                async with http.get(f"{base}/metrics", headers=auth) as resp:
                     text = await resp.text()
                     assert 'storesight_frames_analysed_total{camera="cam1"}' in text
                     assert 'storesight_incidents_total{camera="cam1",rule="table-dwell"} 1.0' in text
@@ -101,7 +105,8 @@ async def test_readiness_reports_a_dead_camera(triton: EmbeddedTriton, tmp_path:
     try:
         async with aiohttp.ClientSession() as http:
             await asyncio.sleep(1.5)
-            async with http.get(f"http://127.0.0.1:{doc['web']['port']}/readyz") as resp:
+            auth = {"Authorization": f"Bearer {TOKEN}"}
+            async with http.get(f"http://127.0.0.1:{doc['web']['port']}/readyz", headers=auth) as resp:
                 body = await resp.text()
                 assert resp.status == 503
             assert '"connected": false' in body

@@ -1,98 +1,94 @@
-"""The incidents page in a real browser (headless Chromium): it renders the incident and loads its snapshot."""
+"""The console in a real browser (Debian's Chromium through Playwright): signing in, the incidents page with its
+snapshot, signing out; and the outbox API with a token."""
 
 from __future__ import annotations
 
 import asyncio
-import shutil
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import numpy as np
 import pytest
 from aiohttp import web
+from components.browser import browser_page, chromium_missing, screenshot
 from conftest import require
+from helpers import seed_incident
 
 from plugin.app import build_app
 from plugin.config.loader import parse_config
 from plugin.incidents.database import Database
-from plugin.incidents.evidence import draw_snapshot, write_jpeg
 from plugin.inference.server import EmbeddedTriton, free_port
-from plugin.types import Incident
 
 pytestmark = [pytest.mark.triton]
 
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-    "--virtual-time-budget=5000",
-]
 
-
-def _seed(storage: Path) -> Incident:
-    snap = storage / "evidence" / "seed.jpg"
-    image = np.full((432, 768, 3), 90, np.uint8)
-    zone = np.array([[300, 290], [640, 290], [640, 431], [300, 431]], np.int32)
-    write_jpeg(snap, draw_snapshot(image, (380, 10, 540, 400), zone, "#3 table-dwell"))
-    start = datetime(2026, 11, 29, 14, 3, 5, tzinfo=UTC)
-    incident = Incident(
-        id=Incident.new_id(), rule_id="table-dwell", type="loitering", camera="cam1", start=start, state="end",
-        seq=1, end=start + timedelta(seconds=23), zone="table", track_ids=(3,), snapshot=str(snap),
-        explanation="Person #3 stayed 23 s in zone table (threshold 8 s) on cam1, 14:03:05-14:03:28 <b>x</b>",
-    )  # fmt: skip
-    database = Database(storage / "storesight.db")
-    database.save(incident, [])
-    database.close()
-    return incident
-
-
-async def test_page_renders_in_chromium(triton: EmbeddedTriton, tmp_path: Path) -> None:
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    require(None if chromium else "chromium is not installed")
-    assert chromium is not None
+async def test_sign_in_see_incidents_and_sign_out_in_chromium(triton: EmbeddedTriton, tmp_path: Path) -> None:
+    require(chromium_missing())
     storage = tmp_path / "data"
-    incident = _seed(storage)
+    incident = seed_incident(storage)
     port = free_port()
     doc = {"storage": {"path": str(storage)}, "triton": {"url": triton.grpc_url}, "web": {"port": port}}
-    config = parse_config(doc)
-    app = build_app(config)
-    requested: list[str] = []
+    app = build_app(parse_config(doc))
+    requested: list[tuple[str, int]] = []
 
     async def record(request: web.Request, response: web.StreamResponse) -> None:
-        requested.append(request.path)
+        requested.append((request.path, response.status))
 
     app.on_response_prepare.append(record)
     runner = web.AppRunner(app)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
+    password = (storage / "initial-admin-password").read_text().strip()  # the first admin, made at start
     try:
-        profile = tmp_path / "profile"
-        shot = tmp_path / "page.png"
-        url = f"http://127.0.0.1:{port}/"
-        proc = await asyncio.create_subprocess_exec(
-            chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--dump-dom", url,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
-        )  # fmt: skip
-        dom, _ = await asyncio.wait_for(proc.communicate(), 60)
-        html = dom.decode()
-        assert f'id="incident-{incident.id}"' in html
-        assert "Person #3 stayed 23 s in zone table" in html
-        assert "&lt;b&gt;x&lt;/b&gt;" in html  # explanation text is escaped, never markup
-        assert f"/snapshots/{incident.id}.jpg" in requested  # the browser fetched the evidence image
-        proc = await asyncio.create_subprocess_exec(
-            chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--screenshot={shot}", "--window-size=1280,800",
-            url, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-        )  # fmt: skip
-        await asyncio.wait_for(proc.wait(), 60)
-        data = await asyncio.to_thread(shot.read_bytes)
-        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
+        async with browser_page(viewport={"width": 1280, "height": 800}) as page:
+            await page.goto(f"http://127.0.0.1:{port}/")
+            assert page.url.endswith("/login?next=/")  # nothing is shown before signing in
+            await screenshot(page, tmp_path, "login")
+            await page.fill("input[name=username]", "admin")
+            await page.fill("input[name=password]", "not-the-password")
+            await page.click("button[type=submit]")
+            assert await page.text_content("p.error") == "Wrong user name or password."
+            await page.fill("input[name=username]", "admin")
+            await page.fill("input[name=password]", password)
+            async with page.expect_navigation():
+                await page.click("button[type=submit]")
+            assert page.url == f"http://127.0.0.1:{port}/"
+            card = page.locator(f"#incident-{incident.id}")
+            assert "Person #3 stayed 23 s in zone table" in await card.locator(".explanation").text_content()
+            assert "<b>x</b>" in await card.locator(".explanation").text_content()  # shown as text, never markup
+            assert await card.locator("b").count() == 0
+            await page.wait_for_function(
+                f"document.querySelector('#incident-{incident.id} img').naturalWidth > 0"
+            )  # the browser loaded the evidence image with the session cookie, under the page's CSP
+            assert (f"/snapshots/{incident.id}.jpg", 200) in requested
+            assert await page.text_content("#user") == "admin (admin)"
+            shot = await screenshot(page, tmp_path, "incidents")
+            assert (await asyncio.to_thread(shot.read_bytes))[:8] == b"\x89PNG\r\n\x1a\n"
+            async with page.expect_navigation():
+                await page.click("text=audit log")  # admins see who signed in and what changed
+            rows = await page.locator("#audit tr.entry").all_text_contents()
+            assert any("sign-in" in r and "wrong password" in r for r in rows), rows
+            await screenshot(page, tmp_path, "audit")
+            await page.go_back()
+            async with page.expect_navigation():
+                await page.click("#sign-out")
+            assert page.url == f"http://127.0.0.1:{port}/login"
+            await page.goto(f"http://127.0.0.1:{port}/")
+            assert "/login" in page.url  # signed out: back to the sign-in page
+            assert await page.locator(f"#incident-{incident.id}").count() == 0
     finally:
         await runner.cleanup()
+    audit = [(e.action, e.outcome) for e in reversed(await _audit(storage))]
+    assert audit[-3:] == [("sign-in", "wrong password"), ("sign-in", "ok"), ("sign-out", "ok")]
+
+
+async def _audit(storage: Path) -> list[object]:
+    from plugin.incidents.database import AsyncDatabase
+    from plugin.web.auth.sqlite import SqliteAuthStore
+
+    db = AsyncDatabase(storage / "storesight.db")
+    try:
+        return list(await SqliteAuthStore(db).audit_entries(20))
+    finally:
+        await db.close()
 
 
 async def test_outbox_api_lists_and_requeues_dead_letters(triton: EmbeddedTriton, tmp_path: Path) -> None:
@@ -101,7 +97,7 @@ async def test_outbox_api_lists_and_requeues_dead_letters(triton: EmbeddedTriton
     from plugin.incidents.database import Delivery
 
     storage = tmp_path / "data"
-    incident = _seed(storage)
+    incident = seed_incident(storage)
     database = Database(storage / "storesight.db")
     database.save(incident, ["vms"])
     [due] = database.due("vms", 1e12)

@@ -5,7 +5,6 @@ none is good. Badge ids never appear in answers or logs."""
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -13,7 +12,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import ValidationError
 
-from adapters.business.pos import read_body
+from adapters.business.pos import load_json, read_body, too_many
 from plugin.fusion.access.model import AccessEventIn, DoorEventIntake
 
 log = logging.getLogger(__name__)
@@ -39,9 +38,9 @@ def events_handler(get_service: Callable[[], DoorEventIntake | None]) -> Any:
             return web.json_response({"error": "access control is off: no access section in the config"}, status=404)
         raw = await read_body(request, service.config.max_body_bytes)
         try:
-            body = json.loads(raw or b"null")
-        except (ValueError, UnicodeDecodeError):
-            return web.json_response({"error": "body is not JSON"}, status=400)
+            body = load_json(raw)
+        except ValueError as exc:
+            return web.json_response({"error": str(exc)}, status=400)
         if isinstance(body, dict) and set(body) == {"events"}:
             items, where = body["events"], "events"
         elif isinstance(body, dict):
@@ -51,6 +50,9 @@ def events_handler(get_service: Callable[[], DoorEventIntake | None]) -> Any:
         if not isinstance(items, list) or not items:
             return web.json_response({"error": 'send a door event object, a list of them, or {"events": [...]}'},
                                      status=400)  # fmt: skip
+        limit = service.config.max_events_per_request
+        if (refused := too_many(len(items), limit, "door events", "access.max_events_per_request")) is not None:
+            return refused
         good: list[AccessEventIn] = []
         errors: list[str] = []
         for i, item in enumerate(items):

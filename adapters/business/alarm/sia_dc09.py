@@ -4,9 +4,13 @@ pysiaalarm (3.2) parses the frames (SIA DC-03 and Contact ID data blocks), maps 
 decrypts AES accounts. Its own asyncio servers answer before the callback has run and read each 1000-byte chunk as
 one frame, so this module owns the loop:
 
-- frames are cut at the terminator (CR): several frames in one TCP segment, or one frame over several reads;
-- the CRC (CRC-16/ARC) is checked strictly, before anything else, and a bad one is answered NAK; the length field
-  leniently (some panels write it in decimal): a mismatch is logged once and the frame accepted;
+- frames are cut at the terminator (CR): several frames in one TCP segment, or one frame over several reads; a
+  UDP datagram is one frame and gets at most one answer (a datagram of many CRs is not many frames: answering each
+  would reflect a spoofed sender's traffic many times over), and a datagram that is not a DC-09 frame gets none;
+- a frame over 2 KB is dropped unanswered (a DC-09 frame is 60-300 bytes);
+- the account in the header is checked before the CRC is computed (an unknown account costs no CRC);
+- the CRC (CRC-16/ARC) is checked strictly, and a bad one is answered NAK; the length field leniently (some panels
+  write it in decimal): a mismatch is logged once and the frame accepted;
 - a timestamp outside the window (DC-09: 40 s before to 20 s after the receiver's clock) gets a NAK carrying the
   receiver's time, so the panel can set its clock; an encrypted frame must carry one (it is the replay protection);
 - an unknown account, a message type or event code this receiver does not handle, or a plain frame for an
@@ -22,6 +26,12 @@ Responses (DC-09 framing: LF, CRC, length, body, CR):
   DUH  "DUH"<seq>R<rcvr>L<line>#<acct>[]
 Not handled: the RSP reply to an x-data key request (answered ACK), the Osborne-Hoffman "OH" heartbeat (NAK),
 and supervising that a panel keeps polling (the last time each account was heard is kept in `status()`).
+
+Who may talk to it: `allow_from` (frames from elsewhere get no answer, TCP connections are closed at once; required
+on a LAN bind with a plain account, plugin/config/alarms.py), `max_connections` and `max_connections_per_address`
+(a panel reconnecting replaces its own oldest connection, adapters/business/listeners.py); a TCP connection must
+complete a frame within `first_frame_timeout_s`, then say something every `idle_timeout_s`, and take each answer
+within `write_timeout_s`.
 """
 
 from __future__ import annotations
@@ -34,7 +44,6 @@ import sqlite3
 import time
 from collections import Counter
 from collections.abc import Callable
-from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -46,7 +55,9 @@ from pysiaalarm.errors import EventFormatError, NoAccountError
 from pysiaalarm.event import SIAEvent
 from pysiaalarm.utils.enums import MessageTypes
 
+from adapters.business.listeners import ConnectionSlots
 from plugin.config.alarms import AlarmAccountConfig, AlarmPanelConfig, normalise_panel_zone
+from plugin.config.base import peer_allowed
 from plugin.errors import StoreSightError
 from plugin.protocols import BusinessIntake
 from plugin.types import BusinessEvent
@@ -56,10 +67,9 @@ PROTOCOL_KEY = "sia_dc09"
 log = logging.getLogger(__name__)
 
 TOKENS = ("SIA-DCS", "ADM-CID", "NULL")  # the message types pysiaalarm parses; any other gets DUH
-MAX_FRAME_BYTES = 2048  # a DC-09 frame is 60-300 bytes with x-data: this much without a CR is not a frame
+MAX_FRAME_BYTES = 2048  # a DC-09 frame is 60-300 bytes with x-data: a longer one is dropped unanswered
 READ_SIZE = 4096
-IDLE_TIMEOUT_S = 600.0  # panels on a persistent link poll (NULL) every few minutes; silence this long: it is gone
-MAX_CONNECTIONS = 64
+CLOSE_WAIT_S = 5.0  # closing: connections still storing a frame get this long before they are cancelled
 UDP_QUEUE = 256  # datagrams waiting for storage; more are dropped, and the panel's retry brings them back
 # A panel repeats a frame it got no ACK for (same sequence number) a few times over some minutes before it reports
 # a communication fault; the same sequence number and content within this window is such a repeat.
@@ -104,13 +114,24 @@ CID_GROUPS: dict[str, str] = {
 }
 
 
-def crc16_arc(data: bytes) -> int:
-    """CRC-16/ARC (reflected polynomial 0xA001, initial value 0): the DC-09 frame check."""
-    crc = 0
-    for byte in data:
-        crc ^= byte
+def _crc_table() -> tuple[int, ...]:
+    table = []
+    for byte in range(256):
+        crc = byte
         for _ in range(8):
             crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
+        table.append(crc)
+    return tuple(table)
+
+
+_CRC_TABLE = _crc_table()
+
+
+def crc16_arc(data: bytes) -> int:
+    """CRC-16/ARC (reflected polynomial 0xA001, initial value 0): the DC-09 frame check (a byte per step)."""
+    crc = 0
+    for byte in data:
+        crc = (crc >> 8) ^ _CRC_TABLE[(crc ^ byte) & 0xFF]
     return crc
 
 
@@ -153,22 +174,41 @@ def _digest(event: SIAEvent) -> str:
 
 
 class FrameSplitter:
-    """Cuts a TCP byte stream into frames at CR: several frames in one read, or one frame over several reads."""
+    """Cuts a TCP byte stream into frames at CR: several frames in one read, or one frame over several reads. A
+    frame starts after its LF, so a run of noise over `max_bytes` is dropped (counted in `dropped`) while a frame
+    that follows it after an LF is kept; the buffer never holds more than `max_bytes` plus one read."""
 
     def __init__(self, max_bytes: int = MAX_FRAME_BYTES) -> None:
         self.max_bytes = max_bytes
         self._buffer = bytearray()
+        self._skipping = False  # the buffer's start is inside a run already counted as dropped
+        self.dropped = 0
 
     def feed(self, data: bytes) -> list[bytes]:
-        """The complete frames (without their CR) that `data` finished; an overlong run is returned as is (NAK)."""
+        """The complete frames (without their CR) that `data` finished."""
         self._buffer += data
         frames: list[bytes] = []
         while (end := self._buffer.find(b"\r")) >= 0:
-            frames.append(bytes(self._buffer[:end]))
+            chunk = bytes(self._buffer[:end])
             del self._buffer[: end + 1]
+            skipping, self._skipping = self._skipping, False
+            if skipping or len(chunk) > self.max_bytes:
+                lf = chunk.rfind(b"\n")
+                if not skipping:
+                    self.dropped += 1
+                if lf < 0 or len(chunk) - lf > self.max_bytes:
+                    continue  # all noise
+                chunk = chunk[lf:]  # a frame after the noise
+            frames.append(chunk)
         if len(self._buffer) > self.max_bytes:
-            frames.append(bytes(self._buffer))
-            self._buffer.clear()
+            if not self._skipping:
+                self.dropped += 1
+            self._skipping = True
+            lf = self._buffer.rfind(b"\n")
+            if lf >= 0 and len(self._buffer) - lf <= self.max_bytes:
+                del self._buffer[:lf]  # keep what may be the start of a frame
+            else:
+                self._buffer.clear()
         return frames
 
 
@@ -214,6 +254,9 @@ class SiaDc09Receiver:
         self._udp_queue: asyncio.Queue[tuple[bytes, tuple[str, int]]] = asyncio.Queue(UDP_QUEUE)
         self._udp_worker: asyncio.Task[None] | None = None
         self._connections: set[asyncio.Task[Any]] = set()
+        self.slots = ConnectionSlots(
+            f"{config.id}: SIA DC-09", config.allow_from, config.max_connections, config.max_connections_per_address
+        )
         self.counts: Counter[str] = Counter()
         self.last_heard: dict[str, datetime] = {}
 
@@ -221,6 +264,11 @@ class SiaDc09Receiver:
 
     async def handle_frame(self, raw: bytes, transport: str = "tcp", peer: str = "") -> bytes | None:
         """The answer to one frame (without its CR): ACK once stored, NAK, DUH, or None (nothing to answer)."""
+        if len(raw) > MAX_FRAME_BYTES:
+            self.counts["oversize"] += 1
+            self._say(("oversize", ""), "%s: dropped a frame of %d bytes (over %d) from %s", self.config.id, len(raw),
+                      MAX_FRAME_BYTES, peer or "?")  # fmt: skip
+            return None
         text = raw[raw.rfind(b"\n") + 1 :].strip()  # a frame starts after its LF; bytes before it are line noise
         if not text:
             return None
@@ -228,10 +276,14 @@ class SiaDc09Receiver:
         try:
             line = text.decode("ascii")
         except UnicodeDecodeError:
-            return self._nak(None, "format", "a frame that is not ASCII")
+            return self._nak(None, "format", "a frame that is not ASCII", quiet=transport == "udp")
         head = _HEADER.match(line)
         if head is None:
-            return self._nak(None, "format", "a frame without a DC-09 header")
+            return self._nak(None, "format", "a frame without a DC-09 header", quiet=transport == "udp")
+        account_id = (head["account"] or "").upper()
+        account = self._accounts.get(account_id)
+        if account_id and account is None:  # before the CRC: a stranger's frames cost no CRC
+            return self._duh(head, f"account {account_id}", f"the unknown account {account_id}")
         body = line[8:]
         if int(head["crc"], 16) != crc16_arc(body.encode("ascii")):
             return self._nak(head, "crc", "a frame with a wrong CRC")
@@ -239,10 +291,6 @@ class SiaDc09Receiver:
         if head["token"] not in TOKENS:
             return self._duh(head, "token", f"the unsupported message type {head['token']!r}")
         encrypted = bool(head["star"])
-        account_id = (head["account"] or "").upper()
-        account = self._accounts.get(account_id)
-        if account_id and account is None:
-            return self._duh(head, f"account {account_id}", f"the unknown account {account_id}")
         if account is None and encrypted:
             return self._duh(head, "account", "an encrypted frame without an account")
         if account is not None and encrypted != account.encrypted:
@@ -381,7 +429,15 @@ class SiaDc09Receiver:
             return frame(f'"*ACK"{start}{sealed}')
         return frame(f'"ACK"{start}]')
 
-    def _nak(self, head: re.Match[str] | None, problem: str, what: str, now: datetime | None = None) -> bytes:
+    def _nak(
+        self, head: re.Match[str] | None, problem: str, what: str, now: datetime | None = None, quiet: bool = False
+    ) -> bytes | None:
+        """NAK; with `quiet` (UDP input that is not a DC-09 frame at all) nothing: a spoofed sender's target must not
+        get answers to noise."""
+        if quiet:
+            self.counts["unanswered"] += 1
+            self._say(("quiet", problem), "%s: no answer over UDP to %s", self.config.id, what)
+            return None
         self.counts["nak"] += 1
         self._say(("nak", problem), "%s: NAK for %s", self.config.id, what)
         route = f"R{head['rcv'] or 0}L{head['line']}" if head is not None else "R0L0"
@@ -422,58 +478,88 @@ class SiaDc09Receiver:
         name = writer.get_extra_info("peername")
         peer = f"{name[0]}:{name[1]}" if isinstance(name, tuple) else str(name)
         task = asyncio.current_task()
-        if task is None or len(self._connections) >= MAX_CONNECTIONS:
-            self._say(("connections", ""), "%s: refusing a connection from %s: %d open", self.config.id, peer,
-                      len(self._connections))  # fmt: skip
-            writer.close()
+        if task is None or not self.slots.admit(writer):
+            writer.transport.abort()
             return
+        cfg = self.config
         self._connections.add(task)
         splitter = FrameSplitter()
+        # the first frame must be complete by this deadline; after it, each read waits at most idle_timeout_s
+        loop = asyncio.get_running_loop()
+        first_by: float | None = loop.time() + cfg.first_frame_timeout_s
         try:
             while True:
                 try:
-                    async with asyncio.timeout(IDLE_TIMEOUT_S):
+                    deadline = first_by if first_by is not None else loop.time() + cfg.idle_timeout_s
+                    async with asyncio.timeout_at(deadline):
                         data = await reader.read(READ_SIZE)
                 except TimeoutError:
-                    log.info("%s: closing the connection from %s, silent for %.0f s", self.config.id, peer,
-                             IDLE_TIMEOUT_S)  # fmt: skip
+                    what = "no frame in its first" if first_by is not None else "silent for"
+                    limit = cfg.first_frame_timeout_s if first_by is not None else cfg.idle_timeout_s
+                    self.counts["timeouts"] += 1
+                    log.info("%s: closing the connection from %s: %s %.0f s", cfg.id, peer, what, limit)
                     break
                 if not data:
                     break
                 for raw in splitter.feed(data):
+                    first_by = None
                     reply = await self.handle_frame(raw, "tcp", peer)
                     if reply is not None:
                         writer.write(reply)
-                        await writer.drain()
+                        async with asyncio.timeout(cfg.write_timeout_s):
+                            await writer.drain()
+                self.counts["oversize"] += splitter.dropped
+                splitter.dropped = 0
+        except TimeoutError:  # from drain(): a peer that does not read its answers holds nothing here
+            self.counts["timeouts"] += 1
+            log.info("%s: closing the connection from %s: it took no answer in %.0f s", cfg.id, peer,
+                     cfg.write_timeout_s)  # fmt: skip
         except ConnectionError:
             pass  # the panel hung up; what it did not see acknowledged it sends again
         except Exception:  # one connection's failure must not stop the receiver: say it, close that connection
-            log.exception("%s: connection from %s failed", self.config.id, peer)
+            log.exception("%s: connection from %s failed", cfg.id, peer)
         finally:
             self._connections.discard(task)
-            writer.close()
-            with suppress(ConnectionError):
-                await writer.wait_closed()
+            self.slots.release(writer)
+            writer.transport.abort()  # not close(): a peer that reads nothing would keep the socket to flush into
 
     def _datagram(self, data: bytes, addr: tuple[str, int]) -> None:
+        if not peer_allowed(addr[0], self.config.allow_from):
+            self.counts["udp_refused"] += 1
+            self._say(("udp-refused", addr[0]), "%s: datagrams from %s ignored: not on allow_from", self.config.id,
+                      addr[0])  # fmt: skip
+            return
+        if len(data) > MAX_FRAME_BYTES + 2:  # not worth a place in the queue (answer_datagram says why)
+            self.counts["oversize"] += 1
+            return
         try:
             self._udp_queue.put_nowait((data, addr))
         except asyncio.QueueFull:
             self.counts["udp_dropped"] += 1
             self._say(("udp", ""), "%s: UDP backlog full, dropping datagrams (panels resend)", self.config.id)
 
+    async def answer_datagram(self, data: bytes, peer: str) -> bytes | None:
+        """The one answer to a UDP datagram, or None: a datagram is one frame (what follows its first CR is not
+        read: a frame per CR would be an answer per CR, a reflection of a spoofed sender's traffic)."""
+        if len(data) > MAX_FRAME_BYTES + 2:  # the frame, its LF and its CR
+            self.counts["oversize"] += 1
+            return None
+        raw, _, rest = data.partition(b"\r")
+        if rest.strip():
+            self.counts["udp_trailing"] += 1
+        return await self.handle_frame(raw, "udp", peer)
+
     async def _drain_udp(self) -> None:
-        """One datagram at a time, in arrival order: each frame is answered to its sender after storage."""
+        """One datagram at a time, in arrival order: its frame is answered to its sender after storage, once."""
         while True:
             data, addr = await self._udp_queue.get()
-            for raw in data.split(b"\r"):
-                try:
-                    reply = await self.handle_frame(raw, "udp", f"{addr[0]}:{addr[1]}")
-                except Exception:  # a bad datagram must not stop the receiver
-                    log.exception("%s: datagram from %s:%d failed", self.config.id, addr[0], addr[1])
-                    continue
-                if reply is not None and self._udp is not None:
-                    self._udp.sendto(reply, addr)
+            try:
+                reply = await self.answer_datagram(data, f"{addr[0]}:{addr[1]}")
+            except Exception:  # a bad datagram must not stop the receiver
+                log.exception("%s: datagram from %s:%d failed", self.config.id, addr[0], addr[1])
+                continue
+            if reply is not None and self._udp is not None:
+                self._udp.sendto(reply, addr)
 
     @property
     def tcp_port(self) -> int | None:
@@ -488,6 +574,7 @@ class SiaDc09Receiver:
             "port": self.config.port,
             "transports": list(self.config.transports),
             "connections": len(self._connections),
+            "refused": self.slots.refused,
             "counts": dict(self.counts),
             "last_heard": {a: t.isoformat() for a, t in self.last_heard.items()},
         }
@@ -498,7 +585,12 @@ class SiaDc09Receiver:
             self._server.close()
         if self._udp is not None:
             self._udp.close()
-        tasks = [*self._connections, *([self._udp_worker] if self._udp_worker else [])]
+        self.slots.close_all()  # each connection's read ends; a frame being stored finishes first
+        connections = list(self._connections)
+        if connections:
+            _, pending = await asyncio.wait(connections, timeout=CLOSE_WAIT_S)
+            connections = list(pending)
+        tasks = [*connections, *([self._udp_worker] if self._udp_worker else [])]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

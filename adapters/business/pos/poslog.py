@@ -17,9 +17,12 @@ from __future__ import annotations
 import asyncio
 import codecs
 import contextlib
+import errno
 import io
 import logging
+import os
 import re
+import stat
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
@@ -374,9 +377,32 @@ def _masked_copy(data: bytes) -> bytes:
     return mask_pans(data.decode("latin-1")).encode("latin-1", errors="replace")
 
 
+class NotARegularFile(OSError):
+    """A drop-folder entry that is a symbolic link, a FIFO, a socket or a device: never read."""
+
+
+def _read_regular(path: Path, limit: int) -> tuple[bytes, int]:
+    """At most `limit` bytes of `path` and its size, only if it is a regular file at the moment it is opened (no
+    link followed, a FIFO not waited on): checked on the open descriptor, so swapping the file for a link between
+    the scan and the read changes nothing."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise NotARegularFile("a symbolic link") from None
+        raise
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise NotARegularFile("not a regular file")
+        return f.read(limit), st.st_size
+
+
 class PosLogDropFolder:
     """Polls a folder for POSLog files: each file's transactions are stored, then the file moves to done/ (or to
-    rejected/ with a .reason file); the copies kept there have card numbers masked, the original is removed."""
+    rejected/ with a .reason file); the copies kept there have card numbers masked, the original is removed.
+    Only regular files are read: a symbolic link (to the API token, say) or a FIFO is rejected unread and removed
+    (a link's target is left alone), with a .reason file saying so."""
 
     def __init__(self, config: PosFileDropConfig, service: TransactionIntake, reader: PosLogReader) -> None:
         self.config = config
@@ -422,11 +448,13 @@ class PosLogDropFolder:
         files = []
         for path in self.config.path.glob(self.config.pattern):
             try:
-                st = path.stat()
+                st = path.lstat()  # the entry itself: a link is judged as a link, not as what it points to
             except FileNotFoundError:
                 continue
-            if path.is_file() and now - st.st_mtime >= self.config.settle_s:
-                files.append((st.st_mtime, path))
+            if stat.S_ISDIR(st.st_mode):
+                continue  # done/, rejected/ or an operator's folder
+            if not stat.S_ISREG(st.st_mode) or now - st.st_mtime >= self.config.settle_s:
+                files.append((st.st_mtime, path))  # anything else is rejected by _take at once
         return [p for _, p in sorted(files)]
 
     async def scan(self) -> list[Path]:
@@ -444,13 +472,15 @@ class PosLogDropFolder:
 
     async def _take(self, path: Path) -> None:
         limit = self.service.config.max_document_bytes
-        size = (await asyncio.to_thread(path.stat)).st_size
-        if size > limit:
-            reason = f"document is {size} bytes, over the limit of {limit} (pos.max_document_bytes)"
-            head = await asyncio.to_thread(_read_head, path, 4096)
-            await asyncio.to_thread(self._reject, path, head + b"\n<!-- cut: file too large -->\n", reason)
+        try:
+            data, size = await asyncio.to_thread(_read_regular, path, limit + 1)
+        except NotARegularFile as exc:
+            await asyncio.to_thread(self._reject_unread, path, f"{exc}: only regular files are taken, unread")
             return
-        data = await asyncio.to_thread(path.read_bytes)
+        if size > limit or len(data) > limit:
+            reason = f"document is {max(size, len(data))} bytes, over the limit of {limit} (pos.max_document_bytes)"
+            await asyncio.to_thread(self._reject, path, data[:4096] + b"\n<!-- cut: file too large -->\n", reason)
+            return
         try:
             result = await asyncio.to_thread(self.reader.parse, data)
         except DocumentRejected as exc:
@@ -479,6 +509,13 @@ class PosLogDropFolder:
         path.unlink(missing_ok=True)
         log.warning("pos: %s rejected: %s", path.name, reason)
 
+    def _reject_unread(self, path: Path, reason: str) -> None:
+        self.failed += 1
+        target = self._target(self.rejected, path.name)
+        _write(target.with_name(target.name + ".reason"), (reason + "\n").encode())
+        path.unlink(missing_ok=True)  # the entry, never what a link points to
+        log.warning("pos: %s rejected: %s", path.name, reason)
+
     def _finish(self, path: Path, data: bytes, result: ParseResult) -> None:
         target = self._target(self.done, path.name)
         _write(target, _masked_copy(data))
@@ -486,11 +523,6 @@ class PosLogDropFolder:
             text = f"kept in done/{target.name}; its other transactions were stored. Not taken:\n"
             _write(self.rejected / f"{target.name}.reason", (text + "\n".join(result.errors) + "\n").encode())
         path.unlink(missing_ok=True)
-
-
-def _read_head(path: Path, n: int) -> bytes:
-    with path.open("rb") as f:
-        return f.read(n)
 
 
 def _write(path: Path, data: bytes) -> None:

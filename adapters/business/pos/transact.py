@@ -7,6 +7,11 @@ keywords `*** VOID ***`, `NO SALE`, `REFUND NO RCPT`, `POST VOID`, `PRICE OVERRI
 Card numbers are masked before the text exists. Transact keeps nothing that was sent while it was disconnected (it
 records live text against live video), so a client that is away misses those transactions; one that cannot keep up
 loses whole transactions (never half of one), counted in `dropped`.
+
+The feed carries every receipt, so only `allow_from` addresses are served; `max_clients` bounds the connectors,
+and a connector that reconnects replaces its own oldest connection (adapters/business/listeners.py), so a dead
+connection from XProtect's last session never locks it out. Whatever a peer sends is read in bounded chunks and
+dropped (the connector only reads): a peer that streams data cannot grow memory.
 """
 
 from __future__ import annotations
@@ -15,12 +20,21 @@ import asyncio
 import contextlib
 import logging
 
+from adapters.business.listeners import ConnectionSlots, peer_host
 from plugin.config.pos import PosTransactConfig
 from plugin.fusion.pos.model import Transaction, TransactionIntake
 
 log = logging.getLogger(__name__)
 
 CLIENT_QUEUE = 200  # transactions waiting per client; a client this far behind is stuck, not slow
+READ_CHUNK = 16 * 1024  # what a peer sends is read this much at a time, and dropped
+WRITE_TIMEOUT_S = 60.0  # a connector that takes nothing this long is gone (a half-open connection)
+
+
+async def _until_eof(reader: asyncio.StreamReader) -> None:
+    """Read and drop what the peer sends until it closes: how we learn that a connector left."""
+    while await reader.read(READ_CHUNK):
+        pass
 
 
 class TransactServer:
@@ -31,7 +45,7 @@ class TransactServer:
         self.service = service
         self.server: asyncio.Server | None = None
         self._clients: set[asyncio.Queue[bytes]] = set()
-        self._writers: set[asyncio.StreamWriter] = set()
+        self.slots = ConnectionSlots(f"pos: Transact port {config.port}", config.allow_from, config.max_clients)
         self.sent = 0
         self.dropped = 0
         self._eol = "\r\n" if config.line_ending == "crlf" else "\n"
@@ -51,6 +65,7 @@ class TransactServer:
     async def start(self) -> None:
         """Listen."""
         self.server = await asyncio.start_server(self._client, self.config.host, self.config.port)
+        self.slots.label = f"pos: Transact on {self.config.host}:{self.port}"
         lanes = ", ".join(self.config.lanes) or "all lanes"
         log.info("pos: XProtect Transact feed on %s:%d (%s)", self.config.host, self.port, lanes)
 
@@ -60,8 +75,7 @@ class TransactServer:
             self.service.listeners.remove(self.publish)
         if self.server is not None:
             self.server.close()
-            for writer in list(self._writers):
-                writer.close()  # Server.close_clients() is Python 3.13+
+            self.slots.close_all()  # Server.close_clients() is Python 3.13+
             await self.server.wait_closed()
 
     def publish(self, txn: Transaction, lines: list[str]) -> None:
@@ -77,17 +91,14 @@ class TransactServer:
                 log.warning("pos: Transact client too slow: transaction %s on lane %s not sent", txn.id, txn.lane)
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peer = writer.get_extra_info("peername")
-        if len(self._clients) >= self.config.max_clients:
-            log.warning("pos: Transact connection from %s refused: %d clients already", peer, len(self._clients))
-            writer.close()
+        peer = peer_host(writer)
+        if not self.slots.admit(writer):
+            writer.transport.abort()
             return
         queue: asyncio.Queue[bytes] = asyncio.Queue(CLIENT_QUEUE)
         self._clients.add(queue)
-        self._writers.add(writer)
         log.info("pos: Transact connector %s connected", peer)
-        # the connector only reads; its EOF (or reset) is how we learn it left
-        gone = asyncio.create_task(reader.read(), name=f"transact-eof-{peer}")
+        gone = asyncio.create_task(_until_eof(reader), name=f"transact-eof-{peer}")
         try:
             while not gone.done():
                 get = asyncio.create_task(queue.get())
@@ -96,15 +107,16 @@ class TransactServer:
                     get.cancel()
                     break
                 writer.write(get.result())
-                await writer.drain()
+                async with asyncio.timeout(WRITE_TIMEOUT_S):
+                    await writer.drain()
                 self.sent += 1
-        except ConnectionError:
+        except (ConnectionError, TimeoutError):
             pass
         finally:
             self._clients.discard(queue)
-            self._writers.discard(writer)
+            self.slots.release(writer)
             gone.cancel()
             with contextlib.suppress(asyncio.CancelledError, ConnectionError):
                 await gone
-            writer.close()
+            writer.transport.abort()
             log.info("pos: Transact connector %s left", peer)

@@ -5,7 +5,6 @@ and the good ones are stored; 202 comes once they are."""
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -13,7 +12,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import ValidationError
 
-from adapters.business.pos import read_body
+from adapters.business.pos import load_json, read_body, too_many
 from plugin.fusion.pos.model import Transaction, TransactionIntake
 from plugin.redact import mask_pans
 
@@ -42,9 +41,9 @@ def events_handler(get_service: Callable[[], TransactionIntake | None]) -> Any:
             )
         raw = await read_body(request, service.config.max_document_bytes)
         try:
-            body = json.loads(raw or b"null")
-        except (ValueError, UnicodeDecodeError):
-            return web.json_response({"error": "body is not JSON"}, status=400)
+            body = load_json(raw)
+        except ValueError as exc:
+            return web.json_response({"error": str(exc)}, status=400)
         if isinstance(body, dict) and set(body) == {"transactions"}:
             items, where = body["transactions"], "transactions"
         elif isinstance(body, dict):
@@ -55,6 +54,9 @@ def events_handler(get_service: Callable[[], TransactionIntake | None]) -> Any:
             return web.json_response(
                 {"error": 'send a transaction object, a list of them, or {"transactions": [...]}'}, status=400
             )
+        limit = service.config.max_transactions_per_request
+        if (refused := too_many(len(items), limit, "transactions", "pos.max_transactions_per_request")) is not None:
+            return refused
         good: list[Transaction] = []
         errors: list[str] = []
         for i, item in enumerate(items):

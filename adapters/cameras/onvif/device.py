@@ -19,6 +19,7 @@ Library facts this module relies on (onvif-zeep-async 4.3.0, checked in its sour
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import os
 import socket
@@ -137,10 +138,30 @@ def pick_evidence_profile(profiles: Sequence[OnvifProfile]) -> OnvifProfile | No
     return max(video, key=_area) if video else None
 
 
-def with_credentials(uri: str, username: str | None, password: str | None) -> str:
-    """`uri` with user:password@ for OpenCV/FFmpeg, percent-encoded; unchanged without a username or when the
-    device already put credentials in it. Never log the result: log `redact_url(result)`."""
-    if not username:
+def _host_key(host: str) -> str:
+    """A host as compared: lower case, no IPv6 brackets, an IP address in its canonical form."""
+    bare = host.strip().strip("[]").lower()
+    try:
+        return ipaddress.ip_address(bare.split("%")[0]).compressed
+    except ValueError:
+        return bare.rstrip(".")
+
+
+def same_host(uri: str, host: str) -> bool:
+    """`uri` points at `host` (by name or address as written: no DNS look-up, which a camera could steer)."""
+    try:
+        their = urlsplit(uri).hostname
+    except ValueError:
+        return False
+    return their is not None and _host_key(their) == _host_key(host)
+
+
+def with_credentials(uri: str, username: str | None, password: str | None, host: str) -> str:
+    """`uri` with user:password@ for OpenCV/FFmpeg, percent-encoded, only when it points at `host` (the configured
+    camera): a camera, or whoever answers for it, cannot have the credentials sent to another machine by naming
+    it in a stream URI. Unchanged without a username, for another host, or when the device already put
+    credentials in it. Never log the result: log `redact_url(result)`."""
+    if not username or not same_host(uri, host):
         return uri
     parts = urlsplit(uri)
     if "@" in parts.netloc:

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from adapters.cameras.base import DecodingSource
-from adapters.cameras.onvif.device import OnvifCamera, OnvifProfile, probe, with_credentials
+from adapters.cameras.onvif.device import OnvifCamera, OnvifProfile, probe, same_host, with_credentials
 from adapters.cameras.pyav import PyAVSource
 from plugin.config.cameras import OnvifConfig
 from plugin.errors import SourceError
@@ -57,7 +57,13 @@ class OnvifSource:
             self.camera_id, self.profile.token, self.profile.width, self.profile.height,
             redact_url(self.profile.stream_uri),
         )  # fmt: skip
-        url = with_credentials(self.profile.stream_uri, cfg.username, password)
+        if cfg.username and not same_host(self.profile.stream_uri, cfg.host):
+            log.warning(
+                "%s: the camera names another host for its stream (%s, configured %s): its credentials are not sent "
+                "there; behind NAT or an NVR, give the camera a `source:` URL instead",
+                self.camera_id, redact_url(self.profile.stream_uri), cfg.host,
+            )  # fmt: skip
+        url = with_credentials(self.profile.stream_uri, cfg.username, password, cfg.host)
         self._inner = self.decoder(self.camera_id, url, self.fps)
         self._inner.status = self.status  # one status object for readiness, whichever stage failed
         async for frame in self._inner.frames():

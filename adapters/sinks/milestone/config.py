@@ -50,8 +50,8 @@ class MilestoneSinkConfig(VmsSinkBase):
     )
     analytics_xsd: Path | None = Field(
         default=None,
-        description="Milestone's AnalyticsEvent.xsd, to check each document before sending; default: the checkout's "
-        "../shared/specs copy, else documents go unchecked (said once in the log)",
+        description="Milestone's AnalyticsEvent.xsd, to check each document before sending; default: the copy the "
+        "package ships (a source checkout: ../shared/specs), else documents go unchecked (said once in the log)",
     )
     system_source: str | None = Field(
         default=None,

@@ -36,6 +36,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -61,8 +62,6 @@ from plugin.redact import redact_url
 log = logging.getLogger(__name__)
 
 CLIENT_ID = "GrantValidatorClient"  # the identity provider's client for user log-ins (Milestone's samples)
-# The checkout keeps Milestone's schema beside it (../shared/specs); an installed bridge names it in the config.
-DEFAULT_XSD = Path(__file__).resolve().parents[3].parent / "shared" / "specs" / "milestone" / "AnalyticsEvent.xsd"
 # Renew the token this long before it expires (at most a fifth of its life): a request started just before the
 # deadline, or a gateway whose clock runs ahead, never meets an expired token.
 TOKEN_EARLY_S = 60.0
@@ -73,6 +72,15 @@ SEARCH_COUNT = 100
 REST = "/api/rest/v1"
 TOKEN_PATH = "/API/IDP/connect/token"  # the identity provider, for bearer tokens
 TCP_EXCEPTIONS = (TimeoutError, OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError)
+
+
+def default_xsd() -> Path:
+    """Milestone's AnalyticsEvent.xsd: the wheel ships it in this package's schema/ folder (MIT, licence beside it);
+    a source checkout reads the workplace's copy at ../shared/specs. The `analytics_xsd` key overrides both."""
+    packaged = Path(str(resources.files("adapters.sinks.milestone"))) / "schema" / "AnalyticsEvent.xsd"
+    if packaged.is_file():
+        return packaged
+    return Path(__file__).resolve().parents[3].parent / "shared" / "specs" / "milestone" / "AnalyticsEvent.xsd"
 
 
 @dataclass
@@ -355,7 +363,7 @@ class MilestoneSink:
         """The XSD, loaded once; without one, documents go unchecked and the log says so once."""
         if not self._schema_loaded:
             self._schema_loaded = True
-            path = self.config.analytics_xsd or DEFAULT_XSD
+            path = self.config.analytics_xsd or default_xsd()
             try:
                 self._schema = await asyncio.to_thread(load_schema, path)
             except (OSError, etree.XMLSchemaParseError, etree.XMLSyntaxError) as exc:

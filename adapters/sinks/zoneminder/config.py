@@ -27,7 +27,7 @@ class ZoneMinderSinkConfig(VmsSinkBase):
         min_length=1, description="StoreSight camera id -> ZoneMinder monitor Id (a number; checked at start)"
     )
 
-    @field_validator("cameras", mode="before")
+    @field_validator("cameras", mode="before", json_schema_input_type=dict[str, str | int])
     @classmethod
     def _monitor_ids(cls, v: Any) -> Any:
         # YAML reads `cam1: 3` as a number: a monitor id is one, so take it as its digits

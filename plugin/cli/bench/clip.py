@@ -16,7 +16,7 @@ import numpy.typing as npt
 
 from plugin.errors import SourceError
 from plugin.inference.assets import DEMO_MEDIA
-from plugin.inference.server import REPO_ROOT
+from plugin.resources import checkout_root
 
 log = logging.getLogger(__name__)
 
@@ -24,10 +24,12 @@ log = logging.getLogger(__name__)
 
 
 def default_clip() -> tuple[Path | None, list[Path]]:
-    """The demo clip from $STORESIGHT_MEDIA_DIR or storesight-data/media, and the places looked at."""
+    """The demo clip from $STORESIGHT_MEDIA_DIR or storesight-data/media (here, or in the checkout), and the places
+    looked at."""
     env = os.environ.get("STORESIGHT_MEDIA_DIR")
     dirs = [Path(env)] if env else []
-    dirs += [Path("storesight-data") / "media", REPO_ROOT / "storesight-data" / "media"]
+    root = checkout_root()
+    dirs += [Path("storesight-data") / "media", *([root / "storesight-data" / "media"] if root else [])]
     looked = [d / DEMO_MEDIA.name for d in dirs]
     return next((p for p in looked if p.is_file()), None), looked
 

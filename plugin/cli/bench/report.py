@@ -38,7 +38,8 @@ from plugin.cli.bench.trial import (
 )
 from plugin.errors import ModelError, StoreSightError
 from plugin.inference.naive import YoloxSettings, read_model_parameters
-from plugin.inference.server import DEFAULT_MODEL_REPOSITORY, EmbeddedTriton
+from plugin.inference.repository import default_model_repository
+from plugin.inference.server import EmbeddedTriton
 from plugin.inference.triton import TritonInferenceClient
 
 log = logging.getLogger(__name__)
@@ -104,7 +105,7 @@ async def _setup_and_run(opts: BenchOptions, children: Children, workdir: Path) 
     most = max(opts.cameras, opts.max_cameras) if opts.find_max else opts.cameras
     needed = first_frame_timeout(most) + WARMUP_S + opts.duration_s + DRAIN_TIMEOUT_S
     served = await asyncio.to_thread(loop_clip, clip, needed, workdir)
-    model_dir = DEFAULT_MODEL_REPOSITORY / opts.model
+    model_dir = default_model_repository() / opts.model
     settings: YoloxSettings | None = None
     if opts.baseline:  # fail before anything starts when the baseline's model is missing
         settings = YoloxSettings.from_parameters(read_model_parameters(model_dir / "config.pbtxt"))
@@ -113,7 +114,7 @@ async def _setup_and_run(opts: BenchOptions, children: Children, workdir: Path) 
     triton: EmbeddedTriton | None = None
     url = opts.triton_url
     if url is None:
-        triton = EmbeddedTriton(model_repository=DEFAULT_MODEL_REPOSITORY.resolve(), cache_dir=workdir / "triton")
+        triton = EmbeddedTriton(model_repository=default_model_repository().resolve(), cache_dir=workdir / "triton")
         await asyncio.to_thread(triton.start)
         assert triton.process is not None
         children.add(triton.process)

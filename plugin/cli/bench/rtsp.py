@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import IO, Any
 
 from plugin.errors import SourceError
-from plugin.inference.server import REPO_ROOT
+from plugin.resources import shipped
 
 log = logging.getLogger(__name__)
 
-RTSP_SCRIPT = REPO_ROOT / "packaging" / "dev" / "rtsp_server.py"
+# The GStreamer RTSP stand-in: package data when installed, packaging/dev/ in a checkout.
+RTSP_SCRIPT = shipped("packaging/dev/rtsp_server.py")
 # Debian's interpreter: PyGObject and the GStreamer typelibs come from apt, not from the virtual environment.
 SYSTEM_PYTHON = Path("/usr/bin/python3")
 RTSP_READY_TIMEOUT_S = 30.0
@@ -78,8 +79,8 @@ class RtspCameras:
         """Launch the server and wait for its READY line (blocking)."""
         if not SYSTEM_PYTHON.exists() or not RTSP_SCRIPT.is_file():
             raise SourceError(
-                f"--source rtsp needs {SYSTEM_PYTHON} with python3-gi and {RTSP_SCRIPT} (a source checkout); "
-                "use --source file otherwise"
+                f"--source rtsp needs {SYSTEM_PYTHON} with python3-gi (apt-get install python3-gi "
+                f"gir1.2-gst-rtsp-server-1.0) and {RTSP_SCRIPT}; use --source file otherwise"
             )
         cmd = [str(SYSTEM_PYTHON), str(RTSP_SCRIPT), "--address", "127.0.0.1", "--port", "0"]
         for i in range(self.cameras):

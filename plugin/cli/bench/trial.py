@@ -43,7 +43,7 @@ from plugin.incidents.database import AsyncDatabase
 from plugin.incidents.explain import Explainer
 from plugin.incidents.manager import IncidentManager
 from plugin.inference.naive import OnnxYolox, YoloxSettings, model_file, read_model_parameters
-from plugin.inference.server import DEFAULT_MODEL_REPOSITORY
+from plugin.inference.repository import default_model_repository
 from plugin.inference.triton import TritonInferenceClient
 from plugin.metrics import Metrics
 from plugin.pipeline.camera import CameraPipeline
@@ -324,7 +324,7 @@ class BenchEnv:
 
 def naive_model_file(model: str) -> Path:
     """The ONNX file the baseline runs: the one the embedded Triton's model.py runs."""
-    model_dir = DEFAULT_MODEL_REPOSITORY / model
+    model_dir = default_model_repository() / model
     return model_file(model_dir / "1", read_model_parameters(model_dir / "config.pbtxt"))
 
 

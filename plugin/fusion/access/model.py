@@ -6,9 +6,10 @@ from __future__ import annotations
 import hashlib
 from typing import Any, Literal, Protocol
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from plugin.config.access import AccessConfig, door_text
+from plugin.fusion.pos.model import Moment
 from plugin.protocols import SubmitResult
 
 AccessKind = Literal["granted", "denied", "forced", "held", "closed"]
@@ -27,7 +28,7 @@ class AccessEventIn(BaseModel):
 
     door: str = Field(min_length=1, max_length=64, description="the door id of `access.doors`")
     kind: AccessKind
-    time: AwareDatetime = Field(description="when it happened, with a UTC offset")
+    time: Moment = Field(description="when it happened, with a UTC offset (1970-2999)")
     badge: str | None = Field(default=None, min_length=1, max_length=128, description="the credential presented")
     id: str | None = Field(default=None, min_length=1, max_length=128, description="the sender's event id")
 

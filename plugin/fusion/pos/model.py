@@ -10,11 +10,11 @@ or forward a full PAN (PCI DSS). The JSON webhook accepts this model as its sche
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal, Protocol
 from zoneinfo import ZoneInfo
 
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from plugin.config.pos import PosConfig
 from plugin.protocols import SubmitResult
@@ -30,6 +30,21 @@ def _text(v: Any) -> Any:
     return str(v) if isinstance(v, int) and not isinstance(v, bool) else v
 
 
+MOMENT_MIN = datetime(1970, 1, 1, tzinfo=UTC)
+MOMENT_MAX = datetime(3000, 1, 1, tzinfo=UTC)
+
+
+def plausible_time(t: datetime) -> datetime:
+    """`t` when it lies in 1970-2999: a sender's clock is only its word, and every later step (UTC for storage, the
+    windows around it, a lane's clock offset) must be able to compute with it; outside, a clear error here rather
+    than an overflow further on (9999-12-31T23:59-23:59 is past the calendar's end in UTC)."""
+    # the year first: at the ends of the calendar the conversion itself overflows
+    if not MOMENT_MIN.year <= t.year < MOMENT_MAX.year or not MOMENT_MIN <= t.astimezone(UTC) < MOMENT_MAX:
+        raise ValueError(f"{t.isoformat()} is outside {MOMENT_MIN.year}-{MOMENT_MAX.year - 1} (a clock fault?)")
+    return t
+
+
+Moment = Annotated[AwareDatetime, AfterValidator(plausible_time)]
 Id = Annotated[str, BeforeValidator(_text), Field(min_length=1, max_length=64)]
 Money = Annotated[float, Field(allow_inf_nan=False, ge=-10_000_000, le=10_000_000)]
 
@@ -57,7 +72,7 @@ class PosLine(_Masked):
     regular_price: Money | None = Field(default=None, description="the price list's unit price")
     amount: Money = Field(description="the line's extended amount, positive for sales and refunds alike")
     voided: bool = False
-    time: AwareDatetime | None = Field(default=None, description="when the line was rung (or voided)")
+    time: Moment | None = Field(default=None, description="when the line was rung (or voided)")
     price_override: bool = Field(default=False, description="the operator changed the price")
     override_reason: str | None = Field(default=None, max_length=64)
     discount: Money = Field(default=0.0, ge=0, description="all discounts on the line")
@@ -108,8 +123,8 @@ class Transaction(_Masked):
     store: Id | None = None
     business_day: str | None = Field(default=None, max_length=10, description="YYYY-MM-DD as the POS counts days")
     type: TxnType = "sale"
-    begin: AwareDatetime | None = None
-    end: AwareDatetime
+    begin: Moment | None = None
+    end: Moment
     operator: Id | None = None
     operator_name: str | None = Field(default=None, max_length=64)
     currency: str | None = Field(default=None, max_length=8)
@@ -240,6 +255,8 @@ class TransactionIntake(Protocol):
     tz: ZoneInfo  # the store's (or the POS's) local time, for receipts that carry no offset
     listeners: list[ReceiptListener]  # told of each stored transaction with its normalised receipt (Transact feeds)
 
-    async def submit(self, txn: Transaction, source: str) -> SubmitResult:
-        """Store one transaction (returns after it is committed: acknowledge the sender then)."""
+    async def submit(self, txn: Transaction, source: str, origin: str | None = None) -> SubmitResult:
+        """Store one transaction (returns after it is committed: acknowledge the sender then). `origin` names what
+        sent it when the transport does not vouch for its id (receipt text over TCP): it joins the dedupe key, so a
+        transaction sent from elsewhere with the same id is kept beside the real one, never in its place."""
         ...

@@ -116,13 +116,15 @@ class PosService:
         """Wait until no judgement is pending (tests, --once)."""
         await self._judgements.idle(timeout_s)
 
-    async def submit(self, txn: Transaction, source: str) -> SubmitResult:
-        """Store one transaction (returns after it is committed: acknowledge the sender then)."""
+    async def submit(self, txn: Transaction, source: str, origin: str | None = None) -> SubmitResult:
+        """Store one transaction (returns after it is committed: acknowledge the sender then); `origin` joins the
+        dedupe key (see TransactionIntake)."""
         lane = self.config.lane(txn.lane)
         if lane is not None and lane.clock_offset_s:
             txn = txn.shifted(lane.clock_offset_s)
         event = BusinessEvent(source, self.site, txn.end, TRANSACTION_KIND, txn.payload())
-        event_id, new = await self.hub.ingest(event, dedupe_key=txn.key)
+        key = txn.key if origin is None else f"{txn.key}:{origin}"
+        event_id, new = await self.hub.ingest(event, dedupe_key=key)
         self.counts["transactions" if new else "duplicates"] += 1
         return SubmitResult(event_id, new)
 
@@ -143,7 +145,9 @@ class PosService:
                 "type": txn.type, "amount": exc.amount, "reason": exc.reason, "transaction_event": event_id,
                 **exc.facts,
             }  # fmt: skip
-            key = f"{txn.key}:{exc.name}" + (f":{exc.facts['category']}" if "category" in exc.facts else "")
+            # keyed by the stored transaction, not its id: two transactions with one id (one of them sent from
+            # elsewhere) each keep their findings
+            key = f"{txn.key}:{event_id}:{exc.name}" + (f":{exc.facts['category']}" if "category" in exc.facts else "")
             await self.hub.ingest(BusinessEvent(event.source, self.site, exc.at, exc.kind, payload), dedupe_key=key)
         self.counts["exceptions"] += len(found)
         lane = self.config.lane(txn.lane)
@@ -264,9 +268,8 @@ class PosService:
         if before is not None:
             payload["people_before"] = before.answer.max_people
         at = moment or txn.end
-        await self.hub.ingest(
-            BusinessEvent("pos.fusion", self.site, at, f"pos.{name}", payload), dedupe_key=f"{txn.key}:{check}"
-        )
+        key = f"{txn.key}:{base['transaction_event']}:{check}"
+        await self.hub.ingest(BusinessEvent("pos.fusion", self.site, at, f"pos.{name}", payload), dedupe_key=key)
         facts = {**base, "check": CHECK_LABELS[check], "void_at": at}
         await self._incident(name, txn, lane, look, at, facts, before=before)
 
@@ -302,8 +305,9 @@ class PosService:
             "window_start": look.start,
             "window_end": look.end,
         }
+        key = f"{txn.key}:{facts['transaction_event']}:{name}"  # per stored transaction, like its findings
         hit = RuleHit(
-            rule_id=f"pos.{name}", type=f"pos_{name}", key=f"{txn.key}:{name}", state="start", camera=lane.camera,
+            rule_id=f"pos.{name}", type=f"pos_{name}", key=key, state="start", camera=lane.camera,
             zone=lane.customer_zone, track_ids=track_ids, started_at=look.start, at=look.end, severity=setting,
             facts=facts,
         )  # fmt: skip

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import socket
 from collections.abc import Iterator
@@ -184,6 +185,24 @@ async def test_source_reads_frames_from_the_resolved_stream(
 
 
 @onvif
+async def test_source_keeps_credentials_from_a_stream_on_another_host(
+    locked_device: OnvifDevice, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Configured as `localhost`, the device names 127.0.0.1 in its stream URI: another host as written, so the
+    stream is opened without the ONVIF login (ipycam's RTSP needs none) and the operator is told why."""
+    config = OnvifConfig(host="localhost", port=locked_device.port, username=USER, password=PASSWORD)
+    source = OnvifSource("cam1", config, fps=5)
+    try:
+        with caplog.at_level(logging.WARNING, logger="adapters.cameras.onvif.source"):
+            frame = await anext(aiter(source.frames()))
+    finally:
+        await source.close()
+    assert frame.image.shape == (SUB[1], SUB[0], 3)
+    assert source._inner is not None and PASSWORD not in source._inner.source and USER not in source._inner.source
+    assert "its credentials are not sent there" in caplog.text and PASSWORD not in caplog.text
+
+
+@onvif
 async def test_source_reports_an_unknown_profile_token(open_device: OnvifDevice) -> None:
     config = OnvifConfig(host="127.0.0.1", port=open_device.port, profile="Profile_9")
     source = OnvifSource("cam1", config, fps=5)
@@ -214,12 +233,16 @@ def test_cli_probe_prints_profiles_without_the_password(locked_device: OnvifDevi
         assert PASSWORD not in out
 
 
+WEB_TOKEN = "test-token-0123456789abcdef"
+READYZ_AUTH = {"Authorization": f"Bearer {WEB_TOKEN}"}  # /readyz shows the cameras to a token or a signed-in user
+
+
 async def _readyz_until(port: int, done: Any, timeout_s: float = 30) -> dict[str, Any]:
     """Poll /readyz until `done(body)` or the time is up; the last body."""
     body: dict[str, Any] = {}
     async with aiohttp.ClientSession() as http:
         for _ in range(int(timeout_s / 0.25)):
-            async with http.get(f"http://127.0.0.1:{port}/readyz") as resp:
+            async with http.get(f"http://127.0.0.1:{port}/readyz", headers=READYZ_AUTH) as resp:
                 body = await resp.json()
             if done(body):
                 break
@@ -237,7 +260,7 @@ async def test_bridge_analyses_an_onvif_camera(
     doc = example()
     doc["storage"] = {"path": str(tmp_path / "data")}
     doc["triton"] = {"url": triton.grpc_url}
-    doc["web"] = {"port": free_port(), "token": "test-token-0123456789abcdef"}
+    doc["web"] = {"port": free_port(), "token": WEB_TOKEN}
     cam = doc["cameras"][0]
     del cam["source"]
     cam["onvif"] = {"host": "127.0.0.1", "port": locked_device.port, "username": USER, "password": password}
@@ -313,10 +336,30 @@ def test_profile_choice(profiles: list[OnvifProfile], analysis: str | None, evid
         ("rtsp://10.0.0.5:554/s1", None, None, "rtsp://10.0.0.5:554/s1"),
         ("rtsp://10.0.0.5:554/s1", "admin", "pw", "rtsp://admin:pw@10.0.0.5:554/s1"),
         ("rtsp://10.0.0.5/s1?ch=1", "admin", "p@ss:w/rd", "rtsp://admin:p%40ss%3Aw%2Frd@10.0.0.5/s1?ch=1"),
-        ("rtsp://[fe80::1]:554/s1", "admin", "pw", "rtsp://admin:pw@[fe80::1]:554/s1"),
         ("rtsp://cam:own@10.0.0.5/s1", "admin", "pw", "rtsp://cam:own@10.0.0.5/s1"),  # the device's own login
         ("rtsp://10.0.0.5/s1", "viewer", None, "rtsp://viewer@10.0.0.5/s1"),
     ],
 )
 def test_credentials_in_stream_uri(uri: str, user: str | None, password: str | None, expected: str) -> None:
-    assert with_credentials(uri, user, password) == expected
+    assert with_credentials(uri, user, password, "10.0.0.5") == expected
+
+
+@pytest.mark.parametrize(
+    ("uri", "configured", "gets_them"),
+    [
+        ("rtsp://[fe80::1]:554/s1", "fe80::1", True),
+        ("rtsp://[FE80:0:0::1]:554/s1", "[fe80::1]", True),  # one address, written two ways
+        ("rtsp://Cam-Lobby.local./s1", "cam-lobby.local", True),
+        ("rtsp://10.0.0.6:554/s1", "10.0.0.5", False),  # another camera, or a machine the device names
+        ("rtsp://attacker.example:554/s1", "10.0.0.5", False),
+        ("rtsp://10.0.0.5.attacker.example/s1", "10.0.0.5", False),
+        ("rtsp://10.0.0.5@attacker.example/s1", "10.0.0.5", False),  # userinfo is not the host
+        ("rtsp://[::1/s1", "::1", False),  # not a URL: nothing sent
+        ("/relative/s1", "10.0.0.5", False),
+    ],
+)
+def test_credentials_go_only_to_the_configured_host(uri: str, configured: str, gets_them: bool) -> None:
+    out = with_credentials(uri, "admin", "pw", configured)
+    assert ("admin:pw@" in out) is gets_them
+    if not gets_them:
+        assert out == uri

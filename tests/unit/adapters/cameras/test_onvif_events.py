@@ -356,6 +356,55 @@ def test_parser_property_random_bytes(data: bytes) -> None:
         parse_pull_response(data, "cam1")
 
 
+def _wrapped(inner: bytes) -> bytes:
+    """`inner` inside the Message of a DoorAlarm notification (a known topic: the parser reads what is inside)."""
+    head = (
+        f'<wsnt:NotificationMessage xmlns:wsnt="{WSNT}" xmlns:tt="{TT}" xmlns:tns1="{TNS1}">'
+        f'<wsnt:Topic Dialect="{CONCRETE_SET}">tns1:Door/State/DoorAlarm</wsnt:Topic><wsnt:Message>'
+        '<tt:Message UtcTime="2026-11-29T14:03:05Z"><tt:Source><tt:SimpleItem Name="DoorToken" Value="D1"/>'
+        "</tt:Source><tt:Data>"
+    ).encode()
+    return head + inner + b"</tt:Data></tt:Message></wsnt:Message></wsnt:NotificationMessage>"
+
+
+_LAUGHS = (
+    b'<?xml version="1.0"?><!DOCTYPE m [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">'
+    b'<!ENTITY c "&b;&b;&b;&b;&b;&b;&b;&b;&b;&b;"><!ENTITY d "&c;&c;&c;&c;&c;&c;&c;&c;&c;&c;">'
+    b'<!ENTITY e "&d;&d;&d;&d;&d;&d;&d;&d;&d;&d;"><!ENTITY x SYSTEM "file:///etc/passwd">]>'
+)
+_hostile_messages = st.one_of(
+    st.integers(1, 2000).map(lambda n: _wrapped(b"<tt:X>" * n + b"</tt:X>" * n)),  # deeper than lxml's 256
+    st.integers(0, 3000).map(
+        lambda n: _wrapped(b'<tt:SimpleItem Name="State" Value="DoorForcedOpen"/>' * n)  # the same item again
+    ),
+    st.integers(0, 200_000).map(lambda n: _wrapped(b'<tt:SimpleItem Name="State" Value="' + b"x" * n + b'"/>')),
+    st.sampled_from([b"&e;", b"&x;", b'<tt:SimpleItem Name="State" Value="&x;"/>']).map(
+        lambda ref: _LAUGHS + _wrapped(ref)
+    ),
+    st.binary(max_size=64).map(lambda junk: _wrapped(junk)),
+)
+
+
+def _hostile_property(data: bytes) -> None:
+    result = parse_notification_xml(data, "cam1")
+    _check(result)
+    assert "root:" not in repr(result)  # an external entity is never read
+    assert len(repr(result)) < 10_000  # what is kept of a message is bounded, whatever its size
+
+
+@settings(max_examples=200, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+@given(_hostile_messages)
+def test_parser_property_hostile_structure(data: bytes) -> None:
+    _hostile_property(data)
+
+
+@pytest.mark.slow
+@settings(max_examples=2000, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+@given(_hostile_messages)
+def test_parser_property_hostile_structure_many(data: bytes) -> None:
+    _hostile_property(data)
+
+
 # --- signals to incidents -----------------------------------------------------------------------------------------
 
 

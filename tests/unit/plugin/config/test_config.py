@@ -64,7 +64,7 @@ def _set(path: list[Any], value: Any) -> Any:
         (_set(["cameras", 0, "zones", 0, "polygon"], [[0, 0], [1, 1]]), "cameras[0].zones[0].polygon: needs at least"),
         (_set(["cameras", 0, "zones", 1, "polygon", 2, 0], 1.2), "cameras[0].zones[1].polygon[2][0]: must be <= 1"),
         (_set(["rules", 1, "schedule", "timezone"], "Mars/Olympus"), "rules[1].schedule.timezone: unknown time zone"),
-        (_set(["rules", 1, "schedule", "active"], ["9-17"]), "rules[1].schedule.active: '9-17' is not a range"),
+        (_set(["rules", 1, "schedule", "active"], ["9-17"]), "rules[1].schedule.active[0]: '9-17' is not a range"),
         (_set(["cameras", 0, "fps"], 0), "cameras[0].fps: must be > 0"),
         (_set(["triton"], {"url": "localhost:8001"}), "triton.url: must look like grpc://host:port"),
         (_set(["storage", "pathh"], "x"), "storage.pathh: unknown key"),

@@ -22,7 +22,7 @@ from aiohttp import web
 from helpers import example
 
 from adapters.cameras.onvif.messages import ONVIF_TOPICS, TT, WSNT, parse_notification_xml
-from plugin.app import access_ctx, add_intake_routes, database_ctx, new_app, sinks_ctx
+from plugin.app import access_ctx, add_intake_routes, auth_ctx, database_ctx, new_app, sinks_ctx
 from plugin.config.loader import parse_config
 from plugin.config.root import Config
 from plugin.config.service import DetectorConfig
@@ -394,7 +394,7 @@ def access_app(tmp_path: Path, **access: Any) -> tuple[web.Application, int]:
     port = free_port()
     doc["web"] = {"port": port, "token": TOKEN}
     app = new_app(parse_config(doc))
-    app.cleanup_ctx.extend([database_ctx, sinks_ctx, access_ctx])
+    app.cleanup_ctx.extend([database_ctx, auth_ctx, sinks_ctx, access_ctx])
     setup_routes(app)
     add_intake_routes(app)
     return app, port

@@ -27,7 +27,7 @@ from adapters.business.pos.poslog import DocumentRejected, PosLogDropFolder, Pos
 from adapters.business.pos.receipt_text import ReceiptTextParser, ReceiptTextServer
 from adapters.business.pos.transact import TransactServer
 from adapters.sinks.nx.api import parse_incident as nx_incident
-from plugin.app import add_intake_routes, build_app, database_ctx, new_app, pos_ctx, sinks_ctx
+from plugin.app import add_intake_routes, auth_ctx, build_app, database_ctx, new_app, pos_ctx, sinks_ctx
 from plugin.config.loader import parse_config
 from plugin.config.pos import PosConfig
 from plugin.config.root import Config
@@ -596,7 +596,7 @@ def pos_app(tmp_path: Path, **pos: Any) -> tuple[web.Application, int]:
     port = free_port()
     doc["web"] = {"port": port, "token": TOKEN}
     app = new_app(parse_config(doc))
-    app.cleanup_ctx.extend([database_ctx, sinks_ctx, pos_ctx])
+    app.cleanup_ctx.extend([database_ctx, auth_ctx, sinks_ctx, pos_ctx])
     setup_routes(app)
     add_intake_routes(app)
     return app, port

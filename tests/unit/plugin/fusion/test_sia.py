@@ -8,8 +8,10 @@ worked frames of INTEGRATIONS.md 8.1 and against pysiaalarm's parser.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import random
+import socket
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -27,7 +29,7 @@ from hypothesis import strategies as st
 from pysiaalarm.account import SIAAccount
 from pysiaalarm.event import SIAEvent
 
-from adapters.business.alarm.sia_dc09 import FrameSplitter, SiaDc09Receiver, classify
+from adapters.business.alarm.sia_dc09 import MAX_FRAME_BYTES, FrameSplitter, SiaDc09Receiver, classify
 from plugin.app import build_app
 from plugin.config.loader import parse_config
 from plugin.errors import ConfigError
@@ -451,8 +453,9 @@ async def test_udp(rig: Rig) -> None:
 
 async def test_garbage_on_a_connection_is_nakked_and_the_connection_keeps_working(rig: Rig) -> None:
     noise = bytes(random.Random(5).randrange(256) for _ in range(5000)).replace(b"\r", b"")
-    replies = await rig.send(noise, sia(50, "BA", at=T0), replies=2)
-    assert [r.token for r in replies] == ["NAK", "ACK"]  # the overlong run is one NAK; the frame after it counts
+    replies = await rig.send(noise, sia(50, "BA", at=T0), replies=1)
+    assert [r.token for r in replies] == ["ACK"]  # the overlong run is dropped unanswered; the frame after it counts
+    assert rig.receiver.counts["oversize"] == 1
 
 
 # -- armed state -----------------------------------------------------------------------------------------------------
@@ -653,6 +656,194 @@ def test_config_second_panel_on_the_same_port_is_refused() -> None:
     assert "000102" not in repr(config) and config.alarm_panels[0].accounts[1].key_bytes() == bytes(range(16))
 
 
+# -- hostile peers and limits ----------------------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def limited(tmp_path: Path, **panel: Any) -> AsyncIterator[Rig]:
+    """A receiver (real store and hub) with `panel` keys set on the panel's config."""
+    port = free_port()
+    doc = config_doc(port)
+    doc["alarm_panels"][0].update(panel)
+    config = parse_config(doc)
+    database = AsyncDatabase(tmp_path / "limits.sqlite")
+    hub = BusinessHub(database)
+    clock = Clock(T0)
+    receiver = SiaDc09Receiver(config.alarm_panels[0], hub, config.site.id, now=clock)
+    await receiver.start()
+    try:
+        yield Rig(database, hub, receiver, None, PresenceLog(), PanelStates(), clock, port)  # type: ignore[arg-type]
+    finally:
+        await receiver.close()
+        await database.close()
+
+
+class UdpPanel(asyncio.DatagramProtocol):
+    """A panel (or a spoofed sender) on UDP: what it sends and every answer it gets."""
+
+    def __init__(self) -> None:
+        self.answers: asyncio.Queue[bytes] = asyncio.Queue()
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.answers.put_nowait(data)
+
+    @classmethod
+    async def open(cls, port: int, source: str = "127.0.0.1") -> tuple[asyncio.DatagramTransport, UdpPanel]:
+        loop = asyncio.get_running_loop()
+        return await loop.create_datagram_endpoint(cls, local_addr=(source, 0), remote_addr=("127.0.0.1", port))
+
+
+async def until(check: Callable[[], bool], timeout_s: float = 15.0) -> None:
+    """Poll `check()` (a state the receiver reaches) until it holds."""
+    for _ in range(int(timeout_s / 0.02)):
+        if check():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"not reached in {timeout_s} s")
+
+
+async def closed_by_server(reader: asyncio.StreamReader, timeout_s: float = 15.0) -> bool:
+    """The receiver closed the connection (EOF or reset) within `timeout_s`."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await reader.read() == b""
+    except ConnectionError:
+        return True
+
+
+async def test_a_datagram_gets_at_most_one_answer(tmp_path: Path) -> None:
+    """b"x\\r" * 32000 in one datagram got 32,000 NAKs (a 23x reflection towards a spoofed sender): now a datagram
+    over 2 KB is dropped, one that is not a DC-09 frame gets no answer, and one holding two frames gets one ACK.
+    Each hostile datagram is followed by a good one: the first answer that comes back is the good one's."""
+    async with limited(tmp_path) as rig:
+        transport, panel = await UdpPanel.open(rig.port)
+        try:
+            for n, hostile in enumerate([b"x\r" * 32000, b"x\r" * 1000, b"\n0000" * 300 + b"\r"]):
+                transport.sendto(hostile)
+                transport.sendto(sia(100 + n, "BA", at=T0))
+                reply = parse_reply(await asyncio.wait_for(panel.answers.get(), 5))
+                assert (reply.token, reply.body[5:9]) == ("ACK", f"{100 + n:04d}")
+            transport.sendto(sia(110, "BA", at=T0) + sia(111, "PA", at=T0))  # two frames, one datagram
+            assert parse_reply(await asyncio.wait_for(panel.answers.get(), 5)).body[5:9] == "0110"
+            transport.sendto(sia(112, "BA", at=T0))
+            assert parse_reply(await asyncio.wait_for(panel.answers.get(), 5)).body[5:9] == "0112"
+        finally:
+            transport.close()
+        counts = rig.receiver.counts
+        assert counts["oversize"] == 1 and counts["unanswered"] == 2 and counts["udp_trailing"] == 2
+        assert counts["ack"] == 5 and counts["nak"] == 0
+        assert [r["payload"]["sequence"] for r in await rig.events()] == ["0100", "0101", "0102", "0110", "0112"]
+
+
+async def test_frames_over_2_kb_are_dropped_and_unknown_accounts_cost_no_crc(tmp_path: Path) -> None:
+    async with limited(tmp_path) as rig:
+        big = sia(120, "BA", zone="1" * 2100, at=T0)  # a well-formed frame, CRC and all, of 2.1 kB
+        [ack] = await rig.send(big, sia(121, "BA", at=T0), replies=1)
+        assert ack.body[5:9] == "0121" and rig.receiver.counts["oversize"] == 1
+        # an unknown account is answered DUH from its header: the CRC (wrong here) is never computed
+        [duh] = await rig.send(sia(122, "BA", account="9999", crc=0, at=T0))
+        assert duh.token == "DUH"
+        [nak] = await rig.send(sia(123, "BA", crc=0, at=T0))  # a known account's wrong CRC is still a NAK
+        assert nak.token == "NAK"
+
+
+async def test_the_allow_list_drops_other_senders(tmp_path: Path) -> None:
+    async with limited(tmp_path, allow_from=["127.0.0.1"]) as rig:
+        transport, panel = await UdpPanel.open(rig.port, "127.0.0.2")
+        try:
+            transport.sendto(sia(130, "OP", "7", at=T0))  # a forged disarm from elsewhere: no answer, not stored
+        finally:
+            transport.close()
+        await until(lambda: rig.receiver.counts["udp_refused"] == 1)
+        reader, writer = await asyncio.open_connection("127.0.0.1", rig.port, local_addr=("127.0.0.2", 0))
+        assert await closed_by_server(reader)
+        writer.close()
+        [ack] = await rig.send(sia(131, "BA", at=T0))  # the panel itself, on 127.0.0.1
+        assert ack.token == "ACK"
+        assert [r["kind"] for r in await rig.events()] == ["alarm.burglary"] and panel.answers.empty()
+
+
+async def test_idle_sockets_cannot_hold_every_slot(tmp_path: Path) -> None:
+    """64 idle sockets held every slot: now one address holds at most max_connections_per_address (a new one
+    replaces its oldest), a connection must send a frame within first_frame_timeout_s, and a full receiver refuses
+    only addresses that have no connection to replace."""
+    async with limited(tmp_path, max_connections=3, max_connections_per_address=2, first_frame_timeout_s=0.5) as rig:
+        slots = rig.receiver.slots
+        idle = [await asyncio.open_connection("127.0.0.1", rig.port, local_addr=("127.0.0.2", 0)) for _ in range(64)]
+        await until(lambda: slots.replaced == 62)
+        assert len(slots) <= 2
+        other = await asyncio.open_connection("127.0.0.1", rig.port, local_addr=("127.0.0.3", 0))
+        await until(lambda: len(slots) == 3)
+        refused = await asyncio.open_connection("127.0.0.1", rig.port, local_addr=("127.0.0.4", 0))
+        assert await closed_by_server(refused[0])  # full, and 127.0.0.4 has nothing to replace
+        # the idle ones have sent no frame: closed after first_frame_timeout_s, and the panel gets in
+        for reader, _ in idle[-2:]:
+            assert await closed_by_server(reader)
+        [ack] = await rig.send(sia(140, "BA", at=T0))
+        assert ack.token == "ACK"
+        # dribbling bytes without ever finishing a frame does not hold a slot either
+        reader, writer = await asyncio.open_connection("127.0.0.1", rig.port)
+        for _ in range(40):
+            if reader.at_eof():
+                break
+            writer.write(b"0")
+            await asyncio.sleep(0.05)
+        assert await closed_by_server(reader)
+        assert rig.receiver.counts["timeouts"] >= 4 and slots.refused == 1
+        for _, w in (*idle, other, refused, (reader, writer)):
+            w.close()
+
+
+async def test_a_peer_that_reads_no_answers_is_closed(tmp_path: Path) -> None:
+    """drain() has a time limit: a peer that sends frames and never reads the answers is cut off after
+    write_timeout_s, instead of holding its connection (and its frames) for good."""
+    async with limited(tmp_path, write_timeout_s=0.5) as rig:
+        assert rig.receiver._server is not None  # small kernel buffers on both ends, so the answers back up soon
+        rig.receiver._server.sockets[0].setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", rig.port))
+        sock.setblocking(False)
+        reader, writer = await asyncio.open_connection(sock=sock)
+        link_test = dc09("NULL", 1, "", at=T0)
+        with contextlib.suppress(ConnectionError):
+            for _ in range(1000):
+                if rig.receiver.counts["timeouts"]:
+                    break
+                writer.write(link_test * 100)
+                await writer.drain()
+        await until(lambda: rig.receiver.counts["timeouts"] == 1, timeout_s=60)
+        assert await closed_by_server(reader)
+        writer.close()
+
+
+@pytest.mark.parametrize(
+    ("panel", "expected"),
+    [
+        ({"host": "0.0.0.0"}, "alarm_panels[0].allow_from: required when listening on 0.0.0.0 with a plain"),
+        ({"host": "192.168.1.10"}, "(unencrypted) account (1234, 4F39)"),
+        ({"host": "0.0.0.0", "allow_from": ["10.0.0.0/33"]}, "allow_from[0]: '10.0.0.0/33' is not an IP address or"),
+    ],
+)
+def test_a_plain_account_on_the_lan_needs_an_allow_list(panel: dict[str, Any], expected: str) -> None:
+    doc = config_doc(12000)
+    doc["alarm_panels"][0].update(panel)
+    with pytest.raises(ConfigError) as err:
+        parse_config(doc, "store.yaml")
+    assert expected in str(err.value), str(err.value)
+
+
+def test_a_lan_bind_is_fine_with_an_allow_list_or_only_encrypted_accounts() -> None:
+    doc = config_doc(12000)
+    doc["alarm_panels"][0].update(host="0.0.0.0", allow_from=["192.168.1.20", "10.1.0.0/16"])
+    assert [str(n) for n in parse_config(doc).alarm_panels[0].allow_from] == ["192.168.1.20/32", "10.1.0.0/16"]
+    doc = config_doc(12000)
+    panel = doc["alarm_panels"][0]
+    panel["host"] = "0.0.0.0"
+    panel["accounts"] = [a for a in panel["accounts"] if "key" in a]
+    assert all(a.key is not None for a in parse_config(doc).alarm_panels[0].accounts)
+
+
 # -- properties ------------------------------------------------------------------------------------------------------
 
 
@@ -735,6 +926,55 @@ def test_well_framed_random_data_gets_a_valid_answer(token: str, data: str) -> N
     receiver, _ = offline_receiver()
     reply = answer(receiver, dc09(token, 5, data.replace("]", "").replace("[", ""), at=T0)[:-1])
     assert reply is not None and reply.token in ("ACK", "NAK", "DUH")
+
+
+def _one_datagram_property(receiver: SiaDc09Receiver, hub: RecordingHub, datagram: bytes) -> None:
+    reply = asyncio.run(receiver.answer_datagram(datagram, "127.0.0.1:5000"))
+    assert reply is None or isinstance(reply, bytes)  # one answer at most, whatever the datagram holds
+    if reply is not None:
+        assert parse_reply(reply).token in ("ACK", "*ACK", "NAK", "DUH")
+        assert len(reply) <= 200  # an answer is never the datagram's size: no amplification by content
+    if datagram.partition(b"\r")[0].count(b'"') < 2:
+        assert reply is None  # not a DC-09 frame: no answer over UDP (a spoofed sender's target gets nothing)
+    assert len(hub.events) <= 1
+
+
+_datagrams = st.one_of(
+    st.binary(max_size=3000),
+    st.lists(st.sampled_from([*FRAMES, b"x\r", b"\r", b"\n", b"0000"]), max_size=40).map(b"".join),
+    st.builds(lambda frame, n: frame * n, st.sampled_from(FRAMES), st.integers(1, 60)),
+)
+
+
+@SETTINGS
+@given(_datagrams)
+def test_any_datagram_gets_at_most_one_answer(datagram: bytes) -> None:
+    _one_datagram_property(*offline_receiver(), datagram)
+
+
+@pytest.mark.slow
+@settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_datagrams)
+def test_any_datagram_gets_at_most_one_answer_many(datagram: bytes) -> None:
+    _one_datagram_property(*offline_receiver(), datagram)
+
+
+@SETTINGS
+@given(st.lists(st.one_of(st.binary(max_size=3000), st.sampled_from(FRAMES)), max_size=12), st.data())
+def test_a_stream_of_noise_never_yields_an_oversize_frame(chunks: list[bytes], data: st.DataObject) -> None:
+    """Whatever a TCP peer sends, in whatever pieces: no frame over 2 KB comes out, the buffer stays bounded, and
+    a good frame after noise (its LF starts it) still comes out whole."""
+    stream = b"".join(chunks)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=8), label="cuts"))
+    splitter = FrameSplitter()
+    out: list[bytes] = []
+    for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True):
+        out += splitter.feed(stream[a:b])
+        assert len(splitter._buffer) <= MAX_FRAME_BYTES + (b - a)
+    assert all(len(f) <= MAX_FRAME_BYTES for f in out)
+    for chunk in chunks:
+        if chunk in FRAMES:  # a frame's LF is the last one before its CR, whatever came before it
+            assert any(f.endswith(chunk[:-1]) for f in out)
 
 
 def test_classify_covers_the_kinds() -> None:

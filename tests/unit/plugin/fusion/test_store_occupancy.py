@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from helpers import example, run_cli, write_config
+from helpers import example, line_rule, run_cli, walk, write_config
 
 from plugin.config.loader import parse_config
 from plugin.config.occupancy import StoreOccupancyConfig
@@ -196,8 +196,6 @@ async def test_the_clock_resets_at_closing_without_crossings(tmp_path: Path) -> 
 
 
 def test_an_identity_switch_after_a_crossing_counts_once() -> None:
-    from test_counting_rules import line_rule, walk
-
     rule = line_rule(id="front")
     occ = StoreOccupancy(cfg(), "UTC")
     # track 1 walks in; the tracker then swaps its id to 2 on the same side, and 2 walks on: one crossing

@@ -117,7 +117,9 @@ async def test_a_batch_gives_the_same_boxes_as_single_frames_and_runs_as_one_exe
     try:
         await client.wait_ready(10)
         singles = [(await client.detect([img]))[0] for img in frames]
-        before = await _executions(triton.grpc_url)
+        # the server is shared by the session: a request an earlier test cancelled still runs to its end there (and
+        # could even join this batch), so count from a moment when nothing is running
+        before = await _settled_executions(triton.grpc_url)
         batch = await client.detect(frames)
         after = await _executions(triton.grpc_url)
     finally:
@@ -293,6 +295,18 @@ async def _executions(url: str) -> tuple[int, int]:
     finally:
         await admin.close()
     return int(stats.get("inference_count", 0)), int(stats.get("execution_count", 0))
+
+
+async def _settled_executions(url: str, settle_s: float = 0.3, within_s: float = 30.0) -> tuple[int, int]:
+    """The counts once two readings `settle_s` apart agree: no request is running on the server."""
+    async with asyncio.timeout(within_s):
+        last = await _executions(url)
+        while True:
+            await asyncio.sleep(settle_s)
+            now = await _executions(url)
+            if now == last:
+                return now
+            last = now
 
 
 @pytest.mark.triton

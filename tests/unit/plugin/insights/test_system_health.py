@@ -230,7 +230,8 @@ async def get_json(url: str) -> Any:
 
 async def metric(base: str, kind: str) -> float:
     """storesight_system_condition{kind} from /metrics."""
-    async with aiohttp.ClientSession() as http, http.get(f"{base}/metrics") as resp:
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    async with aiohttp.ClientSession() as http, http.get(f"{base}/metrics", headers=auth) as resp:
         text = await resp.text()
     line = next(ln for ln in text.splitlines() if ln.startswith(f'storesight_system_condition{{kind="{kind}"}}'))
     return float(line.rsplit(" ", 1)[1])

@@ -3,47 +3,19 @@ and the insights roll-up."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
-import numpy as np
 import pytest
+from helpers import TRACKS_T0 as T0
+from helpers import frame, line_rule, walk
 
 from plugin.incidents.database import AsyncDatabase
 from plugin.insights.rollups import InsightsRecorder, summarise
-from plugin.rules.base import Measurement, Observation, RuleHit
+from plugin.rules.base import Measurement, RuleHit
 from plugin.rules.group_entry import GroupEntryRuleConfig
-from plugin.rules.line_crossing import LineCrossingRuleConfig
 from plugin.rules.occupancy import OccupancyRuleConfig
 from plugin.rules.registry import build_rule
-from plugin.types import Detections
-
-T0 = datetime(2026, 11, 29, 14, 0, tzinfo=UTC)
-W, H = 1000, 500
-
-
-def frame(t_s: float, feet: dict[int, tuple[float, float]], inside: set[int] = frozenset()) -> Observation:  # type: ignore[assignment]
-    """Tracks by id with their feet positions in pixels; `inside` marks zone 'z' membership."""
-    ids = list(feet)
-    boxes = [[x - 20, y - 100, x + 20, y] for x, y in feet.values()]
-    dets = Detections.from_arrays(boxes, [0.9] * len(ids), [0] * len(ids), ids)
-    mask = np.array([i in inside for i in ids], bool)
-    return Observation("cam1", T0 + timedelta(seconds=t_s), dets, {"z": mask}, W, H, ("person",))
-
-
-def line_rule(**kw: object) -> object:
-    """A vertical tripwire at x = 0.5 drawn bottom to top: looking along it, its right is the screen's right."""
-    line = [[0.5, 1.0], [0.5, 0.0]]
-    base: dict[str, object] = {"id": "door", "type": "line_crossing", "camera": "cam1", "line": line}
-    return build_rule(LineCrossingRuleConfig.model_validate(base | kw))
-
-
-def walk(rule: object, xs: list[float], y: float = 300, tid: int = 1) -> list[Measurement]:
-    """Feed one track along x positions, 0.2 s apart; return the counts."""
-    out: list[Measurement] = []
-    for i, x in enumerate(xs):
-        out += [m for m in rule.update(frame(i * 0.2, {tid: (x, y)})) if isinstance(m, Measurement)]  # type: ignore[attr-defined]
-    return out
 
 
 @pytest.mark.parametrize(
