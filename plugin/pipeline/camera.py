@@ -192,7 +192,10 @@ class CameraPipeline:
             jump = (frame.captured_at - last.captured_at).total_seconds() - (frame.monotonic - last.monotonic)
             if abs(jump) > CLOCK_JUMP_S:
                 await self._clock_jumped(last, jump)
-        decision = await asyncio.to_thread(self._decide, frame)
+        # most frames of a busy view are decided without pixels (moving people): no trip to a worker thread
+        decision = self._decide(frame, quick=True)
+        if decision is None:
+            decision = await asyncio.to_thread(self._decide_with_pixels, frame)
         dets = await self._detect(frame) if decision.detect else None
         if self.pose_rules:  # keypoints come between tracking and the rules: two trips to a worker thread
             obs, customers = await asyncio.to_thread(self._observe, frame, dets)
@@ -256,11 +259,21 @@ class CameraPipeline:
             self.presence.forget(cam)
         self.last_frame = None
 
-    def _decide(self, frame: Frame) -> GateDecision:
-        """The motion gate's verdict on this frame (worker thread)."""
+    def _decide_with_pixels(self, frame: Frame) -> GateDecision:
+        """The pixel comparison, once the quick checks found no reason to detect (worker thread)."""
+        decision = self._decide(frame, quick=False)
+        assert decision is not None  # only a quick decision can be undecided
+        return decision
+
+    def _decide(self, frame: Frame, quick: bool) -> GateDecision | None:
+        """The motion gate's verdict on this frame: `quick`, the checks that need no pixel work (on the event loop;
+        None when they do not decide), else the pixel comparison (worker thread)."""
         g0 = time.perf_counter()
-        decision = self.gate.decide(frame, self.tracker.activity)
+        track_checks = self.gate.quick_decision
+        decision = track_checks(frame, self.tracker.activity) if quick else self.gate.pixel_decision(frame)
         self.status.gate_seconds += time.perf_counter() - g0
+        if decision is None:
+            return None
         outcome = "detect" if decision.detect else "skip"
         self.metrics.gate_frames.labels(camera=self.camera.id, decision=outcome, reason=decision.reason).inc()
         return decision
