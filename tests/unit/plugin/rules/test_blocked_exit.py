@@ -19,14 +19,14 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
-from conftest import MODEL_FILE, REPO_ROOT, require
+from conftest import REPO_ROOT, require
 
 from plugin.config.cameras import CameraConfig, ZoneConfig
 from plugin.config.loader import parse_config
 from plugin.config.service import DetectorConfig
 from plugin.errors import ConfigError
 from plugin.incidents.explain import Explainer
-from plugin.inference.naive import OnnxYolox, YoloxSettings, read_model_parameters
+from plugin.inference.naive import OnnxYolox, YoloxSettings, model_file, read_model_parameters
 from plugin.metrics import Metrics
 from plugin.pipeline.camera import CameraPipeline
 from plugin.pipeline.tracking import Tracker
@@ -199,8 +199,10 @@ def test_box_hidden_by_a_detection_is_explained(empty_exit: tuple[ImageArray, ..
 def test_person_in_the_zone_is_a_person(clip: Path) -> None:
     """The clip's first person walks in at about 7 s and stands at the table: with the table as the exit,
     YOLOX-nano's boxes and the tracker, the incident names that person, never an unrecognised object."""
-    require(None if MODEL_FILE.is_file() else f"{MODEL_FILE} missing: run `storesight models fetch`")
-    detector = OnnxYolox(MODEL_FILE, YoloxSettings.from_parameters(read_model_parameters(MODEL_CONFIG)), 2)
+    params = read_model_parameters(MODEL_CONFIG)
+    path = model_file(MODEL_CONFIG.parent / "1", params)  # the file Triton runs, at the size its config names
+    require(None if path.is_file() else f"{path} missing: run `storesight models fetch`")
+    detector = OnnxYolox(path, YoloxSettings.from_parameters(params), 2)
     zone = PolygonZone(ZoneConfig(id="exit", polygon=TABLE))
     rule = exit_rule(polygon=TABLE, reference={"learn_s": 3})
     tracker = Tracker()
