@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -707,6 +707,9 @@ class Database:
                 gone["incidents"] = self.conn.execute(
                     "DELETE FROM incidents WHERE id IN (SELECT id FROM temp.purged)"
                 ).rowcount
+                gone["feedback"] = self.conn.execute(
+                    "DELETE FROM feedback WHERE incident_id IN (SELECT id FROM temp.purged)"
+                ).rowcount
             if snapshots_before is not None:  # the files go after this commits (plugin/incidents/retention.py)
                 gone["snapshots"] = self.conn.execute(
                     "UPDATE incidents SET snapshot = NULL WHERE start < ? AND snapshot IS NOT NULL", (snapshots_before,)
@@ -728,6 +731,14 @@ class Database:
                 gone["rollups"] = self.conn.execute("DELETE FROM rollups WHERE bucket < ?", (rollups_before,)).rowcount
                 gone["occupancy_resets"] = self.conn.execute(
                     "DELETE FROM store_occupancy_resets WHERE at < ?", (rollups_before,)
+                ).rowcount
+                # head office's hourly records once sent (or dead-lettered), with the hours they describe; never
+                # within a week, so the feed's look-back (48 h) still finds the hours it queued
+                week_ago = (datetime.now(UTC) - timedelta(days=7)).isoformat()
+                gone["records"] = self.conn.execute(
+                    """DELETE FROM outbox WHERE kind NOT IN ('incident', 'feedback') AND created < ? AND created < ?
+                       AND (delivered IS NOT NULL OR dead IS NOT NULL)""",
+                    (rollups_before, week_ago),
                 ).rowcount
         return gone
 

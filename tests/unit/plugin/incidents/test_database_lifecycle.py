@@ -412,6 +412,34 @@ async def test_retention_purges_each_kind_past_its_days_and_keeps_what_is_still_
     assert not any(again.values()), again
 
 
+async def test_head_office_records_go_once_sent_and_old_and_verdicts_go_with_their_incident(
+    aged: tuple[AsyncDatabase, Path],
+) -> None:
+    db, data = aged
+    old, recent = (NOW - timedelta(days=800)).isoformat(), (NOW - timedelta(days=2)).isoformat()
+    for key in ("rollup:old-sent", "rollup:old-pending", "pos:recent-sent"):
+        await db.call(db.sync.enqueue_record, key.split(":")[0], key, {"hour": key}, ["hq"])
+    await db.call(db.sync.save_feedback, {"incident_id": "i1", "verdict": "confirmed", "reason": "theft",
+                                          "comment": "", "by_user": "admin", "at": recent}, ["hq"])  # fmt: skip
+
+    def age_and_send() -> None:
+        with db.sync.conn:
+            for key, created in (("rollup:old-sent", old), ("rollup:old-pending", old), ("pos:recent-sent", recent)):
+                db.sync.conn.execute("UPDATE outbox SET created = ? WHERE delivery_key = ?", (created, key))
+            db.sync.conn.execute(
+                "UPDATE outbox SET delivered = ? WHERE delivery_key IN ('rollup:old-sent', 'pos:recent-sent')"
+                " OR kind = 'feedback'", (recent,),
+            )  # fmt: skip
+
+    await db.call(age_and_send)
+    gone = await Retention(RetentionConfig(rollups_days=1), db, data / "evidence").purge(NOW)
+    keys = {d["delivery_key"] for d in await db.call(db.sync.deliveries, None)}
+    assert "rollup:old-sent" not in keys and gone["records"] == 1  # sent and older than its hours' days: gone
+    assert {"rollup:old-pending", "pos:recent-sent"} <= keys  # pending: head office has not had it; within a week
+    assert gone["feedback"] == 1 and await db.call(db.sync.feedback, "i1") == []  # i1 went, its verdict with it
+    assert not [k for k in keys if k.startswith("feedback:")]
+
+
 async def test_zero_days_keeps_a_kind_for_ever(aged: tuple[AsyncDatabase, Path]) -> None:
     db, data = aged
     config = RetentionConfig(incidents_days=0, evidence_days=0, business_events_days=0, rollups_days=0)
