@@ -11,6 +11,8 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 
 from plugin.web.api import public
 from plugin.web.auth.handlers import page_context
+from plugin.web.auth.middleware import principal_of
+from plugin.web.auth.roles import CONFIG_WRITE
 from plugin.web.keys import CAMERAS, CONFIG, DATABASE
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -48,7 +50,9 @@ async def page(request: web.Request) -> web.Response:
         }
         for cid, p in fleet.pipelines.items()
     ]
+    principal = principal_of(request)
     html = _PAGE_ENV.get_template("incidents.html").render(
-        site=config.site, incidents=[public(r) for r in rows], local=local, cameras=cameras, **page_context(request)
-    )
+        site=config.site, incidents=[public(r) for r in rows], local=local, cameras=cameras,
+        can_edit_zones=principal is not None and principal.can(CONFIG_WRITE), **page_context(request),
+    )  # fmt: skip
     return web.Response(text=html, content_type="text/html")
