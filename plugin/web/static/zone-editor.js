@@ -10,6 +10,7 @@
   const shapesBox = document.getElementById("shapes");
   const problemsBox = document.getElementById("problems");
   const statusBox = document.getElementById("status");
+  const pictureNote = document.getElementById("picture-note");
   const buttons = {
     addZone: document.getElementById("add-zone"), addLine: document.getElementById("add-line"),
     setIn: document.getElementById("set-in"), del: document.getElementById("delete"),
@@ -290,14 +291,18 @@
   });
 
   canvas.addEventListener("dblclick", (event) => {
-    if (!selected || selected.kind !== "zone" || mode !== "edit") return;
+    if (mode !== "edit") return;
     const [x, y] = mouse(event);
-    const poly = shape(selected).polygon;
-    for (let k = 0; k < poly.length; k++) {
-      const next = (k + 1) % poly.length;
-      if (distanceToSegment(poly[k], poly[next], x, y) <= HANDLE) {
-        poly.splice(k + 1, 0, norm(x, y));
-        return refresh();
+    const order = zones.map((_, i) => i);
+    if (selected && selected.kind === "zone") order.unshift(selected.index); // the selected zone first
+    for (const i of order) {
+      const poly = zones[i].polygon;
+      for (let k = 0; k < poly.length; k++) {
+        if (distanceToSegment(poly[k], poly[(k + 1) % poly.length], x, y) <= HANDLE) {
+          poly.splice(k + 1, 0, norm(x, y));
+          selected = { kind: "zone", index: i };
+          return refresh();
+        }
       }
     }
   });
@@ -407,9 +412,12 @@
     canvas.width = Math.round(picture.naturalWidth * scale);
     canvas.height = Math.round(picture.naturalHeight * scale);
     canvas.dataset.ready = "yes";
+    pictureNote.textContent = "";
     draw();
   });
-  picture.addEventListener("error", () => setStatus("No picture from the camera yet: the shapes are drawn on grey.", "error"));
+  picture.addEventListener("error", () => {
+    pictureNote.textContent = "No picture from the camera (not running, or it sent none): the shapes are drawn on white.";
+  });
 
   fetch(root.dataset.api, { credentials: "same-origin" })
     .then(async (response) => {
