@@ -1,8 +1,9 @@
 """The zone editor in a real browser (Debian's Chromium through Playwright) on the running bridge: the demo clip's
 camera starts with its `table` zone drawn in a corner where nobody stands, so its loitering rule never fires; an
 admin deletes that zone, draws the table with mouse clicks on the canvas, names it, sees a bad name refused next to
-the shape, saves; the camera's pipeline restarts alone with the new zone, and the loitering incidents that need it
-fire on the clip (six people stand at the table 11-25 s: tests/system/scenarios/one-by-one.yaml)."""
+the shape, saves; the camera's pipeline restarts alone with the new zone (the other camera runs on), and the
+loitering incidents that need it fire on the clip (six people stand at the table 11-25 s: see
+tests/system/scenarios/one-by-one.yaml)."""
 
 from __future__ import annotations
 
@@ -46,6 +47,10 @@ cameras:
       # drawn where nobody stands: the admin moves the table zone onto the table
       - id: table
         polygon: [[0, 0], [0.1, 0], [0.1, 0.1]]
+  - id: cam2  # another camera on the same clip, slowly: the save must not restart it
+    source: ${{DEMO_CLIP}}
+    fps: 1
+    realtime: true
 rules:
   - {{id: table-dwell, type: loitering, camera: cam1, zone: table, min_dwell_s: 8}}
 """
@@ -108,6 +113,7 @@ async def test_draw_a_zone_in_chromium_and_the_camera_uses_it(
             assert path.read_text() == written  # nothing written
 
             old = fleet.pipelines["cam1"]
+            other, other_task = fleet.pipelines["cam2"], fleet.tasks["cam2"]
             await page.fill("#zone-0 input.name", "table")
             await page.click("#save")
             await page.wait_for_selector("#status.ok")
@@ -115,9 +121,16 @@ async def test_draw_a_zone_in_chromium_and_the_camera_uses_it(
             await page.wait_for_selector("#canvas[data-ready=yes]")
             shot = await screenshot(page, tmp_path, "zone-editor-saved")
             assert (await asyncio.to_thread(shot.read_bytes))[:8] == b"\x89PNG\r\n\x1a\n"
+            async with page.expect_navigation():
+                await page.click("text=audit log")
+            rows = await page.locator("#audit tr.entry").all_text_contents()
+            saves = [r for r in rows if "zones-save" in r]
+            assert len(saves) == 2 and "422" in saves[1] and "200" in saves[0], saves  # newest first
+            assert "zones table; lines" in saves[0] and "cameras[0].zones[0].id" in saves[1]
 
         new = fleet.pipelines["cam1"]
         assert new is not old and old.status.incidents == 0  # the corner zone never fired
+        assert fleet.pipelines["cam2"] is other and fleet.tasks["cam2"] is other_task and not other_task.cancelled()
         polygon = new.zones["table"].config.polygon
         assert len(polygon) == 4
         for (x, y), (ex, ey) in zip(polygon, TABLE, strict=True):
