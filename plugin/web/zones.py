@@ -278,7 +278,16 @@ async def _save(request: web.Request, cid: str) -> tuple[web.Response, str, str 
             return _error(409, str(exc)), "409", str(exc)[:2000]
         applied = "the cameras are not running here: it applies when they start"
         if supervisor is not None:
-            await supervisor.reconfigure(saved.config.camera(cid), [r for r in saved.config.rules if r.camera == cid])
+            rules = [r for r in saved.config.rules if r.camera == cid]
+            try:
+                await supervisor.reconfigure(saved.config.camera(cid), rules)
+            except Exception as exc:  # the file is written: say so, and that the bridge must be restarted to apply it
+                log.exception("%s: zone editor: saved into %s, but the camera did not restart", cid, path)
+                message = (
+                    f"saved into {path} (backup {saved.backup}), but the camera did not restart ({exc}): restart the "
+                    "bridge to apply it"
+                )
+                return _error(500, message), "500", f"{summary}; saved, not applied: {exc}"[:2000]
             applied = "the camera's pipeline restarted with it"
     log.info("%s: zone editor: %s saved into %s (backup %s); %s", cid, summary, path, saved.backup, applied)
     body = {"saved": str(path), "backup": str(saved.backup), "applied": applied, **geometry(saved.config, cid)}

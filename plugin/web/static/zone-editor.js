@@ -377,7 +377,8 @@
         picture.src = `${root.dataset.picture}?t=${Date.now()}`;
       } else {
         problems = doc.problems || [];
-        setStatus(`Not saved: ${doc.error}`, "error");
+        // a 500 of ours says whether the file was written; every other refusal wrote nothing
+        setStatus(response.status >= 500 ? doc.error : `Not saved: ${doc.error}`, "error");
         refresh();
       }
     } catch (error) {
