@@ -35,16 +35,19 @@ from plugin.incidents.database import AsyncDatabase
 from plugin.incidents.explain import Explainer
 from plugin.incidents.manager import IncidentManager
 from plugin.incidents.outbox import OutboxWorker
+from plugin.incidents.retention import Retention
 from plugin.inference.pose import PoseClient
 from plugin.inference.repository import default_model_repository
 from plugin.inference.server import EmbeddedTriton
 from plugin.inference.triton import TritonInferenceClient
+from plugin.insights.hq_feed import HourlyRecords
 from plugin.insights.rollups import InsightsRecorder
 from plugin.insights.system_health import SystemHealthMonitor
 from plugin.metrics import Metrics
 from plugin.pipeline.presence import PresenceLog
 from plugin.pipeline.supervisor import CameraFleet, PipelineParts, Supervisor
-from plugin.protocols import BusinessEventSource, IncidentSink, LiveStateSink, SinkRefs
+from plugin.private import install_key, private_dir
+from plugin.protocols import BusinessEventSource, IncidentSink, LiveStateSink, RecordSink, SinkRefs
 from plugin.rules.base import RuleContext
 from plugin.types import SYSTEM_CAMERA
 from plugin.web.auth.middleware import add_route
@@ -62,6 +65,7 @@ from plugin.web.keys import (
     CONFIG_FILE,
     DATABASE,
     EMBEDDED_TRITON,
+    HOURLY,
     HUB,
     INCIDENTS,
     INFERENCE,
@@ -75,6 +79,8 @@ from plugin.web.keys import (
     POS_INPUTS,
     POSE,
     PRESENCE,
+    RECORD_SINKS,
+    RETENTION,
     SINKS,
     SUPERVISOR,
     SYSTEM,
@@ -107,7 +113,7 @@ def api_token(config: Config) -> str:
             raise ConfigError(f"{path}: a token needs at least {MIN_TOKEN_LENGTH} characters (delete it: a new one "
                               "is generated)")  # fmt: skip
         return token
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     token = secrets.token_urlsafe(24)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
@@ -119,7 +125,7 @@ def api_token(config: Config) -> str:
 async def database_ctx(app: web.Application) -> AsyncIterator[None]:
     """The SQLite database, the insights recorder and the business hub."""
     config = app[CONFIG]
-    config.storage.path.mkdir(parents=True, exist_ok=True)
+    private_dir(config.storage.path, warn_if_open=True)  # evidence of people, secrets: the owner's alone
     db = app[DATABASE] = AsyncDatabase(config.storage.path / "storesight.db")
     insights = app[INSIGHTS] = InsightsRecorder(db)
     app[HUB] = BusinessHub(db)
@@ -182,7 +188,12 @@ async def inference_ctx(app: web.Application) -> AsyncIterator[None]:
                 triton.stop()
                 raise
         pose = app[POSE] = PoseClient(url, config.pose.model, tc.request_timeout_s)
+    # the embedded server is restarted whenever it dies (crash, OOM, kill -9); cameras wait for it and resume
+    keeper = None if triton is None else asyncio.create_task(triton.keep_running(tc.model, tc.ready_timeout_s))
     yield
+    if keeper is not None:
+        keeper.cancel()
+        await asyncio.gather(keeper, return_exceptions=True)
     if pose is not None:
         await pose.close()
     await client.close()  # before the server: Triton's shutdown waits on open connections
@@ -199,22 +210,69 @@ async def sinks_ctx(app: web.Application) -> AsyncIterator[None]:
     """Sinks, the incident manager and the outbox worker."""
     config, db = app[CONFIG], app[DATABASE]
     sinks = app[SINKS] = {s.id: build_sink(s, db) for s in config.sinks}
-    outbox = app[OUTBOX] = OutboxWorker(db, sinks, app[METRICS], config.outbox)
+    app[RECORD_SINKS] = [sid for sid, sink in sinks.items() if isinstance(sink, RecordSink)]
+    privacy = {s.id: s.privacy for s in config.sinks}
+    outbox = app[OUTBOX] = OutboxWorker(db, sinks, app[METRICS], config.outbox, privacy=privacy)
     incidents = app[INCIDENTS] = IncidentManager(
         db, config.storage.path / "evidence", Explainer(config.site.timezone, config.site.language),
         list(sinks),
-        on_saved=lambda _incident: outbox.notify(),
+        on_saved=lambda _incident: outbox.notify(), blurred_copies="blur" in privacy.values(),
     )  # fmt: skip
     await incidents.close_left_open(datetime.now(UTC), keep_cameras=(SYSTEM_CAMERA,))
     task = asyncio.create_task(outbox.run(), name="outbox")
+    retries = asyncio.create_task(incidents.run(), name="incident-retries")
     yield
+    retries.cancel()
     task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+    await asyncio.gather(task, retries, return_exceptions=True)
+    await incidents.flush_unsaved()  # a last try for incidents the database did not take (lost at exit otherwise)
     # SIGTERM drains: give in-flight and due deliveries a last chance before closing the sinks
     if sinks:
         await outbox.flush(timeout_s=5.0)
     for sink in sinks.values():
         await sink.close()
+
+
+async def retention_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The purge of what `storage.retention` no longer keeps, in the background (not in one-shot runs: a forensic
+    review of old footage must not delete anything)."""
+    config = app[CONFIG]
+    app[RETENTION] = None
+    if app[ONCE]:
+        yield
+        return
+    storage = config.storage
+    pos_folders = [] if config.pos is None or config.pos.file_drop is None else config.pos.file_drop.kept_folders()
+    retention = Retention(
+        storage.retention, app[DATABASE], storage.path / "evidence", pos_folders, triton_dir=storage.path / "triton"
+    )
+    app[RETENTION] = retention
+    task = asyncio.create_task(retention.run(), name="retention")
+    yield
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+async def hourly_records_ctx(app: web.Application) -> AsyncIterator[None]:
+    """With a record sink (head office) and not in one-shot runs: camera health sampled into the roll-ups, and each
+    finished hour's roll-ups, POS totals and camera health queued for it (plugin/insights/hq_feed.py)."""
+    config, record_sinks = app[CONFIG], app[RECORD_SINKS]
+    app[HOURLY] = None
+    if not record_sinks or app[ONCE]:
+        yield
+        return
+    fleet, outbox = app[CAMERAS], app[OUTBOX]
+    limits = {r.id: {"max_length": getattr(r, "max_length", None), "max_wait_s": getattr(r, "max_wait_s", None)}
+              for r in config.rules if r.type == "queue"}  # fmt: skip
+    hourly = app[HOURLY] = HourlyRecords(
+        app[DATABASE], app[INSIGHTS], record_sinks, outbox.notify,
+        health=lambda: {cid: h.snapshot.state for cid, h in fleet.health.items()},
+        limits=limits, rules={r.id: r.model_dump(mode="json") for r in config.rules},
+    )  # fmt: skip
+    task = asyncio.create_task(hourly.run(), name="hourly-records")
+    yield
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
 
 
 async def _start_all(sources: list[BusinessEventSource]) -> None:
@@ -291,7 +349,10 @@ async def access_ctx(app: web.Application) -> AsyncIterator[None]:
     if config.access is None or app[ONCE]:
         yield
         return
-    service = AccessService(config.access, config.site.id, app[HUB], app[PRESENCE], app[INCIDENTS], app[METRICS])
+    service = AccessService(
+        config.access, config.site.id, app[HUB], app[PRESENCE], app[INCIDENTS], app[METRICS],
+        key=install_key(config.storage.path),
+    )  # fmt: skip
     app[ACCESS] = service
     yield
     await service.close()
@@ -448,8 +509,8 @@ def build_app(config: Config, once: bool = False, config_file: Path | None = Non
     """The application with every context and route registered."""
     app = new_app(config, once, config_file)
     app.cleanup_ctx.extend([
-        database_ctx, auth_ctx, inference_ctx, sinks_ctx, system_health_ctx, alarms_ctx, pos_ctx, access_ctx,
-        store_occupancy_ctx, cameras_ctx, live_state_ctx,
+        database_ctx, auth_ctx, inference_ctx, sinks_ctx, retention_ctx, hourly_records_ctx, system_health_ctx,
+        alarms_ctx, pos_ctx, access_ctx, store_occupancy_ctx, cameras_ctx, live_state_ctx,
     ])  # fmt: skip
     setup_routes(app)
     add_intake_routes(app)

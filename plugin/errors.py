@@ -20,6 +20,10 @@ class ModelError(StoreSightError):
     """A model file is missing, unreadable or fails its checksum."""
 
 
+class StorageError(StoreSightError):
+    """The data folder or its database cannot be used as this release needs (a newer schema, a damaged key file)."""
+
+
 class InferenceUnavailable(StoreSightError):
     """Triton cannot be reached or the model is not ready (retry later)."""
 

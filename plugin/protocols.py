@@ -152,6 +152,16 @@ class IncidentSink(Protocol):
         ...
 
 
+@runtime_checkable
+class RecordSink(Protocol):
+    """A sink that also takes keyed records besides incidents (head office: roll-up hours, POS hours, camera
+    health, feedback). The outbox hands it only the rows queued for it, in stored order, like incidents."""
+
+    async def publish_record(self, delivery_key: str, kind: str, record: Mapping[str, Any]) -> Receipt:
+        """Deliver one record; idempotent for the same delivery key."""
+        ...
+
+
 # --- live state (what dashboards show now, beside the incidents) ------------------------------------------------
 
 

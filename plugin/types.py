@@ -204,3 +204,20 @@ class Incident:
     def delivery_key(self) -> str:
         """Idempotency key for one state change: incident id, state and sequence."""
         return f"{self.id}:{self.state}:{self.seq}"
+
+
+# Feedback on an incident, given on the store's console or at head office: the verdict and a reason from a short
+# list (the same words in both places, so precision adds up across the chain)
+FeedbackVerdict = Literal["confirmed", "false_alarm", "unsure"]
+FEEDBACK_VERDICTS: tuple[FeedbackVerdict, ...] = ("confirmed", "false_alarm", "unsure")
+FEEDBACK_REASONS: dict[str, str] = {
+    "theft_seen": "theft or attempt seen",
+    "policy_breach": "policy breach (staff or process)",
+    "safety": "safety issue",
+    "staff_activity": "staff doing their job",
+    "customer_normal": "ordinary customer behaviour",
+    "detection_error": "wrong detection (object, shadow, reflection)",
+    "camera_problem": "camera view or picture problem",
+    "not_visible": "cannot tell from the evidence",
+    "other": "other (see comment)",
+}

@@ -4,12 +4,16 @@ stored incident with its snapshot, and a real pose from the demo clip."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
+import errno
 import json
+import os
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -118,6 +122,37 @@ class WebhookReceiver:
     def __exit__(self, *exc: object) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+@contextlib.contextmanager
+def small_tmpfs(path: Path, size_kib: int) -> Iterator[Path]:
+    """A real file system of `size_kib` KiB mounted at `path` (a tmpfs: root only; fails in CI without it), for a
+    full disk: fill it with `fill_up`, free it by deleting the filler."""
+    require(None if os.geteuid() == 0 else "mounting a small file system needs root")
+    path.mkdir(parents=True, exist_ok=True)
+    out = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kib}k,mode=0700", "tmpfs", str(path)],
+                         capture_output=True, text=True)  # fmt: skip
+    require(None if out.returncode == 0 else f"cannot mount a tmpfs here: {out.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False, capture_output=True)
+
+
+def fill_up(folder: Path) -> Path:
+    """Fill the file system holding `folder` until it has no byte left (ENOSPC); returns the filler to delete."""
+    filler = folder / "filler"
+    chunk = b"\0" * 65536
+    with filler.open("wb", buffering=0) as f:
+        while True:
+            try:
+                f.write(chunk)
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC, exc
+                if len(chunk) == 1:
+                    break
+                chunk = chunk[: len(chunk) // 2]
+    return filler
 
 
 EXAMPLE = """

@@ -3,7 +3,7 @@ its module; the root config's `sinks` union, the app's wiring and `storesight di
 
 from __future__ import annotations
 
-from adapters.sinks import frigate, genetec, milestone, mqtt, nx, webhook, zoneminder
+from adapters.sinks import frigate, genetec, hq, milestone, mqtt, nx, webhook, zoneminder
 from adapters.sinks.common import SinkSpec
 
 SINKS: tuple[SinkSpec, ...] = (
@@ -14,5 +14,6 @@ SINKS: tuple[SinkSpec, ...] = (
     zoneminder.SPEC,
     genetec.SPEC,
     frigate.SPEC,
+    hq.SPEC,
 )
 BY_KEY: dict[str, SinkSpec] = {spec.key: spec for spec in SINKS}

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Serve H.264 MP4 files over RTSP so that they stand in for IP cameras (demo, tests, development).
+"""Serve H.264 or H.265 MP4 files over RTSP so that they stand in for IP cameras (demo, tests, development).
 
 Each ``--mount PATH=FILE`` becomes ``rtsp://ADDRESS:PORT/PATH``. The file is demuxed and re-packetised, never
 re-encoded (about 1% of a core per stream), and paced in real time like a camera. Every viewer of a mount sees the
@@ -35,12 +35,16 @@ from typing import Any
 
 LOG = logging.getLogger("rtsp_server")
 
-# qtdemux hands h264parse the avcC stream; config-interval=1 repeats SPS/PPS every second so a client that joins a
-# running shared stream can start decoding at the next keyframe instead of waiting for parameters that were sent once.
-PIPELINE = "( filesrc location={location} ! qtdemux ! h264parse ! rtph264pay name=pay0 pt=96 config-interval=1 )"
+# qtdemux hands the parser the avcC/hvcC stream; config-interval=1 repeats the parameter sets (SPS/PPS, and VPS for
+# H.265) every second, as cameras do, so a client that joins a running shared stream can start decoding at the next
+# keyframe instead of waiting for parameters that were sent once. {codec} is h264 or h265, read from the file.
+PIPELINE = "( filesrc location={location} ! qtdemux ! {codec}parse ! rtp{codec}pay name=pay0 pt=96 config-interval=1 )"
 # The preflight check uses the same elements up to the payloader, so a wrong file fails at start with a readable
 # message instead of as a bare "503 Service Unavailable" in the first client.
-PREFLIGHT = "filesrc location={location} ! qtdemux ! h264parse ! rtph264pay ! fakesink"
+PREFLIGHT = "filesrc location={location} ! qtdemux ! {codec}parse ! rtp{codec}pay ! fakesink"
+# What the file holds: qtdemux's video caps name the codec.
+CODEC_PROBE = "filesrc location={location} ! qtdemux name=d d.video_0 ! fakesink"
+CODECS = {"video/x-h264": "h264", "video/x-h265": "h265"}
 PREFLIGHT_TIMEOUT_S = 10
 
 EPILOG = """\
@@ -59,6 +63,7 @@ class Mount:
 
     path: str
     file: Path
+    codec: str = "h264"
 
 
 @dataclass(frozen=True)
@@ -99,7 +104,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=parse_mount,
         required=True,
         metavar="PATH=FILE",
-        help="serve the H.264 MP4 FILE at rtsp://ADDRESS:PORT/PATH (repeat for more streams)",
+        help="serve the H.264/H.265 MP4 FILE at rtsp://ADDRESS:PORT/PATH (repeat for more streams)",
     )
     parser.add_argument("--port", type=int, default=8554, help="TCP port; 0 picks a free one (default: %(default)s)")
     parser.add_argument(
@@ -166,27 +171,46 @@ def make_long_file(src: Path, loops: int, workdir: Path, index: int) -> Path:
     return dst
 
 
-def preflight(gi: Gi, file: Path) -> None:
-    """Preroll the serving chain once so that a file that is not H.264 in MP4 fails now, with GStreamer's reason."""
+def video_codec(gi: Gi, file: Path) -> str:
+    """h264 or h265: the codec of the file's first video track (exits with the reason for anything else)."""
     Gst = gi.Gst
-    pipeline = Gst.parse_launch(PREFLIGHT.format(location=launch_quote(file)))
+    pipeline = Gst.parse_launch(CODEC_PROBE.format(location=launch_quote(file)))
+    try:
+        pipeline.set_state(Gst.State.PAUSED)
+        result, _, _ = pipeline.get_state(PREFLIGHT_TIMEOUT_S * Gst.SECOND)
+        pad = pipeline.get_by_name("d").get_static_pad("video_0")
+        caps = pad.get_current_caps() if pad is not None else None
+        name = caps.get_structure(0).get_name() if caps is not None and caps.get_size() else None
+    finally:
+        pipeline.set_state(Gst.State.NULL)
+    if result == Gst.StateChangeReturn.FAILURE or name is None:
+        sys.exit(f"rtsp_server: cannot serve {file}: no video track found (it must be H.264 or H.265 in MP4/MOV)")
+    if name not in CODECS:
+        sys.exit(f"rtsp_server: cannot serve {file}: its video is {name}; only H.264 and H.265 are served")
+    return CODECS[name]
+
+
+def preflight(gi: Gi, file: Path, codec: str) -> None:
+    """Preroll the serving chain once so that a file that cannot be served fails now, with GStreamer's reason."""
+    Gst = gi.Gst
+    pipeline = Gst.parse_launch(PREFLIGHT.format(location=launch_quote(file), codec=codec))
     try:
         pipeline.set_state(Gst.State.PAUSED)
         result, _, _ = pipeline.get_state(PREFLIGHT_TIMEOUT_S * Gst.SECOND)
         if result == Gst.StateChangeReturn.FAILURE:
             msg = pipeline.get_bus().pop_filtered(Gst.MessageType.ERROR)
             reason = msg.parse_error()[0].message if msg else "unknown error"
-            sys.exit(f"rtsp_server: cannot serve {file}: {reason} (it must be H.264 video in an MP4/MOV file)")
+            sys.exit(f"rtsp_server: cannot serve {file}: {reason} (it must be H.264 or H.265 video in MP4/MOV)")
         if result != Gst.StateChangeReturn.SUCCESS:
             sys.exit(f"rtsp_server: {file} did not preroll within {PREFLIGHT_TIMEOUT_S} s")
     finally:
         pipeline.set_state(Gst.State.NULL)
 
 
-def make_factory(gi: Gi, file: Path) -> Any:
+def make_factory(gi: Gi, file: Path, codec: str) -> Any:
     """Build the media factory that serves ``file``."""
     factory = gi.GstRtspServer.RTSPMediaFactory()
-    factory.set_launch(PIPELINE.format(location=launch_quote(file)))
+    factory.set_launch(PIPELINE.format(location=launch_quote(file), codec=codec))
     # Shared, because a camera is one live stream: every client of a mount gets the same pipeline, so the bridge and a
     # person watching (or two test readers) see the same frame at the same time, and N clients cost one demux, not N.
     # Unshared, each client would get a private replay from the start of the file, which no real camera does.
@@ -215,7 +239,7 @@ def serve(gi: Gi, mounts: list[Mount], address: str, port: int, verbose: bool) -
     server.get_thread_pool().set_max_threads(-1)
     mount_points = server.get_mount_points()
     for mount in mounts:
-        mount_points.add_factory(mount.path, make_factory(gi, mount.file))
+        mount_points.add_factory(mount.path, make_factory(gi, mount.file, mount.codec))
 
     if verbose:
 
@@ -248,7 +272,7 @@ def serve(gi: Gi, mounts: list[Mount], address: str, port: int, verbose: bool) -
 
     base = f"rtsp://{url_host(address)}:{server.get_bound_port()}"
     for mount in mounts:
-        LOG.info("serving %s%s <- %s", base, mount.path, mount.file)
+        LOG.info("serving %s%s <- %s (%s)", base, mount.path, mount.file, mount.codec)
     print(f"READY {base}", flush=True)
     loop.run()
 
@@ -267,8 +291,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.loop:
             LOG.info("joining %d plays of each file into one with ffmpeg", args.loop + 1)
             mounts = [Mount(m.path, make_long_file(m.file, args.loop, Path(tmp), i)) for i, m in enumerate(args.mount)]
+        mounts = [Mount(m.path, m.file, video_codec(gi, m.file)) for m in mounts]
         for mount in mounts:
-            preflight(gi, mount.file)
+            preflight(gi, mount.file, mount.codec)
         serve(gi, mounts, args.address, args.port, args.verbose)
     return 0
 

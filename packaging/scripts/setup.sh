@@ -6,11 +6,14 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 want_test=0
+want_demo=0
 [ "${1:-}" = "--test" ] && want_test=1
+[ "${1:-}" = "--demo" ] && want_demo=1  # the demo's head office needs PostgreSQL
 
 sudo_() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 apt_pkgs=(python3-venv)
+[ "$want_demo" = 1 ] && apt_pkgs+=(postgresql)
 if [ "$want_test" = 1 ]; then
   # GStreamer's RTSP server (a real RTSP camera for tests) and ffmpeg
   apt_pkgs+=(gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp python3-gi gstreamer1.0-plugins-base
@@ -18,6 +21,9 @@ if [ "$want_test" = 1 ]; then
              gstreamer1.0-tools ffmpeg
              mosquitto  # a real MQTT broker; the tests start their own on a free port (the service is not needed)
              chromium  # a real browser for the console page
+             strace  # shows that an acknowledged write is synced to disk before the sender hears back
+             postgresql  # head office's database; the tests start their own cluster on a free port
+             poppler-utils  # pdftotext / pdftoppm: the ROI report's PDF read back in tests
              shellcheck)  # the install and packaging scripts are linted by a test
 fi
 missing=()

@@ -11,6 +11,8 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from plugin.config.base import ID_PATTERN, PathError, Point, Strict, require_unique
 from plugin.types import SYSTEM_CAMERA, CameraSignalKind
 
+Decoder = Literal["pyav", "opencv"]  # what decodes a camera's video (adapters/cameras/registry.py)
+
 
 class ZoneConfig(Strict):
     """A polygon in normalised image coordinates (0..1), so main and sub streams share it."""
@@ -148,6 +150,11 @@ class CameraConfig(Strict):
     name: str | None = None
     enabled: bool = True
     fps: float = Field(default=5.0, gt=0, le=60, description="analysed frames per second; more costs detector time")
+    decoder: Decoder = Field(
+        default="pyav",
+        description="what decodes the video: pyav (FFmpeg's own bindings: cameras open in parallel, only analysed "
+        "frames are converted) or opencv (the fallback: OpenCV's FFmpeg backend, opens one stream at a time)",
+    )
     realtime: bool = Field(default=False, description="files only: pace at media speed instead of as fast as possible")
     start_time: datetime | None = Field(default=None, description="files only: wall time of the first frame")
     zones: list[ZoneConfig] = Field(default_factory=list)

@@ -60,6 +60,10 @@ class PosFileDropConfig(Strict):
         default=1.0, ge=0, le=300, description="a file must be unchanged this long: the POS may still be writing it"
     )
 
+    def kept_folders(self) -> list[Path]:
+        """Where taken files are kept (done/, rejected/): what retention purges."""
+        return [self.path / "done", self.path / "rejected"]
+
 
 # The receipt text StoreSight itself writes (plugin/pos.py render_receipt) is the default format, so one Transact
 # definition and one text listener work with any source normalised here. A register with its own layout gets its

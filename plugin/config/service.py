@@ -13,10 +13,34 @@ from pydantic import Field, field_validator, model_validator
 from plugin.config.base import ID_PATTERN, PathError, Strict, check_tz
 
 
+class RetentionConfig(Strict):
+    """How long each kind of data is kept, in days (0: for ever); the purge runs by itself every `interval_h`.
+    Nothing a sink still waits for is purged, nor an incident that is still open."""
+
+    incidents_days: float = Field(
+        default=180, ge=0, description="ended incidents, with their delivery records and sink references"
+    )
+    evidence_days: float = Field(
+        default=30, ge=0, description="snapshot images (and their blurred copies); the incident stays, without them"
+    )
+    business_events_days: float = Field(
+        default=90, ge=0, description="POS transactions, door events, alarm reports (the latest arm/disarm of each "
+        "panel area is kept: it is the armed state)",
+    )  # fmt: skip
+    pos_files_days: float = Field(
+        default=30, ge=0, description="POSLog copies in the drop folder's done/ and rejected/ (card numbers masked)"
+    )
+    rollups_days: float = Field(default=730, ge=0, description="hourly insights and store occupancy resets")
+    interval_h: float = Field(default=1.0, gt=0, le=168, description="how often the purge runs (first at start)")
+
+
 class StorageConfig(Strict):
     """Where incidents, the outbox and evidence live."""
 
-    path: Path = Field(default=Path("./storesight-data"), description="directory for the SQLite file and evidence")
+    path: Path = Field(
+        default=Path("./storesight-data"), description="directory for the SQLite file and evidence (created 0700)"
+    )
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
     min_free_mb: float = Field(
         default=1024.0,
         ge=0,

@@ -4,6 +4,7 @@ model lives with its adapter (adapters/sinks/); the root config assembles them f
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 
@@ -15,6 +16,12 @@ class SinkConfigBase(Strict):
 
     kind: str = Field(description="the sink's product: its key in adapters/sinks/registry.py")
     id: str = Field(pattern=ID_PATTERN)
+    privacy: Literal["blur", "original"] = Field(
+        default="blur",
+        description="the evidence snapshot this sink is handed: blur = a copy with every detected person "
+        "pixelated (the local snapshot keeps the original for investigators); original = as taken, faces included "
+        "(set it where the site allows this receiver to see faces)",
+    )
 
     def camera_refs(self) -> list[str]:
         """StoreSight camera ids this sink's config names (checked against the cameras)."""

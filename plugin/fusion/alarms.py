@@ -32,6 +32,7 @@ from plugin.config.alarms import AlarmAccountConfig, AlarmPanelConfig, AlarmZone
 from plugin.config.cameras import CameraConfig
 from plugin.fusion.hub import PendingJudgements
 from plugin.incidents.database import AsyncDatabase
+from plugin.incidents.evidence import NormBox
 from plugin.incidents.manager import IncidentManager
 from plugin.pipeline.presence import PresenceAnswer, PresenceLog
 from plugin.rules.base import RuleHit
@@ -269,10 +270,10 @@ class AlarmVerifier:
             return RuleHit(panel.id, hit_type, event_id, state, verdict.camera, verdict.zone, verdict.track_ids,
                            start, end, severity, facts)  # fmt: skip
 
-        frame = await self._evidence(verdict.camera, verdict.evidence_at or event.time)
+        frame, people = await self._evidence(verdict.camera, verdict.evidence_at or event.time)
         zone_config = self._zones.get((verdict.camera, verdict.zone))
         zone = None if zone_config is None else PolygonZone(zone_config)
-        opened = await self.incidents.handle(hit("start"), frame, zone)
+        opened = await self.incidents.handle(hit("start"), frame, zone, people=people)
         await self.incidents.handle(hit("end"), None, None)  # a point event: the window is the incident
         if verdict.verified:
             self.verified += 1
@@ -282,15 +283,15 @@ class AlarmVerifier:
                  verdict.reason)  # fmt: skip
         return opened
 
-    async def _evidence(self, camera: str, t: datetime) -> Frame | None:
+    async def _evidence(self, camera: str, t: datetime) -> tuple[Frame | None, Sequence[NormBox] | None]:
+        """The kept frame nearest `t`, and where the people were in it (for a blurred copy)."""
         kept = self.presence.frame_near(camera, t)
         if kept is None:
-            return None
-        at, jpeg = kept
-        image = await asyncio.to_thread(cv2.imdecode, np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+            return None, None
+        image = await asyncio.to_thread(cv2.imdecode, np.frombuffer(kept.jpeg, np.uint8), cv2.IMREAD_COLOR)
         if image is None:
-            return None
-        return Frame(camera, 0, at, 0.0, np.ascontiguousarray(image, np.uint8))
+            return None, None
+        return Frame(camera, 0, kept.at, 0.0, np.ascontiguousarray(image, np.uint8)), kept.people
 
     async def close(self) -> None:
         """Judge pending alarms now, on the video there is (shutdown), rather than drop them."""

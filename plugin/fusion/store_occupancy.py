@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -256,6 +257,7 @@ class StoreOccupancyService:
     counts: list[StoreOccupancy] = field(default_factory=list)
     _frames: dict[str, Frame | None] = field(default_factory=dict)  # the frame of the crossing that pushed it over
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _unsaved: set[str] = field(default_factory=set)  # counts whose state the database refused: saved at the next go
 
     async def load(self) -> None:
         """Build each count from its saved state (a fresh one the first time)."""
@@ -301,13 +303,29 @@ class StoreOccupancyService:
             await asyncio.sleep(every_s)
 
     async def _emit(self, occ: StoreOccupancy, outs: Sequence[RuleOutput], changed: bool) -> None:
-        """Save the state first (what a restart sees), then record the insights and the incidents."""
+        """Save the state first (what a restart sees), then record the insights and the incidents. A database that
+        refuses the save (disk full, locked) does not stop the count nor the camera that fed it: the state and its
+        resets are saved at the next crossing or tick."""
         resets, occ.resets = occ.resets, []
         row = occ.state.to_row(occ.config.id)
-        for reset in resets:
-            await self.db.call(self.db.sync.save_occupancy, row, reset.to_row(occ.config.id))
-        if changed and not resets:
-            await self.db.call(self.db.sync.save_occupancy, row, None)
+        cid = occ.config.id
+        saved = False
+        try:
+            while resets:  # each with the state, in one transaction
+                await self.db.call(self.db.sync.save_occupancy, row, resets[0].to_row(cid))
+                resets.pop(0)
+                saved = True
+            if (changed or cid in self._unsaved) and not saved:
+                await self.db.call(self.db.sync.save_occupancy, row, None)
+                saved = True
+            if saved and cid in self._unsaved:
+                log.warning("store occupancy %s: state saved again", cid)
+                self._unsaved.discard(cid)
+        except sqlite3.Error as exc:
+            if cid not in self._unsaved:
+                log.error("store occupancy %s: state kept in memory, saved again at the next change: %s", cid, exc)
+            self._unsaved.add(cid)
+            occ.resets = resets + occ.resets
         for out in outs:
             if isinstance(out, Measurement):
                 if self.insights is not None:

@@ -1,5 +1,9 @@
 """The SQLite (WAL) database: incidents, the outbox, business events, rollups and sink references. Nothing is
-acknowledged before it is committed here.
+acknowledged before it is committed here, and what is acknowledged to a sender (business events: a POS 202, a DC-09
+ACK) is committed with `synchronous=FULL`, so it survives a power cut, not only a crash.
+
+The schema carries a version (`PRAGMA user_version`): each change is a numbered migration at the end of
+`MIGRATIONS`, applied in its own transaction at open; a database of a newer release is refused.
 
 All calls run on one dedicated thread (SQLite connections are single-threaded and writes are serial anyway),
 so the event loop never blocks on disk.
@@ -8,20 +12,30 @@ so the event loop never blocks on disk.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+import logging
 import sqlite3
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+from plugin.errors import StorageError
+from plugin.private import create_private, install_key, keyed_digest, private_dir
 from plugin.types import BusinessEvent, Incident
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
-SCHEMA = """
+BUSY_TIMEOUT_MS = 5000  # another writer (a backup, `sqlite3` by hand) holds the lock: wait this long, then fail
+
+# The schema as it was before it carried a version (StoreSight up to the durability release): migration 1. Its
+# statements say IF NOT EXISTS, so a database made by those releases (version 0, tables there) passes through it.
+SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS incidents (
     id TEXT PRIMARY KEY,
     rule_id TEXT NOT NULL,
@@ -105,8 +119,8 @@ CREATE TABLE IF NOT EXISTS store_occupancy_resets (  -- each closing reset and t
 );
 """
 
-# ---- Sign-in and audit (plugin/web/auth; queries in plugin/web/auth/sqlite.py). Kept apart from SCHEMA above so
-# that schema versioning can take it as one step; every statement is idempotent.
+# ---- Sign-in and audit (plugin/web/auth; queries in plugin/web/auth/sqlite.py): migration 3. Every statement is
+# idempotent, so a database that got these tables at open from a build before versions upgrades through it.
 AUTH_SCHEMA = """
 CREATE TABLE IF NOT EXISTS auth_users (
     name TEXT PRIMARY KEY,
@@ -140,6 +154,144 @@ CREATE TABLE IF NOT EXISTS audit_log (
 );
 """
 # ---- end of the sign-in and audit block
+
+
+RECORDS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS feedback (  -- verdicts given on the console: who, when, what (sent on to head office)
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    incident_id TEXT NOT NULL,
+    verdict TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    comment TEXT NOT NULL,
+    by_user TEXT NOT NULL,
+    at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS feedback_incident ON feedback(incident_id);
+"""
+
+
+@dataclass
+class MigrationContext:
+    """What a migration step written in Python gets: the connection (inside the migration's transaction) and the
+    data folder (the install key, read only if a step needs it)."""
+
+    conn: sqlite3.Connection
+    folder: Path
+    _key: bytes | None = None
+
+    def key(self) -> bytes:
+        """The install key (plugin/private.py)."""
+        if self._key is None:
+            self._key = install_key(self.folder)
+        return self._key
+
+
+MigrationStep = str | Callable[[MigrationContext], None]
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One schema change: SQL scripts and Python steps, applied in one transaction with the version bump."""
+
+    version: int
+    what: str
+    steps: tuple[MigrationStep, ...]
+
+
+def _badges_as_digests(ctx: MigrationContext) -> None:
+    """Door events stored the badge id itself: replace it by its keyed digest (and the short ref by the digest's),
+    and the dedupe key of an event without a sender id, which ended with the old ref, likewise."""
+    rows = ctx.conn.execute("SELECT id, payload, dedupe_key FROM business_events WHERE kind LIKE 'access.%'").fetchall()
+    for event_id, payload_text, dedupe_key in rows:
+        try:
+            payload = json.loads(payload_text)
+        except ValueError:  # not written by StoreSight: leave it, rather than refuse to start
+            log.warning("business event %s: payload is not JSON; left as it is", event_id)
+            continue
+        if not isinstance(payload, dict) or "badge" not in payload:
+            continue
+        badge = payload.pop("badge")
+        old_ref = "" if not badge else hashlib.sha256(str(badge).encode()).hexdigest()[:8]
+        digest = keyed_digest(ctx.key(), str(badge)) if badge else None
+        payload["badge_digest"] = digest
+        payload["badge_ref"] = digest[:8] if digest else ""  # as plugin/fusion/access/model.py badge_ref
+        if old_ref and dedupe_key is not None and dedupe_key.endswith(":" + old_ref):
+            dedupe_key = dedupe_key[: -len(old_ref)] + payload["badge_ref"]
+        ctx.conn.execute(
+            "UPDATE business_events SET payload = ?, dedupe_key = ? WHERE id = ?",
+            (json.dumps(payload), dedupe_key, event_id),
+        )
+
+
+def _outbox_kind(ctx: MigrationContext) -> None:
+    """The outbox carries keyed records for head office too: every row so far is an incident."""
+    columns = {r[1] for r in ctx.conn.execute("PRAGMA table_info(outbox)")}
+    if "kind" not in columns:
+        ctx.conn.execute("ALTER TABLE outbox ADD COLUMN kind TEXT NOT NULL DEFAULT 'incident'")
+
+
+# Append only: a released migration never changes (databases out there already carry its number). A new table or
+# column is a new entry with the next number: CREATE TABLE IF NOT EXISTS keeps it safe for a database that got the
+# table before the entry existed (a branch that created it at open).
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "the schema before it carried a version", (SCHEMA_V1,)),
+    Migration(2, "door events keep a keyed digest of the badge, not the badge", (_badges_as_digests,)),
+    Migration(3, "sign-in and audit: users, sessions, the audit log", (AUTH_SCHEMA,)),
+    Migration(4, "head office: the outbox's record kind, console feedback", (_outbox_kind, RECORDS_SCHEMA)),
+)
+SCHEMA_VERSION = MIGRATIONS[-1].version
+
+
+def _statements(script: str) -> list[str]:
+    """A script's statements, one by one (executescript would commit the migration's transaction half-way)."""
+    out: list[str] = []
+    current = ""
+    for line in script.splitlines(keepends=True):
+        current += line
+        if sqlite3.complete_statement(current):
+            out.append(current.strip())
+            current = ""
+    if current.strip():
+        raise ValueError(f"incomplete SQL statement in a migration: {current.strip()[:60]!r}")
+    return out
+
+
+def migrate(conn: sqlite3.Connection, path: Path) -> int:
+    """Bring the database at `path` to SCHEMA_VERSION, one migration per transaction; returns how many ran.
+    A database of a newer release is refused: this code would not know what its tables mean."""
+    ran = 0
+    ctx = MigrationContext(conn, path.parent)
+    while True:
+        # read without a lock first: an up-to-date database opens even while another process holds the write lock
+        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        if version == SCHEMA_VERSION:
+            return ran
+        conn.execute("BEGIN IMMEDIATE")  # another process opening the same file waits, then sees the new version
+        try:
+            version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+            if version > SCHEMA_VERSION:
+                raise StorageError(
+                    f"{path}: the database has schema version {version}, and this StoreSight knows versions up to "
+                    f"{SCHEMA_VERSION}: a newer release wrote it. Run that release (or newer), or restore a backup "
+                    "taken before the upgrade; StoreSight does not open it, so as not to damage what it cannot read"
+                )
+            if version == SCHEMA_VERSION:
+                conn.execute("COMMIT")
+                return ran
+            step = MIGRATIONS[version]
+            for part in step.steps:
+                if isinstance(part, str):
+                    for statement in _statements(part):
+                        conn.execute(statement)
+                else:
+                    part(ctx)
+            conn.execute(f"PRAGMA user_version = {step.version}")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        ran += 1
+        log.info("%s: database schema %d -> %d: %s", path, version, step.version, step.what)
 
 
 def _iso(t: datetime | None) -> str | None:
@@ -230,21 +382,30 @@ class Delivery:
     incident_id: str
     payload: dict[str, Any]
     attempts: int
+    kind: str = "incident"  # or a head-office record kind (rollup, pos, camera_health, feedback): hq sinks only
 
 
 class Database:
     """Synchronous SQLite access; use `AsyncDatabase` from the event loop."""
 
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    def __init__(self, path: Path, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> None:
+        private_dir(path.parent)
+        # 0600 before SQLite opens it: SQLite gives the -wal and -shm files the database file's mode
+        for f in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            if f == path or f.exists():
+                create_private(f)
         self.path = path
         self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self.conn.row_factory = sqlite3.Row
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes
-        self.conn.execute("PRAGMA busy_timeout=5000")
-        self.conn.executescript(SCHEMA)
-        self.conn.executescript(AUTH_SCHEMA)
+        try:
+            self.conn.row_factory = sqlite3.Row
+            self.conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            # WAL + NORMAL: durable across process crashes; what a sender is acknowledged for is written FULL
+            self.conn.execute("PRAGMA synchronous=NORMAL")
+            migrate(self.conn, path)
+        except BaseException:
+            self.conn.close()
+            raise
 
     def save(self, incident: Incident, sink_ids: Sequence[str]) -> None:
         """Upsert the incident and enqueue one delivery per sink, in one transaction (idempotent by key)."""
@@ -323,22 +484,24 @@ class Database:
             del entry["incident_id"]
             by_id[r["incident_id"]]["deliveries"].append(entry)
 
-    def due(self, sink_id: str, now: float, limit: int = 50) -> list[Delivery]:
+    def due(self, sink_id: str, now: float, limit: int = 50, max_wait_s: float | None = None) -> list[Delivery]:
         """One sink's due deliveries in stored order, stopping at the first one still backing off.
 
         Head-of-line order: an incident's end never overtakes its start while the start is being retried.
+        `max_wait_s`: the longest wait a retry is ever scheduled for; one due further ahead than that was scheduled
+        before the wall clock went back (an NTP step), and is due now rather than after the jump.
         """
         rows = self.conn.execute(
-            """SELECT delivery_key, sink_id, incident_id, payload, attempts, next_attempt FROM outbox
+            """SELECT delivery_key, sink_id, incident_id, payload, attempts, next_attempt, kind FROM outbox
                WHERE sink_id = ? AND delivered IS NULL AND dead IS NULL
                ORDER BY created, rowid LIMIT ?""",
             (sink_id, limit),
         )
         out = []
         for r in rows:
-            if r[5] > now:
+            if r[5] > now and (max_wait_s is None or r[5] - now <= max_wait_s):
                 break
-            out.append(Delivery(r[0], r[1], r[2], json.loads(r[3]), r[4]))
+            out.append(Delivery(r[0], r[1], r[2], json.loads(r[3]), r[4], r[6]))
         return out
 
     def next_due(self, sink_id: str) -> float | None:
@@ -473,8 +636,22 @@ class Database:
         rows = self.conn.execute("SELECT * FROM incidents WHERE start >= ? AND start < ? ORDER BY start", (start, end))
         return [_row_to_json(r) for r in rows]
 
-    def save_business_event(self, event_id: str, event: BusinessEvent, dedupe_key: str | None = None) -> bool:
-        """Database durably (committed before the sender is acknowledged); False when `dedupe_key` was seen before."""
+    def save_business_event(
+        self, event_id: str, event: BusinessEvent, dedupe_key: str | None = None, durable: bool = True
+    ) -> bool:
+        """Store durably (committed, and synced to disk, before the sender is acknowledged); False when
+        `dedupe_key` was seen before. `durable=False` only for measuring what the sync costs."""
+        if durable:
+            # FULL syncs the WAL at this commit (and so everything committed before it): an acknowledged event
+            # survives a power cut; NORMAL would sync only at the next checkpoint
+            self.conn.execute("PRAGMA synchronous=FULL")
+        try:
+            return self._insert_business_event(event_id, event, dedupe_key)
+        finally:
+            if durable:
+                self.conn.execute("PRAGMA synchronous=NORMAL")
+
+    def _insert_business_event(self, event_id: str, event: BusinessEvent, dedupe_key: str | None) -> bool:
         with self.conn:
             cur = self.conn.execute(
                 """INSERT OR IGNORE INTO business_events (id, source, site, time, kind, payload, received, dedupe_key)
@@ -496,6 +673,64 @@ class Database:
         rows = self.conn.execute(sql + " ORDER BY time", args)
         return [{**dict(r), "payload": json.loads(r["payload"])} for r in rows]
 
+    def purge(
+        self,
+        incidents_before: str | None,
+        snapshots_before: str | None,
+        events_before: str | None,
+        rollups_before: str | None,
+    ) -> dict[str, int]:
+        """Delete what retention no longer keeps (ISO UTC cutoffs; None keeps that kind), in one transaction;
+        returns how many rows of each kind went. Kept whatever its age: an incident still open, and one with a
+        delivery still pending (the sink has not had it); the latest arm/disarm report of each panel area (the
+        armed state rules read)."""
+        gone: dict[str, int] = {}
+        with self.conn:
+            self.conn.execute("BEGIN IMMEDIATE")
+            if incidents_before is not None:
+                self.conn.execute(
+                    """CREATE TEMP TABLE IF NOT EXISTS purged (id TEXT PRIMARY KEY)"""
+                )  # fmt: skip
+                self.conn.execute("DELETE FROM temp.purged")
+                self.conn.execute(
+                    """INSERT INTO temp.purged SELECT id FROM incidents i WHERE i.start < ? AND i.state = 'end'
+                       AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.incident_id = i.id
+                                       AND o.delivered IS NULL AND o.dead IS NULL)""",
+                    (incidents_before,),
+                )
+                gone["deliveries"] = self.conn.execute(
+                    "DELETE FROM outbox WHERE incident_id IN (SELECT id FROM temp.purged)"
+                ).rowcount
+                gone["sink_refs"] = self.conn.execute(
+                    "DELETE FROM sink_refs WHERE incident_id IN (SELECT id FROM temp.purged)"
+                ).rowcount
+                gone["incidents"] = self.conn.execute(
+                    "DELETE FROM incidents WHERE id IN (SELECT id FROM temp.purged)"
+                ).rowcount
+            if snapshots_before is not None:  # the files go after this commits (plugin/incidents/retention.py)
+                gone["snapshots"] = self.conn.execute(
+                    "UPDATE incidents SET snapshot = NULL WHERE start < ? AND snapshot IS NOT NULL", (snapshots_before,)
+                ).rowcount
+            if events_before is not None:
+                gone["business_events"] = self.conn.execute(
+                    """DELETE FROM business_events WHERE time < ? AND id NOT IN (
+                         SELECT id FROM (
+                           SELECT id, ROW_NUMBER() OVER (
+                             PARTITION BY COALESCE(json_extract(payload, '$.panel'), source),
+                                          COALESCE(json_extract(payload, '$.account'), ''),
+                                          COALESCE(json_extract(payload, '$.area'), '0')
+                             ORDER BY time DESC, received DESC) AS n
+                           FROM business_events WHERE kind IN ('alarm.arm', 'alarm.disarm'))
+                         WHERE n = 1)""",
+                    (events_before,),
+                ).rowcount
+            if rollups_before is not None:
+                gone["rollups"] = self.conn.execute("DELETE FROM rollups WHERE bucket < ?", (rollups_before,)).rowcount
+                gone["occupancy_resets"] = self.conn.execute(
+                    "DELETE FROM store_occupancy_resets WHERE at < ?", (rollups_before,)
+                ).rowcount
+        return gone
+
     def get_ref(self, sink_id: str, incident_id: str) -> str | None:
         """A sink's stored reference for an incident."""
         row = self.conn.execute(
@@ -512,21 +747,114 @@ class Database:
                 (sink_id, incident_id, ref, datetime.now(UTC).isoformat()),
             )
 
+    # --- keyed records for head office (docs/hq.md): the outbox's `kind` column and local feedback -------------
+    # Kept apart from SCHEMA so the database's migration mechanism can take it over as one step.
+
+    def enqueue_record(self, kind: str, key: str, payload: Mapping[str, Any], sink_ids: Sequence[str]) -> bool:
+        """Queue one keyed record (a roll-up hour, a POS hour, camera health, feedback) for the given sinks;
+        False when the key was queued before (a record is sent once, whatever happens later)."""
+        now = datetime.now(UTC).isoformat()
+        added = 0
+        with self.conn:
+            for sink_id in sink_ids:
+                added += self.conn.execute(
+                    "INSERT OR IGNORE INTO outbox (delivery_key, sink_id, incident_id, payload, created, kind)"
+                    " VALUES (?,?,?,?,?,?)",
+                    (key, sink_id, key, json.dumps(dict(payload)), now, kind),
+                ).rowcount
+        return added > 0
+
+    def record_queued(self, key: str) -> bool:
+        """Whether a record with this key was ever queued (sent or not)."""
+        return self.conn.execute("SELECT 1 FROM outbox WHERE delivery_key = ? LIMIT 1", (key,)).fetchone() is not None
+
+    def save_feedback(self, doc: Mapping[str, Any], sink_ids: Sequence[str]) -> None:
+        """Store a verdict on an incident and queue it for head office, in one transaction."""
+        with self.conn:
+            cur = self.conn.execute(
+                """INSERT INTO feedback (incident_id, verdict, reason, comment, by_user, at) VALUES (?,?,?,?,?,?)""",
+                (doc["incident_id"], doc["verdict"], doc["reason"], doc["comment"], doc["by_user"], doc["at"]),
+            )
+            key = f"feedback:{doc['incident_id']}:{cur.lastrowid}"
+            for sink_id in sink_ids:
+                self.conn.execute(
+                    "INSERT OR IGNORE INTO outbox (delivery_key, sink_id, incident_id, payload, created, kind)"
+                    " VALUES (?,?,?,?,?,'feedback')",
+                    (key, sink_id, doc["incident_id"], json.dumps(dict(doc)), doc["at"]),
+                )
+
+    def feedback_of(self, incident_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+        """The verdicts given here on each of these incidents, oldest first."""
+        out: dict[str, list[dict[str, Any]]] = {i: [] for i in incident_ids}
+        marks = ",".join("?" * len(out))
+        if marks:
+            rows = self.conn.execute(f"SELECT * FROM feedback WHERE incident_id IN ({marks}) ORDER BY id", list(out))
+            for r in rows:
+                out[r["incident_id"]].append(dict(r))
+        return out
+
+    def feedback(self, incident_id: str) -> list[dict[str, Any]]:
+        """Every verdict given on an incident here, oldest first."""
+        rows = self.conn.execute("SELECT * FROM feedback WHERE incident_id = ? ORDER BY id", (incident_id,))
+        return [dict(r) for r in rows]
+
     def close(self) -> None:
         """Close the connection."""
         self.conn.close()
 
 
+# Database methods that write: one of them succeeding means the database takes writes again
+WRITES = frozenset({
+    "save", "mark_delivered", "mark_retry", "mark_dead", "retry_dead", "add_rollups", "save_occupancy",
+    "save_business_event", "put_ref", "purge",
+})  # fmt: skip
+
+
+@dataclass
+class DatabaseHealth:
+    """The database's last failure (disk full, locked by another process, I/O error), for /readyz: set by a call
+    that failed, cleared by the next write that succeeds."""
+
+    error: str | None = None
+    since: datetime | None = None  # the first failure of this run of failures
+    failures: int = 0  # calls that failed since start
+    last_failure_monotonic: float = field(default=0.0, repr=False)
+
+    @property
+    def ok(self) -> bool:
+        """True unless the last write, or any call since, failed."""
+        return self.error is None
+
+
 class AsyncDatabase:
     """The database, called from the event loop; every call runs on the database's own thread."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> None:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="database")
-        self.sync = self._executor.submit(Database, path).result()
+        try:
+            self.sync = self._executor.submit(Database, path, busy_timeout_ms).result()
+        except BaseException:
+            self._executor.shutdown(wait=False)
+            raise
+        self.health = DatabaseHealth()
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run `fn(*args)` on the database thread."""
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        """Run `fn(*args)` on the database thread; a database failure is recorded in `health` and raised."""
+        try:
+            result = await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        except sqlite3.Error as exc:
+            h = self.health
+            if h.error is None:
+                h.since = datetime.now(UTC)
+                log.error("database %s: %s failed: %s", self.sync.path, getattr(fn, "__name__", fn), exc)
+            h.error = f"{getattr(fn, '__name__', 'call')}: {type(exc).__name__}: {exc}"
+            h.failures += 1
+            h.last_failure_monotonic = time.monotonic()
+            raise
+        if self.health.error is not None and getattr(fn, "__name__", "") in WRITES:
+            log.warning("database %s: writes work again (failing since %s)", self.sync.path, self.health.since)
+            self.health.error, self.health.since = None, None
+        return result
 
     async def get_ref(self, sink_id: str, incident_id: str) -> str | None:
         """SinkRefs: a sink's stored reference for an incident."""

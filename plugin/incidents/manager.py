@@ -1,9 +1,17 @@
-"""Turns rule hits into Incidents: id, sequence, explanation, snapshot; stores them and queues deliveries."""
+"""Turns rule hits into Incidents: id, sequence, explanation, snapshot; stores them and queues deliveries.
+
+A snapshot that cannot be written (disk full, out of file handles) leaves the incident stored without one. An
+incident the database cannot take (disk full, locked by another process) waits in memory, in order, and is stored
+by the next attempt or the retry loop (`run`): the cameras and their rule state carry on meanwhile.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
+import time
+from collections import deque
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import replace
 from datetime import datetime
@@ -11,13 +19,24 @@ from pathlib import Path
 from typing import Any
 
 from plugin.incidents.database import AsyncDatabase, incident_from_json
-from plugin.incidents.evidence import draw_snapshot, write_jpeg
+from plugin.incidents.evidence import (
+    NormBox,
+    blur_people,
+    blurred_path,
+    decode_jpeg,
+    draw_snapshot,
+    write_jpeg,
+)
 from plugin.incidents.explain import Explainer
+from plugin.private import private_dir, write_private
 from plugin.rules.base import RuleHit
 from plugin.rules.zones import PolygonZone
 from plugin.types import Frame, Incident
 
 log = logging.getLogger(__name__)
+
+RETRY_S = 2.0  # how often incidents the database did not take are tried again
+MAX_UNSAVED = 10_000  # incidents kept in memory while the database fails (~2 KB each); beyond, the oldest go
 
 
 def _details(hit: RuleHit, frame: Frame | None) -> dict[str, Any]:
@@ -44,14 +63,28 @@ class IncidentManager:
         explainer: Explainer,
         sink_ids: Sequence[str],
         on_saved: Callable[[Incident], None] | None = None,
+        blurred_copies: bool = False,
     ) -> None:
         self.db = db
         self.evidence_dir = evidence_dir
         self.explainer = explainer
         self.sink_ids = list(sink_ids)
         self.on_saved = on_saved
+        # a sink says `privacy: blur`: each snapshot also gets a copy with the people blurred (evidence.blurred_path)
+        self.blurred_copies = blurred_copies
         self._open: dict[tuple[str, str, str], Incident] = {}
         self.count = 0
+        # incidents the database did not take yet, oldest first, with the sinks each goes to
+        self._unsaved: deque[tuple[Incident, list[str]]] = deque()
+        self._saving = asyncio.Lock()
+        self.store_error: str | None = None  # why the oldest unsaved incident is waiting
+        self.dropped = 0  # unsaved incidents dropped beyond MAX_UNSAVED
+        self.snapshot_failures = 0
+
+    @property
+    def unsaved(self) -> int:
+        """Incidents waiting in memory for the database."""
+        return len(self._unsaved)
 
     def _facts(self, hit: RuleHit, ended: bool) -> dict[str, object]:
         facts = dict(hit.facts)
@@ -104,10 +137,13 @@ class IncidentManager:
         zone: PolygonZone | None,
         exclude_sinks: Collection[str] = (),
         jpeg: bytes | None = None,
+        people: Sequence[NormBox] | None = None,
     ) -> Incident | None:
-        """Open or close the incident for `hit`; returns what was stored. `exclude_sinks` get no delivery of it
-        (a health incident about a sink is not sent to that sink: it would only fail there too). `jpeg`: a ready
-        snapshot for an opening without a frame (business-event fusion takes its moment from the presence log)."""
+        """Open or close the incident for `hit`; returns what was stored (or waits to be: `unsaved`).
+        `exclude_sinks` get no delivery of it (a health incident about a sink is not sent to that sink: it would only
+        fail there too). `jpeg`: a ready snapshot for an opening without a frame (business-event fusion takes its
+        moment from the presence log). `people`: the people's boxes (0..1) in the frame or jpeg, for the blurred
+        copy; None when unknown (the whole copy is blurred)."""
         key = (hit.camera, hit.rule_id, hit.key)
         if hit.state == "start":
             incident = Incident(
@@ -124,10 +160,8 @@ class IncidentManager:
                 track_ids=hit.track_ids,
                 details=_details(hit, frame),
             )
-            if frame is not None:
-                incident = replace(incident, snapshot=str(await self._snapshot(incident, hit, frame, zone)))
-            elif jpeg:
-                incident = replace(incident, snapshot=str(await self._snapshot_bytes(incident, jpeg)))
+            if frame is not None or jpeg:
+                incident = await self._with_snapshot(incident, hit, frame, zone, jpeg, people)
             self._open[key] = incident
             self.count += 1
         else:
@@ -144,31 +178,96 @@ class IncidentManager:
                 details={**_details(hit, None), **({"box": opened.details["box"]} if "box" in opened.details else {})},
             )
         sink_ids = [s for s in self.sink_ids if s not in exclude_sinks]
-        await self.db.call(self.db.sync.save, incident, sink_ids)
-        log.info("%s: incident %s %s: %s", incident.camera, incident.id[:8], incident.state, incident.explanation)
-        if self.on_saved is not None:
-            self.on_saved(incident)
+        if len(self._unsaved) >= MAX_UNSAVED:
+            lost, _ = self._unsaved.popleft()
+            self.dropped += 1
+            log.error("%s: incident %s %s dropped: the database has failed for %d incidents", lost.camera,
+                      lost.id[:8], lost.state, MAX_UNSAVED)  # fmt: skip
+        self._unsaved.append((incident, sink_ids))
+        await self.flush_unsaved()
         return incident
 
-    async def _snapshot_bytes(self, incident: Incident, jpeg: bytes) -> Path:
-        path = self.evidence_dir / incident.start.strftime("%Y-%m-%d") / f"{incident.id}.jpg"
+    async def flush_unsaved(self) -> bool:
+        """Store the incidents waiting for the database, oldest first (an end never before its start); True when
+        none is left. A database failure leaves them waiting, for the next incident or the retry loop."""
+        async with self._saving:
+            while self._unsaved:
+                incident, sink_ids = self._unsaved[0]
+                try:
+                    await self.db.call(self.db.sync.save, incident, sink_ids)
+                except sqlite3.Error as exc:
+                    if self.store_error is None:
+                        log.error(
+                            "%s: incident %s %s not stored yet, kept in memory and retried: %s", incident.camera,
+                            incident.id[:8], incident.state, exc,
+                        )  # fmt: skip
+                    self.store_error = f"{type(exc).__name__}: {exc}"
+                    return False
+                self._unsaved.popleft()
+                log.info("%s: incident %s %s: %s", incident.camera, incident.id[:8], incident.state,
+                         incident.explanation)  # fmt: skip
+                if self.on_saved is not None:
+                    self.on_saved(incident)
+            if self.store_error is not None:
+                log.warning("incidents: the database takes incidents again; every waiting incident is stored")
+                self.store_error = None
+            return True
 
-        def work() -> None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_bytes(jpeg)
-            tmp.replace(path)  # a reader never sees half a file
+    async def run(self, interval_s: float = RETRY_S) -> None:
+        """Retry what the database did not take, until cancelled (the app runs it while sinks run)."""
+        while True:
+            await asyncio.sleep(interval_s)
+            if self._unsaved:
+                await self.flush_unsaved()
 
-        await asyncio.to_thread(work)
-        return path.resolve()
+    def _path(self, incident: Incident) -> Path:
+        return self.evidence_dir / incident.start.strftime("%Y-%m-%d") / f"{incident.id}.jpg"
 
-    async def _snapshot(self, incident: Incident, hit: RuleHit, frame: Frame, zone: PolygonZone | None) -> Path:
-        path = self.evidence_dir / incident.start.strftime("%Y-%m-%d") / f"{incident.id}.jpg"
+    async def _with_snapshot(
+        self,
+        incident: Incident,
+        hit: RuleHit,
+        frame: Frame | None,
+        zone: PolygonZone | None,
+        jpeg: bytes | None,
+        people: Sequence[NormBox] | None,
+    ) -> Incident:
+        """The incident with its snapshot written (and the blurred copy); without one when it cannot be written
+        (disk full, out of file handles): the incident matters more than its picture."""
+        path = self._path(incident)
+        t0 = time.perf_counter()
+        try:
+            if frame is not None:
+                await asyncio.to_thread(self._write_frame, path, hit, frame, zone, people)
+            else:
+                assert jpeg is not None
+                await asyncio.to_thread(self._write_bytes, path, jpeg, people)
+        except Exception as exc:
+            self.snapshot_failures += 1
+            why = f"{type(exc).__name__}: {exc}"
+            log.warning("%s: incident %s stored without its snapshot: %s", incident.camera, incident.id[:8], why,
+                        exc_info=not isinstance(exc, OSError))  # fmt: skip
+            return replace(incident, details={**incident.details, "snapshot_error": why})
+        log.debug("%s: snapshot of %s in %.1f ms", incident.camera, incident.id[:8], 1e3 * (time.perf_counter() - t0))
+        return replace(incident, snapshot=str(path.resolve()))
+
+    def _write_frame(
+        self, path: Path, hit: RuleHit, frame: Frame, zone: PolygonZone | None, people: Sequence[NormBox] | None
+    ) -> None:
+        """The frame with the zone and the box drawn (worker thread); then the copy with the people blurred."""
         zone_px = None if zone is None else zone.polygon_px(frame.width, frame.height)
         label = f"#{hit.track_ids[0]} {hit.rule_id}" if hit.track_ids else hit.rule_id
+        if self.blurred_copies:  # written first: a sink never finds the original without its blurred copy
+            write_jpeg(blurred_path(path), draw_snapshot(blur_people(frame.image, people), hit.box, zone_px, label))
+        write_jpeg(path, draw_snapshot(frame.image, hit.box, zone_px, label))
 
-        def work() -> None:
-            write_jpeg(path, draw_snapshot(frame.image, hit.box, zone_px, label))
-
-        await asyncio.to_thread(work)
-        return path.resolve()
+    def _write_bytes(self, path: Path, jpeg: bytes, people: Sequence[NormBox] | None) -> None:
+        """A ready JPEG as the snapshot (worker thread), and the copy with the people blurred. With a copy, both are
+        encoded from the same decoded pixels, so they differ only where the people are."""
+        if self.blurred_copies:
+            image = decode_jpeg(jpeg)
+            write_jpeg(blurred_path(path), blur_people(image, people))
+            write_jpeg(path, image)
+            return
+        private_dir(path.parent)
+        write_private(path, jpeg)

@@ -212,12 +212,14 @@ BATCH_COPY_KEY = "storesight.derived_from"
 
 
 def write_batch_copy(source: Path, dest: Path) -> Path:
-    """Write `source` to `dest` with the first dimension of every graph input and output made symbolic ("batch").
+    """Write `source` to `dest` with the first dimension of every graph input and output made symbolic ("batch"),
+    and an image input's height and width ("height", "width", and the outputs' cell count).
 
-    The shipped YOLOX export declares batch 1 but computes its reshapes from `Shape`, so only the declarations
-    change; intermediate shape annotations are dropped for onnxruntime to infer again. A graph that still cannot run
-    a batch (constant reshapes, like the MoveNet conversion) is caught by model.py's probe at load, which then runs
-    one image per call. Always rebuilt from the verified source, so the copy never outlives a changed pin."""
+    The shipped YOLOX export declares batch 1 and 416x416 but computes its reshapes from `Shape`, so only the
+    declarations change; intermediate shape annotations are dropped for onnxruntime to infer again. A graph that
+    still cannot run a batch (constant reshapes, like the MoveNet conversion) is caught by model.py's probe at load,
+    which then runs one image per call. Always rebuilt from the verified source, so the copy never outlives a
+    changed pin."""
     try:
         import onnx
     except ImportError:
@@ -237,12 +239,26 @@ def write_batch_copy(source: Path, dest: Path) -> Path:
             raise ModelError(f"{source.name}: {value.name!r} has no shape to make batched")
         dims[0].Clear()
         dims[0].dim_param = "batch"
+    # The image's height and width, and so the number of grid cells out, symbolic too: config.pbtxt's input_size
+    # picks the size (352 since it measured faster and more accurate than the export's 416; see config.pbtxt).
+    image = model.graph.input[0].type.tensor_type.shape.dim
+    if len(image) == 4:
+        for k, name in ((2, "height"), (3, "width")):
+            image[k].Clear()
+            image[k].dim_param = name
+        for value in model.graph.output:
+            dims = value.type.tensor_type.shape.dim
+            if len(dims) == 3:
+                dims[1].Clear()
+                dims[1].dim_param = "cells"
     del model.graph.value_info[:]
     kept = [(p.key, p.value) for p in model.metadata_props if p.key != BATCH_COPY_KEY]
     del model.metadata_props[:]
     for key, value in kept:
         model.metadata_props.add(key=key, value=value)
-    model.metadata_props.add(key=BATCH_COPY_KEY, value=f"{source.name} sha256={sha256_of(source)}; symbolic batch")
+    model.metadata_props.add(
+        key=BATCH_COPY_KEY, value=f"{source.name} sha256={sha256_of(source)}; symbolic batch and image size"
+    )
     try:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as exc:

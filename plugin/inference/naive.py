@@ -34,6 +34,15 @@ def read_model_parameters(config_pbtxt: Path) -> dict[str, str]:
     return {m["key"]: m["value"] for m in _PARAM.finditer(text)}
 
 
+def model_file(version_dir: Path, params: dict[str, str]) -> Path:
+    """The ONNX file the CPU flavour's model.py runs: the derived copy (symbolic batch and image size) when it is
+    there, else the file as given, so the baseline runs exactly what Triton serves."""
+    batch = params.get("onnx_batch_file", "")
+    if batch and (version_dir / batch).is_file():
+        return version_dir / batch
+    return version_dir / params.get("onnx_file", "yolox_nano.onnx")
+
+
 @dataclass(frozen=True)
 class YoloxSettings:
     """What decoding needs, read from the model's config.pbtxt."""

@@ -2,21 +2,32 @@
 
 Running the binary (not PyTriton's Python API) keeps the per-request overhead near 0.7 ms. The wheel needs a few
 environment fixes to run python-backend models; each is applied in `_environment` / `_backend_dir`.
+
+The server dies with StoreSight: it is started with PR_SET_PDEATHSIG (SIGKILL) from a thread of its own that lives
+exactly as long as the server (the signal follows the thread that forked, not the process), so a SIGKILLed
+StoreSight leaves no orphan holding ports and memory. That thread waits for the server and reports its exit, and
+`keep_running` restarts it with backoff on the same ports, so clients and cameras carry on by themselves.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import ctypes
 import logging
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import sysconfig
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +42,33 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 # The cpu flavour's repository as the environment said when this module was imported; code that runs later calls
 # default_model_repository() so a changed $STORESIGHT_DATA_DIR is seen.
 DEFAULT_MODEL_REPOSITORY = default_model_repository("cpu")
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+RESTART_START_S = 1.0  # a server that died is started again after this, doubling up to RESTART_MAX_S
+RESTART_MAX_S = 60.0
+STABLE_S = 60.0  # a server that ran this long before dying starts the backoff over
+
+
+def _die_with_parent(cmd: list[str]) -> tuple[list[str], Callable[[], None] | None]:
+    """The command and preexec_fn that give the server SIGKILL when the thread that started it ends.
+
+    util-linux's `setpriv --pdeathsig KILL` sets it and execs the server: Python then spawns without running Python
+    code in the child (vfork), so gRPC's fork handlers never run in a process whose gRPC threads are live (they
+    crashed a restarted server with an epoll error, SIGABRT). Without setpriv, a preexec_fn makes the call itself
+    (prctl, then exit if the parent is already gone); off Linux, nothing."""
+    if not sys.platform.startswith("linux"):
+        return cmd, None
+    setpriv = shutil.which("setpriv")
+    if setpriv is not None:
+        return [setpriv, "--pdeathsig", "KILL", "--", *cmd], None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # loaded before the fork: the child makes two system calls
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:  # the parent died before prctl: nobody would send the signal
+            os._exit(1)
+
+    return cmd, preexec
 
 
 def _pytriton_dir() -> Path:
@@ -97,6 +135,11 @@ class EmbeddedTriton:
     grpc_port: int = 0
     metrics_port: int = 0
     process: subprocess.Popen[bytes] | None = None
+    restarts: int = 0  # times keep_running started it again
+    last_exit: str | None = None  # how the last server process ended, when it ended by itself
+    _log_offset: int = field(default=0, repr=False)  # where this process's lines begin in the (appended) log
+    _stopping: bool = field(default=False, repr=False)
+    _exits: list[Callable[[subprocess.Popen[bytes]], None]] = field(default_factory=list, repr=False)
 
     @property
     def grpc_url(self) -> str:
@@ -140,23 +183,73 @@ class EmbeddedTriton:
             "--exit-timeout-secs=5",
         ]
         log.info("starting embedded tritonserver (repository %s, grpc %s)", self.model_repository, self.grpc_url)
-        with self.log_path.open("wb") as out:
-            self.process = subprocess.Popen(
-                cmd, stdout=out, stderr=subprocess.STDOUT, env=_environment(root), start_new_session=True
-            )
+        self._stopping = False
+        self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        self.process = self._launch(cmd, _environment(root), self.log_path)
+
+    def _launch(self, cmd: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+        """Fork the server from a thread that then waits for it: PR_SET_PDEATHSIG fires when the forking thread
+        ends, so that thread must outlive the server (an event loop's worker thread would kill it when idle)."""
+        launched: list[subprocess.Popen[bytes] | BaseException] = []
+        ready = threading.Event()
+
+        def keeper() -> None:
+            try:
+                argv, preexec = _die_with_parent(cmd)
+                with log_path.open("ab") as out:
+                    # its own session: a Ctrl-C to StoreSight's terminal does not kill it before clients close
+                    process = subprocess.Popen(
+                        argv, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                        preexec_fn=preexec,
+                    )  # fmt: skip
+            except BaseException as exc:
+                launched.append(exc)
+                ready.set()
+                return
+            launched.append(process)
+            ready.set()
+            process.wait()
+            self._exited(process)
+
+        threading.Thread(target=keeper, name=f"tritonserver-{self.grpc_port}", daemon=True).start()
+        ready.wait()
+        if isinstance(launched[0], BaseException):
+            raise launched[0]
+        return launched[0]
+
+    def _exited(self, process: subprocess.Popen[bytes]) -> None:
+        """The keeper thread saw the server end: clean up its python-backend stubs (its process group) and tell
+        whoever watches (keep_running), unless `stop` asked for it."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+        if self._stopping:
+            return
+        code = process.returncode
+        self.last_exit = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+        log.error("embedded tritonserver (pid %d) ended by itself: %s", process.pid, self.last_exit)
+        for callback in list(self._exits):
+            callback(process)
+
+    def on_exit(self, callback: Callable[[subprocess.Popen[bytes]], None]) -> None:
+        """Call `callback(process)` (from the keeper thread) whenever the server ends without `stop`."""
+        self._exits.append(callback)
 
     def log_tail(self, lines: int = 15) -> str:
         """The last lines of the server's log, for error messages."""
+        text = self._log_text().splitlines()
+        return "\n".join(text[-lines:])
+
+    def _log_text(self) -> str:
+        """This server process's part of the log (restarts append to the same file)."""
         if self.log_path is None or not self.log_path.exists():
             return ""
-        text = self.log_path.read_text(errors="replace").splitlines()
-        return "\n".join(text[-lines:])
+        with self.log_path.open("rb") as f:
+            f.seek(self._log_offset)
+            return f.read().decode(errors="replace")
 
     def model_load_error(self, model: str) -> str | None:
         """The server's reason for failing to load `model`, if its log has one."""
-        if self.log_path is None or not self.log_path.exists():
-            return None
-        for line in self.log_path.read_text(errors="replace").splitlines():
+        for line in self._log_text().splitlines():
             if "failed to load" in line and f"'{model}'" in line:
                 return line.split("failed to load", 1)[1].strip(" :")
         return None
@@ -180,8 +273,47 @@ class EmbeddedTriton:
             time.sleep(0.2)
         raise InferenceUnavailable(f"embedded tritonserver not ready after {timeout_s:.0f} s:\n{self.log_tail()}")
 
+    async def keep_running(self, model: str, ready_timeout_s: float) -> None:
+        """Start the server again whenever it ends by itself (crash, OOM kill, kill -9), with backoff, on the same
+        ports (clients reconnect by themselves); until cancelled. Started after the first `wait_ready`."""
+        loop = asyncio.get_running_loop()
+        ended = asyncio.Event()
+
+        def exited(_process: subprocess.Popen[bytes]) -> None:
+            loop.call_soon_threadsafe(ended.set)
+
+        self.on_exit(exited)
+        if self.process is not None and self.process.poll() is not None:
+            ended.set()  # it died before we watched
+        backoff = RESTART_START_S
+        up_since = time.monotonic()
+        try:
+            while True:
+                await ended.wait()
+                ended.clear()
+                if time.monotonic() - up_since >= STABLE_S:
+                    backoff = RESTART_START_S
+                log.warning("embedded tritonserver: restarting in %.0f s (%s)", backoff, self.last_exit)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, RESTART_MAX_S)
+                try:
+                    await asyncio.to_thread(self.start)
+                    self.restarts += 1
+                    await asyncio.to_thread(self.wait_ready, model, ready_timeout_s)
+                except Exception as exc:  # ports taken, model gone: try again later, saying why
+                    log.error("embedded tritonserver: restart failed: %s", exc)
+                    if self.process is None or self.process.poll() is None:
+                        await asyncio.to_thread(self.stop)  # half-started: stop it, and try again after backoff
+                        ended.set()
+                    continue
+                up_since = time.monotonic()
+                log.warning("embedded tritonserver: back (restart %d)", self.restarts)
+        finally:
+            self._exits.clear()
+
     def stop(self) -> None:
         """Terminate the server and wait for it (clients should be closed first: open ones delay exit)."""
+        self._stopping = True
         if self.process is None:
             return
         if self.process.poll() is None:

@@ -45,7 +45,11 @@ def letterbox_into(image: ImageArray, canvas: ImageArray) -> Letterbox:
     h, w = image.shape[:2]
     scale = min(size / h, size / w)
     nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
-    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    # Bicubic, not area averaging, to shrink: 0.26 ms instead of 1.27 ms for a 768x432 frame to 352 px (OpenCV's
+    # INTER_AREA takes a slow path at non-integer ratios), and no worse on real ground truth (packaging/scripts/
+    # evaluate.py, PETS 2009 S3-MF1 at 352 px: precision/recall 0.967/0.935 against 0.970/0.944, both far above the
+    # 0.83/0.93 of 416 px with area averaging)
+    interp = cv2.INTER_CUBIC if scale < 1 else cv2.INTER_LINEAR
     canvas[:nh, :nw] = cv2.resize(image, (nw, nh), interpolation=interp)
     canvas[nh:] = PAD_VALUE
     canvas[:nh, nw:] = PAD_VALUE
@@ -67,6 +71,10 @@ class ModelInfo:
     class_names: tuple[str, ...]
 
 
+GRPC_RECONNECT_START_MS = 500
+GRPC_RECONNECT_MAX_MS = 2000
+
+
 def triton_aio_module(scheme: str) -> Any:
     """tritonclient's asyncio module for a URL scheme: grpc, else HTTP (http, https)."""
     if scheme == "grpc":
@@ -82,7 +90,20 @@ def triton_aio_client(scheme: str, address: str) -> Any:
     """A tritonclient asyncio client for `address` (host:port) over the URL's scheme."""
     mod = triton_aio_module(scheme)
     if scheme == "grpc":
-        return mod.InferenceServerClient(address)
+        keepalive = mod.KeepAliveOptions()
+        options = [  # tritonclient's own defaults, plus a short reconnect backoff
+            ("grpc.max_send_message_length", mod.MAX_GRPC_MESSAGE_SIZE),
+            ("grpc.max_receive_message_length", mod.MAX_GRPC_MESSAGE_SIZE),
+            ("grpc.keepalive_time_ms", keepalive.keepalive_time_ms),
+            ("grpc.keepalive_timeout_ms", keepalive.keepalive_timeout_ms),
+            ("grpc.keepalive_permit_without_calls", keepalive.keepalive_permit_without_calls),
+            ("grpc.http2.max_pings_without_data", keepalive.http2_max_pings_without_data),
+            # gRPC's default backoff grows to 120 s while a server is down: cameras would stay idle up to two
+            # minutes after Triton is back (a restart, an external server's maintenance)
+            ("grpc.initial_reconnect_backoff_ms", GRPC_RECONNECT_START_MS),
+            ("grpc.max_reconnect_backoff_ms", GRPC_RECONNECT_MAX_MS),
+        ]
+        return mod.InferenceServerClient(address, channel_args=options)
     return mod.InferenceServerClient(address, ssl=scheme == "https")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -60,18 +61,47 @@ class InsightsRecorder:
             r.last_t = m.t.astimezone(UTC).isoformat()
 
     async def flush(self) -> None:
-        """Write what was collected since the last flush."""
+        """Write what was collected since the last flush; when the database refuses it, it is kept for the next."""
         if not self._pending:
             return
         batch, self._pending = self._pending, {}
-        await self.db.call(self.db.sync.add_rollups, batch)
+        try:
+            await self.db.call(self.db.sync.add_rollups, batch)
+        except sqlite3.Error:
+            self._merge_back(batch)
+            raise
+
+    def _merge_back(self, batch: dict[tuple[str, str, str, str, str], Rollup]) -> None:
+        """Fold a batch the database refused into what arrived meanwhile, as add_rollups would have."""
+        for key, old in batch.items():
+            new = self._pending.get(key)
+            if new is None:
+                self._pending[key] = old
+                continue
+            new.count += old.count
+            new.total += old.total
+            new.n += old.n
+            new.peak = max(new.peak, old.peak)
+            if old.last_t > new.last_t:
+                new.last, new.last_t = old.last, old.last_t
 
     async def run(self) -> None:
-        """Flush periodically until cancelled, then once more."""
+        """Flush periodically until cancelled, then once more. A database failure (disk full, locked) keeps the
+        roll-ups in memory and is tried again at the next flush, instead of ending the flusher."""
+        failing = False
         try:
             while True:
                 await asyncio.sleep(FLUSH_EVERY_S)
-                await self.flush()
+                try:
+                    await self.flush()
+                except sqlite3.Error as exc:
+                    if not failing:
+                        log.error("insights: roll-ups kept in memory, the database refused them: %s", exc)
+                    failing = True
+                    continue
+                if failing:
+                    log.warning("insights: roll-ups written again")
+                    failing = False
         finally:
             with contextlib.suppress(Exception):
                 await asyncio.shield(self.flush())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Protocol
@@ -33,6 +33,9 @@ from plugin.types import Detections, FloatArray, Frame
 log = logging.getLogger(__name__)
 
 OBJECT_MAX_AGE_S = 5.0  # a still object the detector misses for a few seconds keeps its track (people: 1.5 s)
+# a live frame's wall-clock step and monotonic step differ by more than this: the wall clock jumped (an NTP step, an
+# operator setting the time). Both stamps are taken together, so outside a jump they differ by microseconds.
+CLOCK_JUMP_S = 2.0
 
 
 class CrossingListener(Protocol):
@@ -61,6 +64,10 @@ class PipelineStatus:
     people: int = 0  # confirmed tracked people in the last analysed frame
     # the latest value of each gauge a rule measures (a queue's `queue_length`), by (rule id, metric): live state
     gauges: dict[tuple[str, str], float] = field(default_factory=dict)
+    # Triton went away under this camera (live runs wait for it with the pipeline's state kept): how often, how long
+    inference_waits: int = 0
+    inference_wait_s: float = 0.0
+    clock_jumps: int = 0  # live sources: the wall clock stepped (NTP) and the rules started over
 
 
 class CameraPipeline:
@@ -99,6 +106,7 @@ class CameraPipeline:
         # the app sets gate.signals for cameras with ONVIF events (camera-native motion)
         self.gate = MotionGate(camera, [r.rule_config for r in self.rules])
         self._held = Detections.empty()  # the last tracked detections, what a skipped frame shows the rules
+        self._seen = Detections.empty()  # the last detected frame's detections, unconfirmed tracks' included
         self._keypoints: dict[int, FloatArray] = {}  # the last detected frame's poses, likewise
         self.staff = StaffFilter(camera.staff_zones)
         self.status = PipelineStatus()
@@ -112,6 +120,11 @@ class CameraPipeline:
         self._pose_error: str | None = None
         for rule in self.rules:  # pose rules and blocked_exit look at zone geometry themselves
             rule.bind_zones(self.zones)
+        # live runs (set by the supervisor): Triton unavailable mid-frame waits here until it is back, and the frame
+        # is tried again, so tracks, rule state and open incidents survive an outage; None: the error stops the camera
+        self.wait_for_inference: Callable[[str], Awaitable[None]] | None = None
+        # fresh rule instances for this camera (set by the supervisor): a clock jump starts the rules over
+        self.fresh_rules: Callable[[], list[Rule]] | None = None
 
     def resolve_classes(self, class_names: Sequence[str]) -> None:
         """Map the configured class names to the model's class ids (read from Triton at start)."""
@@ -191,7 +204,15 @@ class CameraPipeline:
         OpenCV on whole frames) runs in worker threads, so the event loop only moves data between the sources,
         Triton and the store. One camera's state is never touched by two threads at once: each step is awaited."""
         cam = self.camera.id
-        decision = await asyncio.to_thread(self._decide, frame)
+        last = self.last_frame
+        if last is not None and not self.source.is_file:
+            jump = (frame.captured_at - last.captured_at).total_seconds() - (frame.monotonic - last.monotonic)
+            if abs(jump) > CLOCK_JUMP_S:
+                await self._clock_jumped(last, jump)
+        # most frames of a busy view are decided without pixels (moving people): no trip to a worker thread
+        decision = self._decide(frame, quick=True)
+        if decision is None:
+            decision = await asyncio.to_thread(self._decide_with_pixels, frame)
         dets = await self._detect(frame) if decision.detect else None
         if self.pose_rules:  # keypoints come between tracking and the rules: two trips to a worker thread
             obs, customers = await asyncio.to_thread(self._observe, frame, dets)
@@ -207,7 +228,7 @@ class CameraPipeline:
             obs, outputs = await asyncio.to_thread(self._observe_and_evaluate, frame, dets)
         tracked = obs.detections
         if self.presence is not None and tracked.track_ids is not None:
-            self.presence.record(frame, obs.inside, tracked.track_ids)
+            self.presence.record(frame, obs.inside, tracked.track_ids, tracked.xyxy)
         self.last_frame = frame
         self.status.frames += 1
         if frame.pts_s is not None:
@@ -220,20 +241,75 @@ class CameraPipeline:
         if outputs:
             await self._apply(frame, outputs)
 
-    def _decide(self, frame: Frame) -> GateDecision:
-        """The motion gate's verdict on this frame (worker thread)."""
+    async def _clock_jumped(self, last: Frame, jump_s: float) -> None:
+        """The wall clock stepped between two live frames. Rules measure durations on frame times: backward, they
+        go negative, and the open incident would never end nor a new one open until the clock caught up; forward,
+        the step looks like a gap in which every track is lost. So what is open ends at the last frame before the
+        jump (its true time), and the rules, trackers, tamper baseline, motion gate and this camera's presence
+        start over, as after a restart; incidents after the jump carry the new (corrected) time."""
+        cam = self.camera.id
+        log.warning(
+            "%s: the wall clock jumped %+.1f s; open incidents end at %s and the rules start over", cam, jump_s,
+            last.captured_at.isoformat(),
+        )  # fmt: skip
+        self.status.clock_jumps += 1
+        t_end = last.captured_at
+        closing = [h for r in self.rules for h in r.finish(t_end)]
+        if self.tamper is not None:
+            closing.extend(self.tamper.finish(t_end))
+        await self._apply(last, closing)
+        if self.fresh_rules is not None:
+            self.rules = self.fresh_rules()
+            for rule in self.rules:
+                rule.bind_zones(self.zones)
+            self.pose_rules = [r for r in self.rules if r.needs_pose]
+        self.tracker = Tracker()
+        self.object_tracker = Tracker(TrackerConfig(max_age_s=OBJECT_MAX_AGE_S))
+        self._held, self._seen, self._objects = Detections.empty(), Detections.empty(), Detections.empty()
+        self._keypoints = {}
+        if self.tamper is not None and self.camera.tamper is not None:
+            self.tamper = TamperDetector(cam, self.camera.tamper)
+        gate = MotionGate(self.camera, [r.rule_config for r in self.rules])
+        gate.signals = self.gate.signals
+        self.gate = gate
+        if self.presence is not None:
+            self.presence.forget(cam)
+        self.last_frame = None
+
+    def _decide_with_pixels(self, frame: Frame) -> GateDecision:
+        """The pixel comparison, once the quick checks found no reason to detect (worker thread)."""
+        decision = self._decide(frame, quick=False)
+        assert decision is not None  # only a quick decision can be undecided
+        return decision
+
+    def _decide(self, frame: Frame, quick: bool) -> GateDecision | None:
+        """The motion gate's verdict on this frame: `quick`, the checks that need no pixel work (on the event loop;
+        None when they do not decide), else the pixel comparison (worker thread)."""
         g0 = time.perf_counter()
-        decision = self.gate.decide(frame, self.tracker.activity)
+        track_checks = self.gate.quick_decision
+        decision = track_checks(frame, self.tracker.activity) if quick else self.gate.pixel_decision(frame)
         self.status.gate_seconds += time.perf_counter() - g0
+        if decision is None:
+            return None
         outcome = "detect" if decision.detect else "skip"
         self.metrics.gate_frames.labels(camera=self.camera.id, decision=outcome, reason=decision.reason).inc()
         return decision
 
     async def _detect(self, frame: Frame) -> Detections:
-        t0 = time.perf_counter()
-        dets = (await self.client.detect([frame.image]))[0]
-        self.metrics.detect_seconds.labels(camera=self.camera.id).observe(time.perf_counter() - t0)
-        return dets
+        while True:
+            t0 = time.perf_counter()
+            try:
+                dets = (await self.client.detect([frame.image]))[0]
+            except InferenceUnavailable as exc:
+                if self.wait_for_inference is None:
+                    raise
+                waited = time.monotonic()
+                self.status.inference_waits += 1
+                await self.wait_for_inference(str(exc))
+                self.status.inference_wait_s += time.monotonic() - waited
+                continue
+            self.metrics.detect_seconds.labels(camera=self.camera.id).observe(time.perf_counter() - t0)
+            return dets
 
     def _observe(self, frame: Frame, dets: Detections | None) -> tuple[Observation, Observation]:
         """Track this frame's detections, or hold the tracks seen last where they were when the gate skipped the
@@ -244,7 +320,8 @@ class CameraPipeline:
             self.object_tracker.hold(t)
             self.status.frames_skipped += 1
         else:
-            self._held = self.tracker.update(self._filter(dets), t)
+            self._seen = self._filter(dets)
+            self._held = self.tracker.update(self._seen, t)
             self._objects = self._track_objects(dets, t)
             self.gate.detected(frame)
             self.status.frames_detected += 1
@@ -314,10 +391,19 @@ class CameraPipeline:
                     await self.store_occupancy.on_measurement(hit, frame)
                 continue
             zone = self.zones.get(hit.zone) if hit.zone else None
-            incident = await self.incidents.handle(hit, frame if hit.state == "start" else None, zone)
+            opening = hit.state == "start"
+            people = self._people(frame) if opening else None
+            incident = await self.incidents.handle(hit, frame if opening else None, zone, people=people)
             if incident is not None and incident.state == "start":
                 self.status.incidents += 1
                 self.metrics.incidents.labels(camera=hit.camera, rule=hit.rule_id).inc()
+
+    def _people(self, frame: Frame) -> list[tuple[float, float, float, float]]:
+        """The people's boxes in 0..1 of the frame, tracked or only just detected (what a blurred copy of its
+        evidence blurs: someone the tracker has not confirmed yet still has a face)."""
+        w, h = float(frame.width), float(frame.height)
+        boxes = np.concatenate([self._held.xyxy, self._seen.xyxy]) if len(self._seen) else self._held.xyxy
+        return [(float(b[0]) / w, float(b[1]) / h, float(b[2]) / w, float(b[3]) / h) for b in boxes]
 
     def media_time(self) -> datetime | None:
         """Capture time of the last processed frame."""

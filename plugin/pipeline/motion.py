@@ -130,6 +130,12 @@ class MotionGate:
     def decide(self, frame: Frame, tracks: Callable[[], TrackActivity]) -> GateDecision:
         """Detect on this frame, or skip it; the first reason to detect wins (cheapest checks first). `tracks` gives
         the tracker's state as of its last update."""
+        quick = self.quick_decision(frame, tracks)
+        return quick if quick is not None else self.pixel_decision(frame)
+
+    def quick_decision(self, frame: Frame, tracks: Callable[[], TrackActivity]) -> GateDecision | None:
+        """The decision when it needs no pixel work (gating off, the first frames, moving people, the camera's own
+        motion), else None: then `pixel_decision` compares the frame with the last detected one."""
         cfg = self.config
         if not cfg.enabled:
             return GateDecision(True, "disabled")
@@ -146,6 +152,11 @@ class MotionGate:
             return GateDecision(True, "camera")
         if cfg.source == "camera":
             return GateDecision(False, "still")
+        return None
+
+    def pixel_decision(self, frame: Frame) -> GateDecision:
+        """Detect when enough pixels changed in the analysed area since the last detection (a fraction of a ms)."""
+        cfg = self.config
         share = self._changed_share(frame)
         if share >= cfg.min_changed_share:
             return GateDecision(True, "pixels", share)
@@ -158,6 +169,7 @@ class MotionGate:
         self._reference_frame = frame
         # compared on the way here (motion): its small image is ready; otherwise it is made when first needed
         self._reference = self._current[1] if self._current is not None and self._current[0] is frame else None
+        self._current = None  # its frame (1 MB at 768x432) is needed no more: do not hold it until the next compare
 
     def _camera_motion(self, at: datetime) -> bool:
         """The camera reports motion now or within `camera_hold_s`; no camera state yet counts as motion."""

@@ -9,6 +9,7 @@ from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -35,6 +36,14 @@ class PresenceAnswer:
     peak_at: datetime | None = None  # the first analysed frame with max_people inside (when max_people > 0)
 
 
+class KeptFrame(NamedTuple):
+    """One kept small frame: its time, the JPEG, and where the people were in it (0..1 boxes; None: unknown)."""
+
+    at: datetime
+    jpeg: bytes
+    people: tuple[tuple[float, float, float, float], ...] | None
+
+
 @dataclass(frozen=True)
 class Crossing:
     """One person over a line_crossing rule's line."""
@@ -49,15 +58,20 @@ class PresenceLog:
 
     def __init__(self) -> None:
         self._zones: dict[tuple[str, str], deque[tuple[datetime, tuple[int, ...]]]] = {}
-        self._frames: dict[str, deque[tuple[datetime, bytes]]] = {}
+        self._frames: dict[str, deque[KeptFrame]] = {}
         self._last_frame_at: dict[str, datetime] = {}
         self._analysed: dict[str, datetime] = {}  # per camera: capture time of the latest analysed frame
         self._crossings: dict[tuple[str, str], deque[Crossing]] = {}  # (camera, line_crossing rule id)
 
     def record(
-        self, frame: Frame, inside: Mapping[str, npt.NDArray[np.bool_]], track_ids: npt.NDArray[np.int32]
+        self,
+        frame: Frame,
+        inside: Mapping[str, npt.NDArray[np.bool_]],
+        track_ids: npt.NDArray[np.int32],
+        people: npt.NDArray[np.float32] | None = None,
     ) -> None:
-        """Called by the pipeline for every analysed frame."""
+        """Called by the pipeline for every analysed frame; `people`: the tracked boxes (pixels), kept with the
+        frame so the copy of its evidence for `privacy: blur` sinks blurs them."""
         t = frame.captured_at
         horizon = t - timedelta(seconds=RETENTION_S)
         self._analysed[frame.camera_id] = max(t, self._analysed.get(frame.camera_id, t))
@@ -70,9 +84,23 @@ class PresenceLog:
         if last is None or (t - last).total_seconds() >= FRAME_EVERY_S:
             self._last_frame_at[frame.camera_id] = t
             frames = self._frames.setdefault(frame.camera_id, deque())
-            frames.append((t, _small_jpeg(frame.image)))
+            boxes = None
+            if people is not None:
+                w, h = float(frame.width), float(frame.height)
+                boxes = tuple((float(b[0]) / w, float(b[1]) / h, float(b[2]) / w, float(b[3]) / h) for b in people)
+            frames.append(KeptFrame(t, _small_jpeg(frame.image), boxes))
             while frames and (t - frames[0][0]).total_seconds() > FRAME_RETENTION_S:
                 frames.popleft()
+
+    def forget(self, camera: str) -> None:
+        """Drop one camera's presence, frames and crossings (its wall clock jumped: the series would go back in
+        time, and every window lookup assumes it never does)."""
+        for series in (self._zones, self._crossings):
+            for key in [k for k in series if k[0] == camera]:
+                del series[key]
+        self._frames.pop(camera, None)
+        self._last_frame_at.pop(camera, None)
+        self._analysed.pop(camera, None)
 
     def people_in(self, camera: str, zone: str, start: datetime, end: datetime) -> PresenceAnswer:
         """Who was in the zone during [start, end]; `watched` False when video did not cover the window."""
@@ -125,7 +153,7 @@ class PresenceLog:
         series = self._zones.get((camera, zone))
         return series[-1][0] if series else None
 
-    def frame_near(self, camera: str, t: datetime) -> tuple[datetime, bytes] | None:
+    def frame_near(self, camera: str, t: datetime) -> KeptFrame | None:
         """The kept JPEG closest to `t` (within FRAME_RETENTION_S), for evidence of a business event."""
         frames = self._frames.get(camera)
         if not frames:

@@ -26,7 +26,7 @@ from plugin.pipeline.health import CameraHealth
 from plugin.pipeline.presence import PresenceLog
 from plugin.pipeline.tamper import TamperDetector
 from plugin.protocols import CameraEventSource, CameraSource
-from plugin.rules.base import RuleBase, RuleContext
+from plugin.rules.base import Rule, RuleBase, RuleContext
 from plugin.rules.registry import build_rule
 from plugin.types import CameraSignal, Frame
 
@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 
 RESTART_START_S = 2.0
 RESTART_MAX_S = 60.0
+TRITON_POLL_START_S = 0.5  # a camera waiting for Triton asks again after this, doubling up to TRITON_POLL_MAX_S
+TRITON_POLL_MAX_S = 2.0  # short: an embedded server restarts in seconds, and cameras should resume as soon
 HEALTH_TICK_S = 1.0
 SIGNAL_FRAME_MAX_AGE_S = 3.0  # a forwarded camera event gets the analysis frame as snapshot if it is this recent
 
@@ -182,20 +184,47 @@ class Supervisor:
     def new_pipeline(self, camera_id: str) -> CameraPipeline:
         """A fresh pipeline for one camera: its source, rules (with fresh state), tamper and motion gate."""
         parts, cam = self.parts, self.cameras[camera_id]
-        rules = [build_rule(r, parts.rule_context) for r in parts.rules if r.camera == cam.id]
+
+        def fresh_rules() -> list[Rule]:
+            return [build_rule(r, parts.rule_context) for r in parts.rules if r.camera == cam.id]
+
+        rules = fresh_rules()
         pipeline = CameraPipeline(
             cam, parts.make_source(cam), parts.client, parts.detector, rules, parts.incidents, parts.metrics,
             parts.insights,
         )  # fmt: skip
         pipeline.presence = parts.presence
         pipeline.store_occupancy = parts.crossings
+        pipeline.fresh_rules = fresh_rules
         if pipeline.pose_rules:
             pipeline.pose, pipeline.pose_config = parts.pose, parts.pose_config
         if cam.tamper is not None:
             pipeline.tamper = TamperDetector(cam.id, cam.tamper)
         # camera-native motion for the gate: the events task creates the camera's state, maybe after this pipeline
         pipeline.gate.signals = lambda: self.fleet.signals.get(camera_id)
+        if not self.once:  # live runs outlast a Triton outage with the camera's state kept; --once fails fast
+
+            async def wait_for_inference(reason: str) -> None:
+                await self._inference_lost(pipeline, reason)
+
+            pipeline.wait_for_inference = wait_for_inference
         return pipeline
+
+    async def _inference_lost(self, pipeline: CameraPipeline, reason: str) -> None:
+        """Triton stopped answering mid-run (killed, restarting, an external server gone): the pipeline keeps its
+        tracks, rule state and open incidents and waits here until the model answers again."""
+        cam, client, metrics = pipeline.camera.id, self.parts.client, self.parts.metrics
+        log.warning("%s: inference unavailable, waiting for Triton (rule state kept): %s", cam, reason)
+        pipeline.status.state, pipeline.status.last_error = "waiting-for-triton", reason
+        metrics.triton_up.set(0)
+        started = time.monotonic()
+        delay = TRITON_POLL_START_S
+        while not await client.ready():
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, TRITON_POLL_MAX_S)
+        metrics.triton_up.set(1)
+        pipeline.status.state, pipeline.status.last_error = "running", None
+        log.warning("%s: Triton answers again after %.1f s; analysis resumes", cam, time.monotonic() - started)
 
     async def _wait_for_triton(self, pipeline: CameraPipeline) -> None:
         """Bounded wait for one-shot runs; live runs wait as long as it takes, showing why in readiness."""

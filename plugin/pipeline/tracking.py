@@ -243,6 +243,14 @@ class _Tracks:
         self.confirmed[idx] |= self.hits[idx] >= min_hits
 
 
+def _without(indices: IndexArray, drop: IndexArray, size: int) -> IndexArray:
+    """`indices` (sorted, unique, each < size) less those in `drop`, in order: np.setdiff1d's result for index
+    arrays, without its sorting (a tracker update makes three of these on a handful of indices)."""
+    dropped = np.zeros(size, dtype=bool)
+    dropped[drop] = True
+    return indices[~dropped[indices]]
+
+
 def _match(
     predicted: F64Array, boxes: F64Array, track_idx: IndexArray, det_idx: IndexArray, min_iou: float
 ) -> tuple[IndexArray, IndexArray]:
@@ -288,10 +296,10 @@ class Tracker:
         t1, d1 = _match(predicted, boxes, confirmed, high, cfg.match_iou)
         # Stage 2: low-score detections may only extend tracks visible on the previous update; on their own they are
         # too unreliable to revive lost tracks or start new ones.
-        visible = np.setdiff1d(confirmed[~tracks.lost[confirmed]], t1)
+        visible = _without(confirmed[~tracks.lost[confirmed]], t1, len(tracks))
         t2, d2 = _match(predicted, boxes, visible, low, cfg.low_match_iou)
         # Stage 3: tentative tracks only get what established tracks left over, so noise cannot steal a person.
-        leftover_high = np.setdiff1d(high, d1)
+        leftover_high = _without(high, d1, len(boxes))
         t3, d3 = _match(predicted, boxes, tentative, leftover_high, cfg.match_iou)
 
         matched_tracks = np.concatenate([t1, t2, t3])
@@ -307,11 +315,12 @@ class Tracker:
         # A tentative track must be hit on consecutive updates; one miss and it was probably noise.
         tracks.keep(~(unmatched & ~tracks.confirmed))
 
-        born = np.setdiff1d(leftover_high, d3)
+        born = _without(leftover_high, d3, len(boxes))
         born_ids = np.arange(self._next_id, self._next_id + len(born), dtype=np.int64)
         self._next_id += len(born)
         born_confirmed = cfg.min_hits <= 1
-        tracks.extend(_Tracks.start(boxes[born], born_ids, t, confirmed=born_confirmed))
+        if len(born):
+            tracks.extend(_Tracks.start(boxes[born], born_ids, t, confirmed=born_confirmed))
         if born_confirmed:
             out_dets.append(born)
             out_ids.append(born_ids)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 
-from plugin.web.keys import DATABASE, OUTBOX
+from plugin.types import FEEDBACK_REASONS, FEEDBACK_VERDICTS
+from plugin.web.auth.middleware import principal_of
+from plugin.web.keys import DATABASE, OUTBOX, RECORD_SINKS
 
 
 def public(doc: dict[str, Any]) -> dict[str, Any]:
@@ -57,3 +60,47 @@ async def api_outbox_retry(request: web.Request) -> web.Response:
     n = await db.call(db.sync.retry_dead, body.get("sink"), body.get("delivery_key"))
     request.app[OUTBOX].notify()
     return web.json_response({"requeued": n})
+
+
+async def api_incident_feedback(request: web.Request) -> web.Response:
+    """A verdict on an incident: JSON {"verdict", "reason", "comment"}, or the incidents page's form; stored here with
+    who (the signed-in user or token) and when, and sent on to head office through the outbox. GET lists the verdicts
+    given here."""
+    db = request.app[DATABASE]
+    incident_id = request.match_info["id"]
+    row = await db.call(db.sync.incident, incident_id)
+    if row is None:
+        raise web.HTTPNotFound(text="no such incident")
+    if request.method == "GET":
+        return web.json_response(await db.call(db.sync.feedback, incident_id))
+    principal = principal_of(request)
+    if principal is None:  # the route's permission lets no anonymous request through; this keeps it so
+        raise web.HTTPUnauthorized(text="sign in first")
+    from_console = request.content_type == "application/x-www-form-urlencoded"  # the incidents page's buttons
+    if from_console:
+        form = await request.post()
+        body: Any = {k: str(v) for k, v in form.items() if k in ("verdict", "reason", "comment")}
+    else:
+        try:
+            body = await request.json()
+        except ValueError:
+            raise web.HTTPBadRequest(text="body must be JSON") from None
+    if not isinstance(body, dict) or set(body) - {"verdict", "reason", "comment"}:
+        raise web.HTTPBadRequest(text='body may only have "verdict", "reason" and "comment"')
+    if body.get("verdict") not in FEEDBACK_VERDICTS:
+        raise web.HTTPBadRequest(text=f"verdict must be one of {', '.join(FEEDBACK_VERDICTS)}")
+    if body.get("reason") not in FEEDBACK_REASONS:
+        raise web.HTTPBadRequest(text=f"reason must be one of {', '.join(FEEDBACK_REASONS)}")
+    comment = body.get("comment", "")
+    if not isinstance(comment, str) or len(comment) > 2000:
+        raise web.HTTPBadRequest(text="comment must be text of at most 2000 characters")
+    doc = {
+        "incident_id": incident_id, "verdict": body["verdict"], "reason": body["reason"], "comment": comment,
+        "by_user": principal.name, "at": datetime.now(UTC).isoformat(), "rule_id": row["rule_id"],
+        "type": row["type"], "camera": row["camera"], "incident_start": row["start"],
+    }  # fmt: skip
+    await db.call(db.sync.save_feedback, doc, request.app[RECORD_SINKS])
+    request.app[OUTBOX].notify()
+    if from_console:
+        raise web.HTTPSeeOther(f"/#incident-{incident_id}")
+    return web.json_response(doc, status=201)

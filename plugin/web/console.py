@@ -9,10 +9,11 @@ from zoneinfo import ZoneInfo
 from aiohttp import web
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
+from plugin.types import FEEDBACK_REASONS, FEEDBACK_VERDICTS
 from plugin.web.api import public
 from plugin.web.auth.handlers import page_context
 from plugin.web.auth.middleware import principal_of
-from plugin.web.auth.roles import CONFIG_WRITE
+from plugin.web.auth.roles import CONFIG_WRITE, FEEDBACK_WRITE
 from plugin.web.keys import CAMERAS, CONFIG, DATABASE
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -50,9 +51,20 @@ async def page(request: web.Request) -> web.Response:
         }
         for cid, p in fleet.pipelines.items()
     ]
-    principal = principal_of(request)
+    incidents = [public(r) for r in rows]
+    given = await db.call(db.sync.feedback_of, [doc["id"] for doc in incidents])
+    for doc in incidents:  # the verdicts given here, newest last, for the line under each incident
+        doc["feedback"] = given[doc["id"]]
+    who = principal_of(request)
     html = _PAGE_ENV.get_template("incidents.html").render(
-        site=config.site, incidents=[public(r) for r in rows], local=local, cameras=cameras,
-        can_edit_zones=principal is not None and principal.can(CONFIG_WRITE), **page_context(request),
-    )  # fmt: skip
+        site=config.site,
+        incidents=incidents,
+        local=local,
+        cameras=cameras,
+        reasons=FEEDBACK_REASONS,
+        verdicts=FEEDBACK_VERDICTS,
+        can_judge=who is not None and who.can(FEEDBACK_WRITE),
+        can_edit_zones=who is not None and who.can(CONFIG_WRITE),
+        **page_context(request),
+    )
     return web.Response(text=html, content_type="text/html")

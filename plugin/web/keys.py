@@ -17,9 +17,11 @@ from plugin.fusion.store_occupancy import StoreOccupancyService
 from plugin.incidents.database import AsyncDatabase
 from plugin.incidents.manager import IncidentManager
 from plugin.incidents.outbox import OutboxWorker
+from plugin.incidents.retention import Retention
 from plugin.inference.pose import PoseClient
 from plugin.inference.server import EmbeddedTriton
 from plugin.inference.triton import TritonInferenceClient
+from plugin.insights.hq_feed import HourlyRecords
 from plugin.insights.rollups import InsightsRecorder
 from plugin.insights.system_health import SystemHealthMonitor
 from plugin.metrics import Metrics
@@ -49,7 +51,10 @@ POSE: web.AppKey[PoseClient | None] = web.AppKey("pose")  # only when a rule nee
 # sinks_ctx
 SINKS: web.AppKey[dict[str, IncidentSink]] = web.AppKey("sinks")
 OUTBOX = web.AppKey("outbox", OutboxWorker)
+RECORD_SINKS: web.AppKey[list[str]] = web.AppKey("record_sinks")  # sinks that take keyed records (head office)
 INCIDENTS = web.AppKey("incidents", IncidentManager)
+# retention_ctx (None in one-shot runs)
+RETENTION: web.AppKey[Retention | None] = web.AppKey("retention")
 # the optional services, each from its own context
 SYSTEM: web.AppKey[SystemHealthMonitor | None] = web.AppKey("system_health")
 ALARMS: web.AppKey[AlarmVerifier | None] = web.AppKey("alarms")
@@ -57,5 +62,6 @@ POS: web.AppKey[PosService | None] = web.AppKey("pos")
 POS_INPUTS: web.AppKey[list[BusinessEventSource]] = web.AppKey("pos_inputs")  # drop folder, receipt text, Transact
 ACCESS: web.AppKey[AccessService | None] = web.AppKey("access")
 OCCUPANCY: web.AppKey[StoreOccupancyService | None] = web.AppKey("store_occupancy")
+HOURLY: web.AppKey[HourlyRecords | None] = web.AppKey("hourly_records")  # only with a record sink, not --once
 # cameras_ctx: restarts one camera with new zones (the zone editor)
 SUPERVISOR = web.AppKey("supervisor", Supervisor)

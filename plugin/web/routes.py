@@ -7,10 +7,18 @@ import asyncio
 
 from aiohttp import web
 
-from plugin.web.api import api_incident, api_incidents, api_outbox, api_outbox_retry
+from plugin.web.api import api_incident, api_incident_feedback, api_incidents, api_outbox, api_outbox_retry
 from plugin.web.auth.handlers import setup_auth
 from plugin.web.auth.middleware import add_route
-from plugin.web.auth.roles import CONFIG_WRITE, INCIDENTS_READ, OUTBOX_READ, OUTBOX_WRITE, PUBLIC, STATUS_READ
+from plugin.web.auth.roles import (
+    CONFIG_WRITE,
+    FEEDBACK_WRITE,
+    INCIDENTS_READ,
+    OUTBOX_READ,
+    OUTBOX_WRITE,
+    PUBLIC,
+    STATUS_READ,
+)
 from plugin.web.console import page, snapshot
 from plugin.web.status import healthz, metrics, readyz
 from plugin.web.zones import SAVE_LOCK, SCRIPT, api_geometry, api_save, editor_page, editor_script, picture
@@ -26,6 +34,8 @@ def setup_routes(app: web.Application) -> None:
     add_route(app, "GET", "/metrics", metrics, STATUS_READ)
     add_route(app, "GET", "/api/incidents", api_incidents, INCIDENTS_READ)
     add_route(app, "GET", "/api/incidents/{id}", api_incident, INCIDENTS_READ)
+    add_route(app, "GET", "/api/incidents/{id}/feedback", api_incident_feedback, INCIDENTS_READ)
+    add_route(app, "POST", "/api/incidents/{id}/feedback", api_incident_feedback, FEEDBACK_WRITE)
     add_route(app, "GET", "/api/outbox", api_outbox, OUTBOX_READ)
     add_route(app, "POST", "/api/outbox/retry", api_outbox_retry, OUTBOX_WRITE)
     # the zone editor (admins): zones and lines drawn on each camera's picture, saved into the config file

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from typing import Any
 
 from aiohttp import web
@@ -19,6 +20,7 @@ from plugin.web.keys import (
     CONFIG,
     DATABASE,
     EMBEDDED_TRITON,
+    INCIDENTS,
     INFERENCE,
     METRICS,
     OCCUPANCY,
@@ -73,26 +75,59 @@ def _camera(request: web.Request, cam_id: str) -> dict[str, Any]:
     return camera
 
 
+def _triton(request: web.Request, ready: bool) -> dict[str, Any]:
+    """The inference server: ready, where, and for the embedded one its restarts."""
+    client, embedded = request.app[INFERENCE], request.app[EMBEDDED_TRITON]
+    out: dict[str, Any] = {"ready": ready, "url": client.url, "embedded": embedded is not None}
+    if not ready and client.last_error:
+        out["error"] = redact_url(client.last_error)
+    if embedded is not None:
+        out["restarts"] = embedded.restarts
+        out["last_exit"] = embedded.last_exit
+    return out
+
+
 async def readyz(request: web.Request) -> web.Response:
-    """Ready when Triton answers with the model loaded, every live camera delivers and no sink is failing; the
-    details (cameras, sinks, system health) only with STATUS_READ."""
+    """Ready when Triton answers with the model loaded, every live camera delivers, the database takes writes and
+    no sink is failing; the details (database, cameras, sinks, system health) only with STATUS_READ."""
     app = request.app
     client, db, system = app[INFERENCE], app[DATABASE], app[SYSTEM]
+    outbox, incidents = app.get(OUTBOX), app.get(INCIDENTS)
     triton_ok = await client.ready()
     app[METRICS].triton_up.set(1 if triton_ok else 0)
     cameras = {cam_id: _camera(request, cam_id) for cam_id in app[CAMERAS].pipelines}
-    counts = await db.call(db.sync.outbox_counts)
+    try:
+        counts = await db.call(db.sync.outbox_counts)
+    except sqlite3.Error:  # recorded in db.health, shown below
+        counts = {}
+    outbox_errors = {} if outbox is None else outbox.errors
     sinks = {
         sid: {
-            "ready": s.health.ok,
+            "ready": s.health.ok and sid not in outbox_errors,
             "auth_failed": s.health.auth_failed,
             "error": None if s.health.last_error is None else redact_url(s.health.last_error),
+            # the sink's worker itself cannot go on (the database failing): deliveries wait, and resume by themselves
+            "outbox_error": outbox_errors.get(sid),
             "pending": counts.get(sid, {}).get("pending", 0),
             "dead_letters": counts.get(sid, {}).get("dead", 0),
         }
         for sid, s in app[SINKS].items()
     }
-    ready = triton_ok and all(c["ready"] for c in cameras.values()) and all(s["ready"] for s in sinks.values())
+    health = db.health
+    unsaved = 0 if incidents is None else incidents.unsaved
+    database = {
+        "ready": health.ok and unsaved == 0,
+        "error": health.error or (None if incidents is None else incidents.store_error),
+        "failing_since": None if health.since is None else health.since.isoformat(),
+        "failures": health.failures,
+        "unsaved_incidents": unsaved,  # kept in memory until the database takes them
+    }
+    ready = (
+        triton_ok
+        and database["ready"]
+        and all(c["ready"] for c in cameras.values())
+        and all(s["ready"] for s in sinks.values())
+    )
     status = 200 if ready else 503
     principal = principal_of(request)
     if principal is None or not principal.can(STATUS_READ):
@@ -100,7 +135,8 @@ async def readyz(request: web.Request) -> web.Response:
         return web.json_response({"ready": ready}, status=status)
     body = {
         "ready": ready,
-        "triton": {"ready": triton_ok, "url": client.url, "embedded": app[EMBEDDED_TRITON] is not None},
+        "triton": _triton(request, triton_ok),
+        "database": database,
         "cameras": cameras,
         "sinks": sinks,
         # StoreSight's own health conditions (the system_* incidents); informative, readiness does not wait on them

@@ -165,10 +165,17 @@ def test_stage_profile_splits_the_time(clip: Path, triton: EmbeddedTriton) -> No
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-2000:]
     report = json.loads(out.stdout)
-    assert set(report["stage_ms"]) == {"decode", "letterbox", "infer", "track", "zones_rules"}
-    assert report["stage_ms"]["letterbox"]["n"] == 8 and report["stage_ms"]["decode"]["n"] >= 16  # 10 fps -> 5 fps
+    assert set(report["stage_ms"]) == {"decode", "letterbox", "infer", "gate", "track", "zones_rules"}
+    # every stage per analysed frame: wall and the CPU of the thread that ran it; decode as its thread's CPU
+    assert all(s["n"] == 8 and s["cpu_mean"] > 0 for s in report["stage_ms"].values()), report["stage_ms"]
+    assert report["decoder"] == "pyav"
     server = report["triton_server_ms_per_execution"]
     assert server["compute_infer"] > 0 and report["stage_ms"]["infer"]["mean"] > server["compute_infer"]
+    # the product's pipeline on the same clip, every frame detected: the bridge's CPU per frame, by kind of thread
+    pipeline = report["pipeline"]
+    assert pipeline["gating"] is False and pipeline["detected_share"] == 1.0
+    assert pipeline["bridge_cpu_ms_per_frame"] > 0 and "event_loop" in pipeline["bridge_cpu_ms_by_thread"]
+    assert pipeline["triton_cpu_ms_per_frame"] is None  # an external Triton: its CPU is not this machine's to read
     assert report["cpu_ms_per_camera_second"] > 0
     # the bound is the cores' milliseconds over one camera's, rounded down (the report's cost is rounded to 0.1 ms)
     room = report["cores"] * 1000.0 / report["cpu_ms_per_camera_second"]

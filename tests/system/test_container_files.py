@@ -20,6 +20,7 @@ from tritonclient.grpc import model_config_pb2
 
 from plugin.cli.main import build_parser
 from plugin.config.loader import load_config
+from plugin.hq.config import load_hq_config
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HERE = REPO_ROOT / "packaging" / "container"
@@ -184,11 +185,16 @@ def test_the_storesight_commands_parse(service: str) -> None:
     build_parser().parse_args(command)
 
 
-@pytest.mark.xfail(
-    strict=True, raises=SystemExit, reason="`storesight hq` lands with the head-office branch; drop this mark then"
-)
-def test_the_head_office_command_parses() -> None:
-    build_parser().parse_args(merged(COMPOSE)["services"]["hq"]["command"])
+def test_head_office_parses_its_config_and_would_serve_on_the_compose_network() -> None:
+    service = merged(COMPOSE)["services"]["hq"]
+    args = build_parser().parse_args(service["command"])
+    source = next(v.split(":")[0] for v in service["volumes"] if v.split(":")[1] == args.config)
+    config = load_hq_config(COMPOSE.parent / source)  # the file compose mounts, read as head office reads it
+    assert config.host == "0.0.0.0" and (config.plain_http or config.tls_cert is not None)  # else it refuses
+    assert "hq" in config.allowed_hosts  # the stores' hq sinks reach it as http://hq:8090
+    assert service["ports"] == [f"{config.port}:{config.port}"]
+    writable = [v.split(":")[1] for v in service["volumes"] if not v.endswith(":ro")]
+    assert any(config.state_dir.is_relative_to(w) for w in writable), (config.state_dir, writable)
 
 
 def test_the_gpu_override_reserves_gpus_and_switches_the_flavour() -> None:

@@ -19,6 +19,7 @@ from tritonclient.grpc import model_config_pb2
 
 from plugin.cli.main import build_parser
 from plugin.config.loader import load_config
+from plugin.hq.config import load_hq_config
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HERE = REPO_ROOT / "packaging" / "kubernetes"
@@ -27,7 +28,7 @@ VERSION = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["
 OWN_IMAGE = f"storesight:{VERSION}"
 EXTERNAL_IMAGES = {"nvcr.io/nvidia/tritonserver:24.10-py3", "postgres:15-bookworm"}
 # Secrets the admin creates (docs/install.md shows the commands): never in the manifests
-ADMIN_SECRETS = {"storesight-postgres", "storesight-store-001"}
+ADMIN_SECRETS = {"storesight-postgres", "storesight-hq-admin", "storesight-store-001"}
 INSTALL_DOC = REPO_ROOT / "docs" / "install.md"
 
 
@@ -159,12 +160,20 @@ def test_storesight_containers_run_unprivileged_with_commands_the_cli_takes() ->
                     assert port in {p["name"] for p in c["ports"]}, f"{name}: {probe} on {port}"
 
 
-@pytest.mark.xfail(
-    strict=True, raises=SystemExit, reason="`storesight hq` lands with the head-office branch; drop this mark then"
-)
-def test_the_head_office_command_parses() -> None:
-    (hq,) = workloads()["storesight-hq"]["spec"]["template"]["spec"]["containers"]
-    build_parser().parse_args(hq["args"])
+def test_head_office_parses_its_config_and_would_serve_in_the_cluster(tmp_path: Path) -> None:
+    hq_workload = workloads()["storesight-hq"]
+    (hq,) = hq_workload["spec"]["template"]["spec"]["containers"]
+    args = build_parser().parse_args(hq["args"])
+    mount = next(m for m in hq["volumeMounts"] if Path(args.config).parent == Path(m["mountPath"]))
+    volume = next(v for v in hq_workload["spec"]["template"]["spec"]["volumes"] if v["name"] == mount["name"])
+    path = tmp_path / "hq.yaml"
+    path.write_text(by_kind("ConfigMap")[volume["configMap"]["name"]]["data"][Path(args.config).name])
+    config = load_hq_config(path)
+    assert config.host == "0.0.0.0" and (config.plain_http or config.tls_cert is not None)  # else it refuses
+    assert "storesight-hq" in config.allowed_hosts and config.port == hq["ports"][0]["containerPort"]
+    writable = [m["mountPath"] for m in hq["volumeMounts"] if not m.get("readOnly")]  # the root file system is not
+    assert any(config.state_dir.is_relative_to(w) for w in writable), (config.state_dir, writable)
+    assert "STORESIGHT_ADMIN_PASSWORD" in {e["name"] for e in hq["env"]}
 
 
 def test_the_bridge_config_is_valid_and_points_at_the_triton_service(

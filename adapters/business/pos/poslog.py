@@ -40,6 +40,7 @@ from pydantic import ValidationError
 from adapters.business.pos import read_body
 from plugin.config.pos import PosConfig, PosFileDropConfig
 from plugin.fusion.pos.model import PosLine, PosLink, PosTender, Transaction, TransactionIntake, TxnType
+from plugin.private import write_private
 from plugin.redact import mask_pans
 
 log = logging.getLogger(__name__)
@@ -526,9 +527,7 @@ class PosLogDropFolder:
 
 
 def _write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    write_private(path, data)  # 0600: receipts are personal data, even with card numbers masked
 
 
 def _report_stop(task: asyncio.Task[None]) -> None:

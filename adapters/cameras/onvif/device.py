@@ -3,7 +3,8 @@ chosen stream with OpenCV.
 
 `probe()` is the one conversation with the device: device information, media profiles, a stream URI (RTSP over TCP)
 and a snapshot URI per profile. `OnvifSource` is the CameraSource for a configured ONVIF camera: it probes at every
-(re)start, because a camera may hand out new URIs after a reboot, and then delegates to `OpenCVSource`.
+(re)start, because a camera may hand out new URIs after a reboot, and then delegates to the camera's decoder
+(`PyAVSource` by default).
 
 Library facts this module relies on (onvif-zeep-async 4.3.0, checked in its source):
 - `ONVIFCamera.update_xaddrs()` asks GetServices first and falls back to GetCapabilities when the device does not

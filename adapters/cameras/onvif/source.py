@@ -1,12 +1,15 @@
-"""An ONVIF camera as a camera source: it is asked for its analysis stream at every start, then read with OpenCV."""
+"""An ONVIF camera as a camera source: it is asked for its analysis stream at every start, then read with the
+camera's decoder (PyAV by default, OpenCV as the fallback)."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
+from adapters.cameras.base import DecodingSource
 from adapters.cameras.onvif.device import OnvifCamera, OnvifProfile, probe, same_host, with_credentials
-from adapters.cameras.opencv import OpenCVSource
+from adapters.cameras.pyav import PyAVSource
 from plugin.config.cameras import OnvifConfig
 from plugin.errors import SourceError
 from plugin.protocols import SourceStatus
@@ -17,11 +20,17 @@ log = logging.getLogger(__name__)
 
 
 class OnvifSource:
-    """A CameraSource for an ONVIF camera: probes it at every start, then reads the analysis stream with OpenCV."""
+    """A CameraSource for an ONVIF camera: probes it at every start, then reads the analysis stream."""
 
     is_file = False
 
-    def __init__(self, camera_id: str, config: OnvifConfig, fps: float) -> None:
+    def __init__(
+        self,
+        camera_id: str,
+        config: OnvifConfig,
+        fps: float,
+        decoder: type[DecodingSource[Any]] = PyAVSource,
+    ) -> None:
         self.camera_id = camera_id
         self.config = config
         self.fps = fps
@@ -29,7 +38,8 @@ class OnvifSource:
         self.name = f"{camera_id} (ONVIF {config.host}:{config.port})"
         self.device: OnvifCamera | None = None
         self.profile: OnvifProfile | None = None
-        self._inner: OpenCVSource | None = None
+        self.decoder = decoder
+        self._inner: DecodingSource[Any] | None = None
 
     async def frames(self) -> AsyncIterator[Frame]:
         """Probe the camera, then yield frames from its analysis stream."""
@@ -54,7 +64,7 @@ class OnvifSource:
                 self.camera_id, redact_url(self.profile.stream_uri), cfg.host,
             )  # fmt: skip
         url = with_credentials(self.profile.stream_uri, cfg.username, password, cfg.host)
-        self._inner = OpenCVSource(self.camera_id, url, self.fps)
+        self._inner = self.decoder(self.camera_id, url, self.fps)
         self._inner.status = self.status  # one status object for readiness, whichever stage failed
         async for frame in self._inner.frames():
             yield frame

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
+import numpy as np
+import numpy.typing as npt
 
 from plugin.errors import SourceError
 from plugin.inference.assets import DEMO_MEDIA
@@ -57,6 +59,50 @@ class ClipInfo:
     height: int
     fps: float
     duration_s: float
+    codec: str = ""
+    converted_from: Path | None = None  # the file the user gave, when the bench had to convert it
+
+
+# What the RTSP stand-in serves without re-encoding: H.264 or H.265 in MP4/MOV.
+SERVABLE_CODECS = frozenset({"h264", "hevc"})
+SERVABLE_CONTAINERS = frozenset({"mov,mp4,m4a,3gp,3g2,mj2"})
+
+
+def _codec_and_container(path: Path) -> tuple[str, str]:
+    """The first video stream's codec and the container format, as FFmpeg names them ("", "" if unreadable)."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            video = container.streams.video
+            return (video[0].codec_context.name if video else ""), container.format.name
+    except (av.FFmpegError, OSError):
+        return "", ""
+
+
+def servable_clip(path: Path, workdir: Path) -> tuple[Path, Path | None]:
+    """`path` when the RTSP stand-in can serve it as it is (H.264/H.265 in MP4), else an H.264 MP4 copy made with
+    ffmpeg in `workdir` (OpenCV's vtest.avi is MPEG-4 part 2 in AVI), and the original (blocking)."""
+    codec, container = _codec_and_container(path)
+    if codec in SERVABLE_CODECS and container in SERVABLE_CONTAINERS:
+        return path, None
+    ffmpeg = shutil.which("ffmpeg")
+    if ffmpeg is None:
+        raise SourceError(
+            f"--clip: {path.name} is {codec or 'not a readable video'} in {container or 'an unknown container'}; "
+            "converting it to H.264 MP4 needs ffmpeg on PATH (apt-get install ffmpeg)"
+        )
+    dst = workdir / f"{path.stem}-h264.mp4"
+    # camera-like H.264: no B-frames, a keyframe every 2 s, no audio; quality high enough that the detector sees
+    # what it would in the original
+    cmd = [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-i", str(path), "-map", "0:v:0"]
+    cmd += ["-c:v", "libx264", "-preset", "veryfast", "-crf", "18", "-bf", "0", "-g", "20", "-pix_fmt", "yuv420p"]
+    cmd += ["-f", "mp4", str(dst)]
+    log.info("bench: converting %s (%s in %s) to H.264 MP4", path, codec, container)
+    result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise SourceError(f"--clip: ffmpeg could not convert {path} to H.264 MP4: {result.stderr.strip()}")
+    return dst, path
 
 
 def probe_clip(path: Path) -> ClipInfo:
@@ -72,7 +118,19 @@ def probe_clip(path: Path) -> ClipInfo:
         cap.release()
     if fps <= 0 or count <= 0:
         raise SourceError(f"--clip: {path} reports no frame rate or length; re-mux it (ffmpeg -i IN -c copy OUT.mp4)")
-    return ClipInfo(path, width, height, fps, count / fps)
+    return ClipInfo(path, width, height, fps, count / fps, _codec_and_container(path)[0])
+
+
+def first_frame(path: Path) -> npt.NDArray[np.uint8]:
+    """The clip's first frame as BGR (blocking): the image the calibration sends to the detector."""
+    cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+    try:
+        ok, image = cap.read()
+    finally:
+        cap.release()
+    if not ok or image is None:
+        raise SourceError(f"--clip: cannot decode a frame of {path}")
+    return np.asarray(image, np.uint8)
 
 
 def loop_clip(clip: ClipInfo, needed_s: float, workdir: Path) -> ClipInfo:
@@ -93,4 +151,6 @@ def loop_clip(clip: ClipInfo, needed_s: float, workdir: Path) -> ClipInfo:
     result = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise SourceError(f"ffmpeg could not loop {clip.path}: {result.stderr.strip()}")
-    return ClipInfo(dst, clip.width, clip.height, clip.fps, clip.duration_s * (loops + 1))
+    return ClipInfo(
+        dst, clip.width, clip.height, clip.fps, clip.duration_s * (loops + 1), clip.codec, clip.converted_from
+    )

@@ -14,22 +14,26 @@ import signal
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from plugin.cli.bench.clip import loop_clip, probe_clip, resolve_clip
+from plugin.cli.bench.calibrate import calibrate_triton, cpu_facts, model_identity, onnxruntime_fps
+from plugin.cli.bench.clip import first_frame, loop_clip, probe_clip, resolve_clip, servable_clip
 from plugin.cli.bench.rtsp import Children
+from plugin.cli.bench.search import SearchResult, find_max
 from plugin.cli.bench.trial import (
     DRAIN_TIMEOUT_S,
     WARMUP_S,
     BenchEnv,
     BenchOptions,
     Mode,
+    _load_naive,
     first_frame_timeout,
+    naive_model_file,
     run_trial,
 )
 from plugin.errors import ModelError, StoreSightError
@@ -63,56 +67,13 @@ async def _trial_logged(env: BenchEnv, mode: Mode, cameras: int) -> dict[str, An
     return result
 
 
-@dataclass
-class SearchResult:
-    """The largest camera count that held, with every trial on the way."""
-
-    max_cameras: int
-    best: dict[str, Any] | None
-    trials: dict[int, dict[str, Any]]
-    bounded: bool
-
-
-async def find_max(env: BenchEnv, mode: Mode, deadline: float) -> SearchResult:
-    """Double from --cameras until a count fails (or halve until one holds), then bisect; stops at `deadline`."""
+async def _search(env: BenchEnv, mode: Mode, deadline: float) -> SearchResult:
+    """--find-max in one mode: the search (plugin/cli/bench/search.py) over this machine's trials."""
     opts = env.opts
-    trials: dict[int, dict[str, Any]] = {}
     cost = opts.duration_s + WARMUP_S + TRIAL_OVERHEAD_S
-    bounded = False
-
-    async def held(n: int) -> bool | None:
-        nonlocal bounded
-        if n not in trials:
-            if time.monotonic() + cost > deadline:
-                bounded = True
-                return None
-            trials[n] = await _trial_logged(env, mode, n)
-        return bool(trials[n]["held"])
-
-    lo, hi = 0, opts.max_cameras + 1  # lo held (0: none yet), hi failed
-    n = min(opts.cameras, opts.max_cameras)
-    ok = await held(n)
-    while ok is not None:
-        if ok:
-            lo = n
-            if n >= opts.max_cameras:
-                break
-            n = min(n * 2, opts.max_cameras)
-        else:
-            hi = n
-            if n == 1 or lo > 0:
-                break
-            n = max(1, n // 2)
-        if hi - lo <= 1:
-            break
-        ok = await held(n)
-    while not bounded and hi - lo > 1:
-        mid = (lo + hi) // 2
-        ok = await held(mid)
-        if ok is None:
-            break
-        lo, hi = (mid, hi) if ok else (lo, mid)
-    return SearchResult(lo, trials.get(lo), trials, bounded)
+    return await find_max(
+        lambda n: _trial_logged(env, mode, n), opts.cameras, opts.max_cameras, opts.repeats, cost, deadline
+    )
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -136,8 +97,9 @@ def machine() -> dict[str, Any]:
 
 
 async def _setup_and_run(opts: BenchOptions, children: Children, workdir: Path) -> dict[str, Any]:
-    clip_path = resolve_clip(opts.clip)
-    clip = await asyncio.to_thread(probe_clip, clip_path)
+    given = resolve_clip(opts.clip)
+    clip_path, original = await asyncio.to_thread(servable_clip, given, workdir)
+    clip = replace(await asyncio.to_thread(probe_clip, clip_path), converted_from=original)
     if opts.analysis_fps > clip.fps:
         raise StoreSightError(f"--analysis-fps {opts.analysis_fps:g} is above the clip's native {clip.fps:g} fps")
     most = max(opts.cameras, opts.max_cameras) if opts.find_max else opts.cameras
@@ -147,8 +109,8 @@ async def _setup_and_run(opts: BenchOptions, children: Children, workdir: Path) 
     settings: YoloxSettings | None = None
     if opts.baseline:  # fail before anything starts when the baseline's model is missing
         settings = YoloxSettings.from_parameters(read_model_parameters(model_dir / "config.pbtxt"))
-        if not (model_dir / "1" / f"{opts.model}.onnx").is_file():
-            raise ModelError(f"{model_dir / '1' / opts.model}.onnx missing: run `storesight models fetch`")
+        if not naive_model_file(opts.model).is_file():
+            raise ModelError(f"{naive_model_file(opts.model)} missing: run `storesight models fetch`")
     triton: EmbeddedTriton | None = None
     url = opts.triton_url
     if url is None:
@@ -171,14 +133,40 @@ async def _setup_and_run(opts: BenchOptions, children: Children, workdir: Path) 
             opts, served, workdir, children, client, info.class_names,
             triton.process.pid if triton is not None and triton.process is not None else None, settings,
         )  # fmt: skip
+        image = await asyncio.to_thread(first_frame, clip.path)
+        calibration: dict[str, Any] = {"cpu": cpu_facts()}
+        if opts.calibrate:
+            print("bench: calibrating the detector (Triton at concurrency 1 and 8) ...", file=sys.stderr, flush=True)
+            calibration["before"] = await calibrate_triton(client, image)
         report = await _measure(env)
+        if opts.calibrate:
+            calibration["after"] = await calibrate_triton(client, image)
+            if env.naive is None and settings is not None:
+                env.naive = await asyncio.to_thread(_load_naive, env)
+            if env.naive is not None:
+                calibration["onnxruntime_fps"] = await asyncio.to_thread(onnxruntime_fps, env.naive, image)
+            calibration.update(_per_detector(report, calibration))
     finally:
         await client.close()  # before the server: Triton's shutdown waits on open connections
         if triton is not None:
             await asyncio.to_thread(triton.stop)
+    model_file = naive_model_file(opts.model)
     report.update(
-        clip={"path": str(clip.path), "width": clip.width, "height": clip.height, "native_fps": clip.fps},
+        clip={
+            "path": str(given),
+            "width": clip.width,
+            "height": clip.height,
+            "native_fps": clip.fps,
+            "codec": clip.codec,
+            "converted": original is not None,
+        },
         source=opts.source,
+        decoder=opts.decoder,
+        calibration=calibration,
+        models={
+            "triton": {"name": opts.model, **model_identity(model_file, info.input_size)},
+            "naive": {"name": opts.model, **model_identity(model_file, settings.input_size)} if settings else None,
+        },
         triton=url if opts.triton_url else "embedded",
         machine=machine(),
         date=datetime.now(UTC).isoformat(timespec="seconds"),
@@ -201,37 +189,70 @@ async def _measure(env: BenchEnv) -> dict[str, Any]:
     start = time.monotonic()
     deadline = start + opts.max_time_s
     share = opts.max_time_s / 2 if opts.baseline else opts.max_time_s
-    ours = await find_max(env, "triton", start + share)
-    theirs = await find_max(env, "naive", deadline) if opts.baseline else None
-    best = ours.best or ours.trials[min(ours.trials)]
-    report = dict(best)
+    ours = await _search(env, "triton", start + share)
+    theirs = await _search(env, "naive", deadline) if opts.baseline else None
+    report = dict(ours.best or _first(ours))
     report["max_cameras"] = ours.max_cameras
     report["baseline_max_cameras"] = theirs.max_cameras if theirs else None
-    report["baseline"] = (theirs.best or theirs.trials[min(theirs.trials)]) if theirs and theirs.trials else None
+    report["baseline"] = (theirs.best or _first(theirs)) if theirs and theirs.trials else None
     # latency compared where both ran the same count: the largest that both held, else the largest both ran
     common = sorted(set(ours.trials) & set(theirs.trials)) if theirs else []
-    both_held = [n for n in common if ours.trials[n]["held"] and theirs is not None and theirs.trials[n]["held"]]
+    both_held = [n for n in common if theirs is not None and _held(ours, n) and _held(theirs, n)]
     at: int | None = (both_held or common)[-1] if common else None
     report["ratio"] = {
         "cameras": _ratio(ours.max_cameras, theirs.max_cameras) if theirs else None,
-        "latency_p95": _ratio(theirs.trials[at]["latency_ms"]["p95"], ours.trials[at]["latency_ms"]["p95"])
-        if theirs and at is not None
-        else None,
+        "latency_p95": _ratio(_p95(theirs, at), _p95(ours, at)) if theirs and at is not None else None,
         "latency_at_cameras": at,
     }
     report["search"] = {
         "bounded": ours.bounded or bool(theirs and theirs.bounded),
         "max_time_s": opts.max_time_s,
         "took_s": round(time.monotonic() - start, 1),
-        "trials": [t for t in ours.trials.values()] + ([t for t in theirs.trials.values()] if theirs else []),
+        "triton": ours.summary(),
+        "naive": theirs.summary() if theirs else None,
+        "trials": [t for runs in ours.trials.values() for t in runs]
+        + ([t for runs in theirs.trials.values() for t in runs] if theirs else []),
     }
     return report
+
+
+def _first(result: SearchResult) -> dict[str, Any]:
+    return result.trials[min(result.trials)][0]
+
+
+def _held(result: SearchResult, n: int) -> bool:
+    held, failed = result.tally(n)
+    return held > failed
+
+
+def _p95(result: SearchResult, n: int) -> float | None:
+    """The median p95 latency of the trials at n cameras."""
+    value = result.count_summary(n)["p95_ms_median"]
+    return None if value is None else float(value)
+
+
+def _per_detector(report: dict[str, Any], calibration: dict[str, Any]) -> dict[str, Any]:
+    """Cameras per detector frame/s: the machine-independent figure (StoreSight against Triton at concurrency 8,
+    the naive baseline against in-process onnxruntime)."""
+    fps = [calibration[k]["triton_fps_c8"] for k in ("before", "after") if k in calibration]
+    triton = sum(fps) / len(fps) if fps else None
+    ort = calibration.get("onnxruntime_fps")
+    ours = report.get("max_cameras", report.get("cameras_at_target"))
+    base = report.get("baseline_max_cameras")
+    if base is None and report.get("baseline"):
+        base = report["baseline"].get("cameras_at_target")
+    return {
+        "cameras_per_triton_fps": round(ours / triton, 3) if ours is not None and triton else None,
+        "baseline_cameras_per_onnxruntime_fps": round(base / ort, 3) if base is not None and ort else None,
+    }
 
 
 async def run_bench(opts: BenchOptions, children: Children) -> dict[str, Any]:
     """The whole benchmark; SIGTERM cancels it like Ctrl-C, and every child process is stopped on the way out."""
     if opts.cameras < 1 or opts.max_cameras < 1:
         raise StoreSightError("--cameras must be at least 1")
+    if opts.repeats < 1:
+        raise StoreSightError("--repeats must be at least 1")
     if opts.duration_s <= 0 or opts.analysis_fps <= 0:
         raise StoreSightError("--duration and --analysis-fps must be positive")
     if opts.triton_url is not None and not re.match(r"^(grpc|http|https)://[^/\s]+$", opts.triton_url):
@@ -265,10 +286,17 @@ def format_table(report: dict[str, Any]) -> str:
     base = report.get("baseline")
     head = (
         f"StoreSight sizing benchmark, {report['date']}, {m['cpus']} CPU(s) {m['cpu_model']}\n"
-        f"clip {Path(clip['path']).name} ({clip['width']}x{clip['height']}, {clip['native_fps']:g} fps) "
-        f"over {report['source']}, analysed at {report['target_fps']:g} fps, {report['duration_s']:g} s per trial, "
-        f"Triton {report['triton']}"
+        f"clip {Path(clip['path']).name} ({clip['width']}x{clip['height']}, {clip['native_fps']:g} fps"
+        f"{', converted to H.264 MP4' if clip.get('converted') else ''}) over {report['source']} "
+        f"(decoder {report.get('decoder', '-')}), analysed at {report['target_fps']:g} fps, "
+        f"{report['duration_s']:g} s per trial, Triton {report['triton']}"
     )
+    models = report.get("models") or {}
+    for side, label in (("triton", "StoreSight"), ("naive", "naive baseline")):
+        if models.get(side):
+            mm = models[side]
+            head += f"\nmodel {label}: {mm['name']} ({mm['file']}, {mm['input_size']} px, sha256 {mm['sha256']})"
+    head += _calibration_line(report.get("calibration") or {})
 
     def row(label: str, get: Any) -> str:
         ours = get(report)
@@ -304,6 +332,10 @@ def format_table(report: dict[str, Any]) -> str:
             f"naive/StoreSight {_fmt(ratio.get('latency_p95'), 2)} at {_fmt(ratio.get('latency_at_cameras'))} "
             f"camera(s){bounded}"
         )
+        for side, label in (("triton", "StoreSight"), ("naive", "naive baseline")):
+            search = report["search"].get(side)
+            if search:
+                lines.append(f"  {label}: " + _decided_line(search))
     elif base:
         lines.append(
             f"  ratio StoreSight/naive: cameras at target {_fmt(ratio.get('cameras_at_target'), 2)}; "
@@ -323,6 +355,31 @@ def format_table(report: dict[str, Any]) -> str:
             "during the StoreSight window: more than a few % makes these numbers noisy)"
         )
     return "\n".join(lines)
+
+
+def _calibration_line(cal: dict[str, Any]) -> str:
+    """The machine's detector speed, before and after the trials."""
+    if "before" not in cal:
+        return ""
+    b, a = cal["before"], cal.get("after") or {}
+    cpu = cal.get("cpu") or {}
+    return (
+        f"\ncalibration: Triton detector-only {b['triton_fps_c1']} / {b['triton_fps_c8']} frames/s at concurrency 1 / 8"
+        f" before the trials, {_fmt(a.get('triton_fps_c1'), 1)} / {_fmt(a.get('triton_fps_c8'), 1)} after; "
+        f"in-process onnxruntime {_fmt(cal.get('onnxruntime_fps'), 1)} frames/s; load {cpu.get('load_1min')} at "
+        f"start; cameras per Triton frame/s {_fmt(cal.get('cameras_per_triton_fps'), 3)}, baseline cameras per "
+        f"onnxruntime frame/s {_fmt(cal.get('baseline_cameras_per_onnxruntime_fps'), 3)}"
+    )
+
+
+def _decided_line(search: dict[str, Any]) -> str:
+    """How many trials decided the boundary, and how they spread."""
+    parts = []
+    for d in search["decided_by"]:
+        fps = ", ".join(f"{v:.2f}" for v in d["min_fps"])
+        parts.append(f"{d['cameras']} cameras held {d['held']} of {d['trials']} trials (slowest camera fps {fps})")
+    notes = f"; {'; '.join(search['notes'])}" if search["notes"] else ""
+    return "; ".join(parts) + f"; decided by {search['decided_by_trials']} trials{notes}"
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -348,6 +405,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         max_cameras=args.max_cameras,
         baseline=not args.no_baseline,
         rules=not args.no_rules,
+        repeats=args.repeats,
+        decoder=args.decoder,
+        calibrate=not args.no_calibration,
     )
     children = Children()
     try:

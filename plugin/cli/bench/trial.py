@@ -1,9 +1,10 @@
 """`storesight bench`: how many cameras this machine analyses at the target rate, measured against a naive baseline.
 
-One trial runs N cameras for T seconds through the product's own pieces: OpenCV sources (each camera served by the
-real GStreamer RTSP server at the clip's native rate, or realtime-paced files), one TritonInferenceClient shared by
-all cameras, the tracker, a loitering rule and the incident store. The naive baseline runs the same sources, clip,
-model and rules with one worker thread per camera calling onnxruntime in-process, one image at a time.
+One trial runs N cameras for T seconds through the product's own pieces: camera sources (PyAV, or --decoder opencv;
+each camera served by the real GStreamer RTSP server at the clip's native rate, or realtime-paced files), one
+TritonInferenceClient shared by all cameras, the tracker, a loitering rule and the incident store. The naive
+baseline runs the same sources, clip, model and rules with one worker thread per camera calling onnxruntime
+in-process, one image at a time.
 
 Capture-to-result latency runs from `Frame.monotonic` (the frame decoded and handed over) to the end of
 `CameraPipeline.process` for that frame (detections, tracking, rules). It includes the time a frame waits for its
@@ -31,17 +32,17 @@ from typing import Any, Literal
 
 import numpy as np
 
-from adapters.cameras.opencv import OpenCVSource
+from adapters.cameras.registry import DECODERS
 from plugin.cli.bench.clip import ClipInfo
 from plugin.cli.bench.monitor import ResourceMonitor
 from plugin.cli.bench.rtsp import Children, RtspCameras
-from plugin.config.cameras import CameraConfig, MotionGatingConfig, ZoneConfig
+from plugin.config.cameras import CameraConfig, Decoder, MotionGatingConfig, ZoneConfig
 from plugin.config.service import DetectorConfig
 from plugin.errors import InferenceUnavailable, SourceError
 from plugin.incidents.database import AsyncDatabase
 from plugin.incidents.explain import Explainer
 from plugin.incidents.manager import IncidentManager
-from plugin.inference.naive import OnnxYolox, YoloxSettings
+from plugin.inference.naive import OnnxYolox, YoloxSettings, model_file, read_model_parameters
 from plugin.inference.repository import default_model_repository
 from plugin.inference.triton import TritonInferenceClient
 from plugin.metrics import Metrics
@@ -62,9 +63,9 @@ BENCH_ZONE = ZoneConfig(id="table", polygon=[(0.39, 0.67), (0.83, 0.67), (0.83, 
 # Short, so a run of tens of seconds sees incidents; no cooldown, so each person standing there counts.
 BENCH_DWELL_S = 2.0
 
-# RTSP clients see their first frame ~2.8 s after connecting (FFmpeg probing the stream), and OpenCV's FFmpeg
-# backend opens one stream at a time per process (a lock around open; reads run in parallel), so N cameras take
-# ~2.8 N s to all start. A camera silent past this is a setup problem, not a measurement.
+# With the OpenCV decoder, RTSP clients see their first frame ~2.8 s after connecting (FFmpeg probing the stream) and
+# OpenCV's FFmpeg backend opens one stream at a time per process, so N cameras take ~2.8 N s to all start (PyAV opens
+# them all at once in about a second). A camera silent past this is a setup problem, not a measurement.
 FIRST_FRAME_BASE_S = 20.0
 FIRST_FRAME_PER_CAMERA_S = 4.0
 
@@ -101,6 +102,9 @@ class BenchOptions:
     max_cameras: int = 64
     baseline: bool = True
     rules: bool = True
+    repeats: int = 3  # --find-max: trials that decide each count next to the boundary (majority)
+    decoder: Decoder = "pyav"
+    calibrate: bool = True
 
 
 # --- detectors -----------------------------------------------------------------------------------------------
@@ -318,11 +322,16 @@ class BenchEnv:
     progress: list[str] = field(default_factory=list)
 
 
+def naive_model_file(model: str) -> Path:
+    """The ONNX file the baseline runs: the one the embedded Triton's model.py runs."""
+    model_dir = default_model_repository() / model
+    return model_file(model_dir / "1", read_model_parameters(model_dir / "config.pbtxt"))
+
+
 def _load_naive(env: BenchEnv) -> OnnxYolox:
     """The baseline's session, loaded only when its first trial starts so Triton trials' memory excludes it."""
     assert env.naive_settings is not None
-    model_dir = default_model_repository() / env.opts.model
-    detector = OnnxYolox(model_dir / "1" / f"{env.opts.model}.onnx", env.naive_settings)
+    detector = OnnxYolox(naive_model_file(env.opts.model), env.naive_settings)
     detector.detect(np.zeros((env.clip.height, env.clip.width, 3), np.uint8))  # first-run allocations
     return detector
 
@@ -336,6 +345,7 @@ def _camera_config(env: BenchEnv, index: int, source: str, mode: Mode) -> Camera
         zones=[BENCH_ZONE],
         # StoreSight gates detection as a camera config does by default; the naive baseline detects every frame
         motion_gating=MotionGatingConfig(enabled=mode == "triton"),
+        decoder=env.opts.decoder,
     )
 
 
@@ -426,7 +436,8 @@ async def run_trial(env: BenchEnv, mode: Mode, cameras: int) -> dict[str, Any]:
                 naive_clients.append(NaiveClient(env.naive, cam.id))
                 inner = naive_clients[-1]
             timer = TimedClient(inner)
-            source = OpenCVSource(cam.id, src, cam.fps, realtime=True, start_time=datetime.now(UTC))
+            decoder = DECODERS[cam.decoder]
+            source = decoder(cam.id, src, cam.fps, realtime=True, start_time=datetime.now(UTC))
             pipeline = CameraPipeline(cam, source, timer, DetectorConfig(), _rules(env, cam.id), incidents, metrics)
             pipeline.resolve_classes(env.class_names)
             pipelines.append(pipeline)

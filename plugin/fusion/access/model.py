@@ -3,22 +3,29 @@ use it)."""
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from plugin.config.access import AccessConfig, door_text
 from plugin.fusion.pos.model import Moment
+from plugin.private import keyed_digest
 from plugin.protocols import SubmitResult
 
 AccessKind = Literal["granted", "denied", "forced", "held", "closed"]
 KINDS: tuple[AccessKind, ...] = ("granted", "denied", "forced", "held", "closed")
 
 
-def badge_ref(badge: str | None) -> str:
-    """What logs and incidents say about a badge: the first 8 hex digits of its SHA-256 ("" for none)."""
-    return "" if not badge else hashlib.sha256(badge.encode()).hexdigest()[:8]
+def badge_digest(key: bytes, badge: str | None) -> str | None:
+    """What the database keeps of a badge id: its HMAC-SHA256 under the install key (plugin/private.py), so the
+    same badge correlates across events, and nobody without the key can find the badge by trying every number."""
+    return keyed_digest(key, badge) if badge else None
+
+
+def badge_ref(key: bytes, badge: str | None) -> str:
+    """What logs and incidents say about a badge: the first 8 hex digits of its digest ("" for none)."""
+    digest = badge_digest(key, badge)
+    return digest[:8] if digest else ""
 
 
 class AccessEventIn(BaseModel):

@@ -14,7 +14,8 @@ stored:
 Video lags the door controller, and a line crossing is confirmed a little after it happens, so judging waits (outside
 the sender's acknowledgement) until the door camera's analysed video has passed the window, at most `wait_max_s`.
 
-Badge ids are personal data: they are stored with the event, but logs and incidents only ever carry a short hash.
+Badge ids are personal data: the database keeps only their HMAC under the install key (`badge_digest`), logs and
+incidents a short prefix of it (`badge_ref`).
 """
 
 from __future__ import annotations
@@ -28,11 +29,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from plugin.config.access import AccessConfig, AccessDoorConfig
-from plugin.fusion.access.model import AccessEventIn, badge_ref
+from plugin.fusion.access.model import AccessEventIn, badge_digest
 from plugin.fusion.hub import BusinessHub, PendingJudgements
 from plugin.incidents.manager import IncidentManager
 from plugin.metrics import Metrics
 from plugin.pipeline.presence import PresenceLog
+from plugin.private import install_key
 from plugin.protocols import SubmitResult
 from plugin.rules.base import RuleHit
 from plugin.rules.line_crossing import FORGET_AFTER_S
@@ -66,8 +68,11 @@ class AccessService:
         presence: PresenceLog,
         incidents: IncidentManager | None,
         metrics: Metrics | None = None,
+        key: bytes | None = None,
     ) -> None:
         self.config = config
+        # the install key for badge digests: it lives next to the database (the data folder) unless given
+        self.key = key if key is not None else install_key(hub.db.sync.path.parent)
         self.site = site
         self.hub = hub
         self.presence = presence
@@ -94,9 +99,10 @@ class AccessService:
         configured (the webhook checks before)."""
         door = self.config.door(event.door)
         assert door is not None, f"unknown door {event.door!r}"
-        ref = badge_ref(event.badge)
+        digest = badge_digest(self.key, event.badge)
+        ref = digest[:8] if digest else ""
         payload = {
-            "door": door.id, "kind": event.kind, "badge": event.badge, "badge_ref": ref, "camera": door.camera,
+            "door": door.id, "kind": event.kind, "badge_digest": digest, "badge_ref": ref, "camera": door.camera,
             "origin": origin, "sender_id": event.id,
         }  # fmt: skip
         at = event.time
@@ -255,7 +261,9 @@ class AccessService:
             zone=door.zone, track_ids=track_ids, started_at=start, at=end, severity=setting, facts=facts,
         )  # fmt: skip
         near = self.presence.frame_near(door.camera, moment)
-        opened = await self.incidents.handle(hit, None, None, jpeg=None if near is None else near[1])
+        opened = await self.incidents.handle(
+            hit, None, None, jpeg=None if near is None else near.jpeg, people=None if near is None else near.people
+        )
         await self.incidents.handle(replace(hit, state="end"), None, None)
         if opened is not None:
             self.counts["incidents"] += 1

@@ -312,7 +312,9 @@ class PosService:
             facts=facts,
         )  # fmt: skip
         near = self.presence.frame_near(lane.camera, at)
-        opened = await self.incidents.handle(hit, None, None, jpeg=None if near is None else near[1])
+        opened = await self.incidents.handle(
+            hit, None, None, jpeg=None if near is None else near.jpeg, people=None if near is None else near.people
+        )
         await self.incidents.handle(replace(hit, state="end"), None, None)
         if opened is not None:
             self.counts["incidents"] += 1

@@ -11,6 +11,7 @@ from typing import Literal
 PUBLIC = "public"  # anyone, signed in or not (/healthz, the login page)
 SIGNED_IN = "signed-in"  # any principal (sign out)
 INCIDENTS_READ = "incidents:read"  # the console page, snapshots, /api/incidents
+FEEDBACK_WRITE = "incidents:feedback"  # a verdict on an incident (confirmed, false alarm, unsure)
 OUTBOX_READ = "outbox:read"
 OUTBOX_WRITE = "outbox:write"  # requeue dead letters
 STATUS_READ = "status:read"  # the detailed /readyz, /metrics
@@ -41,10 +42,16 @@ def roles(*items: Role) -> dict[str, Role]:
 BRIDGE_ROLES: Mapping[str, Role] = roles(
     Role(
         "admin",
-        frozenset({INCIDENTS_READ, OUTBOX_READ, OUTBOX_WRITE, STATUS_READ, AUDIT_READ, INGEST, CONFIG_WRITE}),
+        frozenset(
+            {INCIDENTS_READ, FEEDBACK_WRITE, OUTBOX_READ, OUTBOX_WRITE, STATUS_READ, AUDIT_READ, INGEST, CONFIG_WRITE}
+        ),
         "everything: the console, requeueing dead letters, the audit log, the zone editor, and the intake routes",
     ),
-    Role("viewer", frozenset({INCIDENTS_READ, OUTBOX_READ, STATUS_READ}), "reads incidents, deliveries and status"),
+    Role(
+        "viewer",
+        frozenset({INCIDENTS_READ, FEEDBACK_WRITE, OUTBOX_READ, STATUS_READ}),
+        "reads incidents, deliveries and status, and gives verdicts on incidents",
+    ),
     Role("ingest", frozenset({INGEST}), "POS and door integrators: may only POST to /api/pos/* and /api/access/*"),
 )
 

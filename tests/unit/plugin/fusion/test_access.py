@@ -6,6 +6,7 @@ contexts and HTTP routes."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 from collections.abc import AsyncIterator, Sequence
@@ -27,7 +28,7 @@ from plugin.config.loader import parse_config
 from plugin.config.root import Config
 from plugin.config.service import DetectorConfig
 from plugin.errors import ConfigError
-from plugin.fusion.access.model import AccessEventIn, badge_ref
+from plugin.fusion.access.model import AccessEventIn, badge_digest, badge_ref
 from plugin.fusion.access.service import AccessService
 from plugin.fusion.hub import BusinessHub
 from plugin.incidents.database import AsyncDatabase
@@ -155,7 +156,7 @@ async def test_pipeline_keeps_the_door_line_crossings_for_fusion() -> None:
         {"id": "door-line", "type": "line_crossing", "camera": "cam1", "line": [[0.5, 1.0], [0.5, 0.0]]}
     )
     rules = [build_rule(line)]
-    source = SimpleNamespace(status=SimpleNamespace(frames_dropped=0))  # frames come from the test
+    source = SimpleNamespace(status=SimpleNamespace(frames_dropped=0), is_file=True)  # frames come from the test
     pipeline = CameraPipeline(cam, source, _WalkingDetector(), DetectorConfig(), rules, None, Metrics())  # type: ignore[arg-type]
     pipeline.resolve_classes(["person"])
     pipeline.presence = presence = PresenceLog()
@@ -279,7 +280,13 @@ async def test_denied_and_closed_are_stored_only(env: Env) -> None:
     await env.service.idle()
     assert await env.incidents() == []
     [denied] = await env.events("access.denied")
-    assert denied["payload"]["badge"] == BADGE and denied["payload"]["badge_ref"] == badge_ref(BADGE)
+    # the database keeps the badge's HMAC under the install key, never the badge itself
+    key = env.service.key
+    assert denied["payload"]["badge_digest"] == badge_digest(key, BADGE) and len(key) == 32
+    assert denied["payload"]["badge_ref"] == badge_ref(key, BADGE) == badge_digest(key, BADGE)[:8]  # type: ignore[index]
+    assert "badge" not in denied["payload"] and BADGE not in json.dumps(denied)
+    # keyed: another installation's key gives another digest (a guessed badge number cannot be checked without it)
+    assert badge_digest(bytes(32), BADGE) != denied["payload"]["badge_digest"]
     assert len(await env.events("access.closed")) == 1
 
 
@@ -333,7 +340,7 @@ async def test_onvif_door_and_access_signals_become_door_events(tmp_path: Path) 
     assert got == [
         ("access.closed", "D1", "", "access.onvif"),
         ("access.forced", "D1", "", "access.onvif"),
-        ("access.granted", "D1", badge_ref(BADGE), "access.onvif"),
+        ("access.granted", "D1", badge_ref(service.key, BADGE), "access.onvif"),
     ]  # another door's alarm and a state reported at subscription are not door events
 
 
@@ -447,7 +454,9 @@ async def test_webhook_through_the_app(tmp_path: Path, caplog: pytest.LogCapture
     assert inc["rule_id"] == "access.tailgating" and inc["track_ids"] == [32]
     assert inc["explanation"].startswith("2 people entered through door D1 on one badge (grant at 14:00:10)")
     assert await asyncio.to_thread(Path(inc["snapshot"]).is_file)
-    assert BADGE not in caplog.text and badge_ref(BADGE) in caplog.text  # logs name badges by hash only
+    service = app[ACCESS]
+    assert service is not None
+    assert BADGE not in caplog.text and badge_ref(service.key, BADGE) in caplog.text  # logs name badges by hash only
 
 
 async def test_webhook_is_404_without_an_access_section(tmp_path: Path) -> None:

@@ -76,6 +76,10 @@ def wrong_server(tmp_path: Path) -> Iterator[EmbeddedTriton]:
     repo = tmp_path / "repo" / "yolox_nano"
     shutil.copytree(REPO_ROOT / "triton_models" / "cpu" / "yolox_nano", repo, ignore=shutil.ignore_patterns("*.onnx"))
     (repo / "1" / "yolox_nano.onnx").symlink_to(MODEL_FILE)
+    # the copy the flavour runs at its 352 px (the shipped file takes 416 only)
+    batch_copy = MODEL_FILE.with_name("yolox_nano.batch.onnx")
+    require(None if batch_copy.is_file() else f"{batch_copy} missing: run `storesight models fetch`")
+    (repo / "1" / batch_copy.name).symlink_to(batch_copy)
     config = repo / "config.pbtxt"
     text = config.read_text()
     wrong = text.replace('{ name: "classes", data_type: TYPE_INT32', '{ name: "classes", data_type: TYPE_INT64')

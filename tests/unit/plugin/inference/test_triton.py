@@ -48,7 +48,7 @@ async def test_batch_follows_the_tensor_contract(triton: EmbeddedTriton, person_
     client = TritonInferenceClient(triton.grpc_url, "yolox_nano")
     try:
         info = await client.wait_ready(10)
-        assert info.input_size == 416 and info.class_names[0] == "person" and len(info.class_names) == 80
+        assert info.input_size == 352 and info.class_names[0] == "person" and len(info.class_names) == 80
         img = cv2.imread(str(person_frame))
         blank = np.full_like(img, 114)
         results = await client.detect([img, blank, img])

@@ -22,8 +22,9 @@ from conftest import MODEL_FILE, require
 from helpers import run_cli
 
 from plugin.config.loader import parse_config
-from plugin.errors import ConfigError, InferenceUnavailable
+from plugin.errors import ConfigError, InferenceUnavailable, ModelError
 from plugin.inference.assets import BATCH_COPY_KEY, write_batch_copy
+from plugin.inference.naive import OnnxYolox, YoloxSettings, read_model_parameters
 from plugin.inference.server import DEFAULT_MODEL_REPOSITORY, REPO_ROOT, EmbeddedTriton
 from plugin.inference.shm import wants_shared_memory
 from plugin.inference.triton import Letterbox, TritonInferenceClient, letterbox_batch
@@ -72,7 +73,7 @@ def test_batch_copy_is_symbolic_records_its_source_and_runs_batch_3(source_onnx:
 
     dest = write_batch_copy(source_onnx, tmp_path / "yolox_nano.batch.onnx")
     model = onnx.load(str(dest))
-    assert [d.dim_param for d in model.graph.input[0].type.tensor_type.shape.dim][:1] == ["batch"]
+    assert [d.dim_param for d in model.graph.input[0].type.tensor_type.shape.dim] == ["batch", "", "height", "width"]
     assert [d.dim_param for d in model.graph.output[0].type.tensor_type.shape.dim][:1] == ["batch"]
     props = {p.key: p.value for p in model.metadata_props}
     assert f"sha256={PINNED}" in props[BATCH_COPY_KEY]
@@ -86,6 +87,9 @@ def test_batch_copy_is_symbolic_records_its_source_and_runs_batch_3(source_onnx:
     at_once = batched.run(None, {name: x})[0]
     assert at_once.shape == (3, 3549, 85)
     np.testing.assert_allclose(at_once, one_by_one, atol=1e-4)
+    # and any multiple of 32 as the image size (config.pbtxt serves 352): 11x11 + 22x22 + 44x44 grid cells
+    small = batched.run(None, {name: x[:2, :, :352, :352]})[0]
+    assert small.shape == (2, 44 * 44 + 22 * 22 + 11 * 11, 85)
 
 
 def test_models_fetch_pins_the_source_and_derives_the_batch_copy(source_onnx: Path, tmp_path: Path) -> None:
@@ -126,28 +130,53 @@ async def test_a_batch_gives_the_same_boxes_as_single_frames_and_runs_as_one_exe
     assert "yolox_nano.batch.onnx, whole batch per onnxruntime call" in (triton.log_path or Path()).read_text()
 
 
-@pytest.mark.triton
-@pytest.mark.slow
-async def test_a_fixed_batch_model_runs_per_image_with_the_same_boxes(
-    triton: EmbeddedTriton, frames: list[ImageArray], tmp_path: Path
-) -> None:
+def _fixed_repo(tmp_path: Path, input_size: int) -> Path:
+    """The model as shipped (no derived copy), its config serving `input_size` px."""
     repo = tmp_path / "repo"
     shutil.copytree(DEFAULT_MODEL_REPOSITORY / "yolox_nano", repo / "yolox_nano",
                     ignore=shutil.ignore_patterns("__pycache__", "yolox_nano.batch.onnx"))  # fmt: skip
+    config = repo / "yolox_nano" / "config.pbtxt"
+    text = config.read_text().replace("dims: [ 352, 352, 3 ]", f"dims: [ {input_size}, {input_size}, 3 ]")
+    config.write_text(text.replace('"input_size", value: { string_value: "352" }',
+                                   f'"input_size", value: {{ string_value: "{input_size}" }}'))  # fmt: skip
+    return repo
+
+
+@pytest.mark.triton
+@pytest.mark.slow
+async def test_a_fixed_batch_model_runs_per_image_with_the_same_boxes(frames: list[ImageArray], tmp_path: Path) -> None:
+    """Without the derived copy, the export as shipped (batch 1, 416 px) runs one image per call, and gives the
+    boxes the same decode gives in-process (the naive baseline mirrors model.py)."""
+    repo = _fixed_repo(tmp_path, 416)
     fixed_server = EmbeddedTriton(model_repository=repo, cache_dir=tmp_path / "cache")
     fixed_server.start()
-    batched = TritonInferenceClient(triton.grpc_url, "yolox_nano", shared_memory="off")
     fixed = TritonInferenceClient(fixed_server.grpc_url, "yolox_nano", shared_memory="off")
     try:
         fixed_server.wait_ready("yolox_nano", 90)
-        expected = await batched.detect(frames)
         got = await fixed.detect(frames)
     finally:
-        await batched.close()
         await fixed.close()
         fixed_server.stop()
-    _assert_same(got, expected)
+    params = read_model_parameters(repo / "yolox_nano" / "config.pbtxt")
+    local = OnnxYolox(repo / "yolox_nano" / "1" / "yolox_nano.onnx", YoloxSettings.from_parameters(params))
+    _assert_same(got, [local.detect(f) for f in frames], atol=1e-3)
+    assert sum(len(d) for d in got) > 0
     assert "yolox_nano.onnx, 1 image(s) per call" in (fixed_server.log_path or Path()).read_text()
+
+
+@pytest.mark.triton
+@pytest.mark.slow
+async def test_the_shipped_file_at_another_size_fails_to_load_with_the_remedy(tmp_path: Path) -> None:
+    server = EmbeddedTriton(model_repository=_fixed_repo(tmp_path, 352), cache_dir=tmp_path / "cache")
+    server.start()
+    try:
+        with pytest.raises(
+            ModelError,
+            match=r"takes \[416, 416\] images, the config's input_size is 352: run `storesight models fetch`",
+        ):
+            server.wait_ready("yolox_nano", 90)
+    finally:
+        server.stop()
 
 
 @pytest.mark.triton

@@ -346,7 +346,7 @@ def test_config_errors_name_the_key(rule: dict[str, Any], error: str | None) -> 
 
 def _pipeline(*rules: Any) -> CameraPipeline:
     cam = CameraConfig(id="cam1", source="x.mp4", zones=[ZoneConfig(id="exit", polygon=EXIT)])
-    source = SimpleNamespace(status=SimpleNamespace(frames_dropped=0))  # frames come from the test
+    source = SimpleNamespace(status=SimpleNamespace(frames_dropped=0), is_file=True)  # frames come from the test
     return CameraPipeline(cam, source, None, DetectorConfig(), list(rules), None, Metrics())  # type: ignore[arg-type]
 
 
@@ -384,7 +384,7 @@ class _Hits:
     def __init__(self) -> None:
         self.hits: list[RuleHit] = []
 
-    async def handle(self, hit: RuleHit, frame: Any, zone: Any) -> None:
+    async def handle(self, hit: RuleHit, frame: Any, zone: Any, people: Any = None) -> None:
         self.hits.append(hit)
 
 
@@ -399,7 +399,7 @@ async def test_pipeline_on_real_detections(triton: Any, empty_exit: tuple[ImageA
     blocked = _Spy(exit_rule())
     loiter = _Spy(build_rule(LoiteringRuleConfig(id="l", type="loitering", camera="cam1", zone="exit", min_dwell_s=1)))
     cam = CameraConfig(id="cam1", source="x.mp4", zones=[ZoneConfig(id="exit", polygon=EXIT)])
-    source = SimpleNamespace(status=SimpleNamespace(frames_dropped=0))
+    source = SimpleNamespace(status=SimpleNamespace(frames_dropped=0), is_file=True)
     client = TritonInferenceClient(triton.grpc_url, "yolox_nano")
     incidents = _Hits()
     pipeline = CameraPipeline(cam, source, client, DetectorConfig(), [blocked, loiter], incidents, Metrics())  # type: ignore[arg-type]

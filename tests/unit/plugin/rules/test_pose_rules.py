@@ -426,7 +426,7 @@ async def test_pipeline_poses_only_what_pose_rules_need(triton: EmbeddedTriton, 
 
     async def frames_through(rules: list[Any], max_persons: int) -> _CountingPose:
         pose = _CountingPose(triton.grpc_url)
-        source = SimpleNamespace(status=SimpleNamespace(frames_dropped=0))  # frames come from the test
+        source = SimpleNamespace(status=SimpleNamespace(frames_dropped=0), is_file=True)  # frames come from the test
         pipeline = CameraPipeline(cam, source, _FixedDetector(boxes), DetectorConfig(), rules, None, Metrics())  # type: ignore[arg-type]
         pipeline.resolve_classes(["person"])
         pipeline.pose, pipeline.pose_config = pose, PoseConfig(max_persons=max_persons)
@@ -460,7 +460,7 @@ class _Hits:
     def __init__(self) -> None:
         self.hits: list[RuleHit] = []
 
-    async def handle(self, hit: RuleHit, frame: Any, zone: Any) -> None:
+    async def handle(self, hit: RuleHit, frame: Any, zone: Any, people: Any = None) -> None:
         self.hits.append(hit)
 
 
@@ -519,7 +519,7 @@ async def test_pose_down_pauses_pose_rules_only(standing: Pose, caplog: pytest.L
 
     cam = CameraConfig(id="cam1", source="x.mp4")
     fall = _Spy(fall_rule())
-    source = SimpleNamespace(status=SimpleNamespace(frames_dropped=0))
+    source = SimpleNamespace(status=SimpleNamespace(frames_dropped=0), is_file=True)
     boxes = standing[0][None]
     pipeline = CameraPipeline(cam, source, _FixedDetector(boxes), DetectorConfig(), [fall], None, Metrics())  # type: ignore[arg-type]
     pipeline.resolve_classes(["person"])

@@ -108,7 +108,8 @@ async def sign_in(http: aiohttp.ClientSession, base: str, name: str, password: s
         assert resp.headers["Location"] == "/"
     async with http.get(f"{base}/", **kw) as resp:
         assert resp.status == 200
-        [csrf] = CSRF_VALUE.findall(await resp.text())
+        csrfs = set(CSRF_VALUE.findall(await resp.text()))  # the sign-out form's and each verdict form's: one token
+    [csrf] = csrfs
     return csrf
 
 
@@ -132,6 +133,8 @@ ROUTE_TABLE: list[tuple[str, str, str | int, str | int, str | int, str | int]] =
     ("GET", "/metrics", 401, 403, OK, OK),
     ("GET", "/api/incidents", 401, 403, OK, OK),
     ("GET", "/api/incidents/{incident}", 401, 403, OK, OK),
+    ("GET", "/api/incidents/{incident}/feedback", 401, 403, OK, OK),
+    ("POST", "/api/incidents/{incident}/feedback", 401, 403, OK, OK),  # a viewer gives verdicts too
     ("GET", "/api/outbox", 401, 403, OK, OK),
     ("POST", "/api/outbox/retry", 401, 403, 403, OK),
     ("GET", "/audit", LOGIN, 403, 403, OK),

@@ -76,6 +76,12 @@ class TritonPythonModel:
             options.intra_op_num_threads = threads
         self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
+        declared = self.session.get_inputs()[0].shape[2:]
+        if any(isinstance(d, int) and d != self.input_size for d in declared):
+            raise pb_utils.TritonModelException(
+                f"{os.path.basename(path)} takes {declared} images, the config's input_size is {self.input_size}: "
+                "run `storesight models fetch` to derive the copy that takes any size"
+            )
         self.per_call = self._images_per_call()
         pb_utils.Logger.log_info(
             f"yolox_nano: {os.path.basename(path)}, "
