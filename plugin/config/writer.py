@@ -280,4 +280,8 @@ def save_camera_geometry(path: Path, camera_id: str, zones: Sequence[ZoneEdit], 
         raise GeometryRefused(str(exc), exc.problems, shapes) from None
     except ConfigError as exc:
         raise GeometryRefused(str(exc), [("(top level)", str(exc))], shapes) from None
-    return Saved(config, _write_atomically(path, text), shapes)
+    try:
+        backup = _write_atomically(path, text)
+    except OSError as exc:  # a read-only folder, a full disk: the file is as it was
+        raise ConfigError(f"{source}: cannot write the config: {exc.strerror or exc} (nothing was changed)") from None
+    return Saved(config, backup, shapes)

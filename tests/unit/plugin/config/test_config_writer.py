@@ -12,6 +12,7 @@ import pytest
 
 from plugin.config.loader import load_config
 from plugin.config.writer import GeometryRefused, LineEdit, ZoneEdit, save_camera_geometry
+from plugin.errors import ConfigError
 from plugin.rules.line_crossing import LineCrossingRuleConfig
 
 TABLE = [(0.39, 0.67), (0.83, 0.67), (0.83, 1.0), (0.39, 1.0)]
@@ -219,7 +220,9 @@ def test_a_failed_rename_leaves_the_file_and_no_temporary(config_file: Path, mon
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "replace", full_disk)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(
+        ConfigError, match=r"storesight.yaml: cannot write the config: No space left on device \(nothing"
+    ):
         save_camera_geometry(config_file, "cam1", zones([(0.5, 0.5), (0.6, 0.5), (0.6, 0.6)]), lines())
     assert config_file.read_bytes() == before
     assert not any(p.name.endswith(".tmp") for p in config_file.parent.iterdir())
