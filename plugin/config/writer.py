@@ -11,6 +11,7 @@ import io
 import itertools
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -231,7 +232,10 @@ def _write_atomically(path: Path, text: str) -> Path:
         os.chmod(tmp, mode)  # the config may hold secrets: the new file is as private as the old one
         if backup.exists():
             backup.unlink()
-        os.link(path, backup)  # the previous file, byte for byte, under the backup's name
+        try:
+            os.link(path, backup)  # the previous file itself, under the backup's name
+        except OSError:  # a file system without hard links: a copy
+            shutil.copy2(path, backup)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
