@@ -11,6 +11,7 @@ import os
 import secrets
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from aiohttp import web
 
@@ -61,6 +62,7 @@ from plugin.web.keys import (
     AUTH,
     CAMERAS,
     CONFIG,
+    CONFIG_FILE,
     DATABASE,
     EMBEDDED_TRITON,
     HOURLY,
@@ -80,6 +82,7 @@ from plugin.web.keys import (
     RECORD_SINKS,
     RETENTION,
     SINKS,
+    SUPERVISOR,
     SYSTEM,
 )
 from plugin.web.routes import setup_routes
@@ -441,6 +444,7 @@ async def cameras_ctx(app: web.Application) -> AsyncIterator[None]:
         app[CAMERAS], config.cameras, parts, once=once, ready_timeout_s=config.triton.ready_timeout_s,
         make_events=events_source, signal_listeners=[access.on_signal] if access is not None else [],
     )  # fmt: skip
+    app[SUPERVISOR] = supervisor
     supervisor.start()
     yield
     await supervisor.stop()
@@ -478,11 +482,12 @@ async def live_state_ctx(app: web.Application) -> AsyncIterator[None]:
     await asyncio.gather(task, return_exceptions=True)
 
 
-def new_app(config: Config, once: bool = False) -> web.Application:
+def new_app(config: Config, once: bool = False, config_file: Path | None = None) -> web.Application:
     """An application holding the eager resources, with no context and no route yet (tests add the ones they
-    need; `build_app` adds them all)."""
+    need; `build_app` adds them all). `config_file`: where `config` was read from, for the zone editor."""
     app = web.Application()
     app[CONFIG] = config
+    app[CONFIG_FILE] = config_file
     app[ONCE] = once
     app[METRICS] = Metrics()
     app[PRESENCE] = PresenceLog()
@@ -500,9 +505,9 @@ def add_intake_routes(app: web.Application) -> None:
     add_route(app, "POST", "/api/access/events", access_events_handler(lambda: app.get(ACCESS)), INGEST)
 
 
-def build_app(config: Config, once: bool = False) -> web.Application:
+def build_app(config: Config, once: bool = False, config_file: Path | None = None) -> web.Application:
     """The application with every context and route registered."""
-    app = new_app(config, once)
+    app = new_app(config, once, config_file)
     app.cleanup_ctx.extend([
         database_ctx, auth_ctx, inference_ctx, sinks_ctx, retention_ctx, hourly_records_ctx, system_health_ctx,
         alarms_ctx, pos_ctx, access_ctx, store_occupancy_ctx, cameras_ctx, live_state_ctx,

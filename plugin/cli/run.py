@@ -10,6 +10,7 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from pydantic import ValidationError
@@ -130,13 +131,13 @@ def _gating_line(fleet: CameraFleet) -> str:
     return "motion gating: " + ("; ".join(parts) or "no camera")
 
 
-async def _run(config: Config, once: bool) -> int:
+async def _run(config: Config, once: bool, config_file: Path | None = None) -> int:
     from aiohttp import web
 
     from plugin.app import build_app
     from plugin.web.keys import CAMERAS, OUTBOX, SINKS
 
-    app = build_app(config, once=once)
+    app = build_app(config, once=once, config_file=config_file)
     fleet = app[CAMERAS]
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     stop = asyncio.Event()
@@ -194,7 +195,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         config = config.model_copy(update={"web": _listen(config.web, args.listen)})
     if not args.once and config.web.tls is not None:  # a bad certificate fails now, before Triton and the cameras
         server_ssl_context(config.web.tls.cert, config.web.tls.key)
-    return asyncio.run(_run(config, once=args.once))
+    return asyncio.run(_run(config, once=args.once, config_file=Path(args.config).resolve()))
 
 
 def _listen(web_cfg: WebConfig, listen: str) -> WebConfig:

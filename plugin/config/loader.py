@@ -124,18 +124,32 @@ def _message(err: Any) -> str:
     return msg
 
 
-def format_validation_error(exc: ValidationError, source: str) -> str:
-    """One line per problem, each starting with the exact path of the bad value."""
-    lines = []
+class ConfigProblems(ConfigError):
+    """An invalid config, with each problem as (key path, message) for a caller that shows them by key (the zone
+    editor); its text is the same lines `check-config` prints."""
+
+    def __init__(self, source: str, problems: list[tuple[str, str]]) -> None:
+        super().__init__("\n".join(f"{source}: {path}: {message}" for path, message in problems))
+        self.problems = problems
+
+
+def validation_problems(exc: ValidationError) -> list[tuple[str, str]]:
+    """(exact key path, message) for each problem ("(top level)" for the root's own)."""
+    problems = []
     for err in exc.errors():
         inner = (err.get("ctx") or {}).get("error")
         if isinstance(inner, PathError):
             # pydantic's loc says where the model that raised it sits (empty for the root)
             where = f"{_format_loc(err['loc'])}." if err["loc"] else ""
-            lines.append(f"{source}: {where}{inner}")
+            problems.append((f"{where}{inner.path}", str(inner).removeprefix(f"{inner.path}: ")))
             continue
-        lines.append(f"{source}: {_format_loc(err['loc'])}: {_message(err)}")
-    return "\n".join(lines)
+        problems.append((_format_loc(err["loc"]), _message(err)))
+    return problems
+
+
+def format_validation_error(exc: ValidationError, source: str) -> str:
+    """One line per problem, each starting with the exact path of the bad value."""
+    return "\n".join(f"{source}: {path}: {message}" for path, message in validation_problems(exc))
 
 
 def parse_config(data: Any, source: str = "config") -> Config:
@@ -147,7 +161,7 @@ def parse_config(data: Any, source: str = "config") -> Config:
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, source)) from None
+        raise ConfigProblems(source, validation_problems(exc)) from None
 
 
 def parse_config_text(text: str, source: str = "config") -> Config:

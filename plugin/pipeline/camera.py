@@ -111,6 +111,8 @@ class CameraPipeline:
         self.staff = StaffFilter(camera.staff_zones)
         self.status = PipelineStatus()
         self.last_frame: Frame | None = None
+        self._processing: asyncio.Future[None] | None = None  # the frame in hand (run() shields it from a cancel)
+        self._finished = False
         # pose: set by the app when a rule of this camera needs keypoints; run only on the tracks those rules name
         self.pose: PoseClient | None = None
         self.pose_config = PoseConfig()
@@ -169,16 +171,31 @@ class CameraPipeline:
         self.status.started_monotonic = time.monotonic()
         try:
             async for frame in self.source.frames():
-                await self.process(frame)
+                # shielded: a cancel (shutdown, or the camera's zones replaced) lands between frames, never while a
+                # worker thread is inside the rules; `settled()` waits for the frame in hand
+                self._processing = asyncio.ensure_future(self.process(frame))
+                await asyncio.shield(self._processing)
         finally:
             self.metrics.camera_up.labels(camera=cam).set(0)
-        if self.last_frame is not None:
-            t_end = self.last_frame.captured_at
-            closing = [h for r in self.rules for h in r.finish(t_end)]
-            if self.tamper is not None:
-                closing.extend(self.tamper.finish(t_end))
-            await self._apply(self.last_frame, closing)
+        await self.finish()
         self.status.state = "finished"
+
+    async def settled(self) -> None:
+        """Wait for the frame being processed when the run was cancelled (its rules are then safe to touch)."""
+        if self._processing is not None:
+            await asyncio.gather(self._processing, return_exceptions=True)
+
+    async def finish(self) -> None:
+        """End what the rules and tamper hold open, at the last analysed frame's time: the footage ended, or this
+        pipeline is replaced (its zones or rules changed) and a fresh one starts with fresh rule state."""
+        if self.last_frame is None or self._finished:
+            return
+        self._finished = True
+        t_end = self.last_frame.captured_at
+        closing = [h for r in self.rules for h in r.finish(t_end)]
+        if self.tamper is not None:
+            closing.extend(self.tamper.finish(t_end))
+        await self._apply(self.last_frame, closing)
 
     async def process(self, frame: Frame) -> None:
         """One frame through the motion gate, detector, tracker and rules.

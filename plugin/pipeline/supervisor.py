@@ -28,7 +28,7 @@ from plugin.pipeline.tamper import TamperDetector
 from plugin.protocols import CameraEventSource, CameraSource
 from plugin.rules.base import Rule, RuleBase, RuleContext
 from plugin.rules.registry import build_rule
-from plugin.types import CameraSignal
+from plugin.types import CameraSignal, Frame
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,11 @@ class Supervisor:
                 fleet.event_tasks[cam.id] = asyncio.create_task(self.camera_events(cam.id), name=f"events-{cam.id}")
 
         async def watch() -> None:
-            await asyncio.gather(*fleet.tasks.values(), return_exceptions=True)
+            while True:  # a camera restarted with new zones (`reconfigure`) has a new task: wait for that too
+                tasks = list(fleet.tasks.values())
+                await asyncio.gather(*tasks, return_exceptions=True)
+                if tasks == list(fleet.tasks.values()):
+                    break
             fleet.done.set()
 
         self._watcher = asyncio.create_task(watch(), name="cameras-done")
@@ -133,7 +137,49 @@ class Supervisor:
         if self._watcher is not None:
             self._watcher.cancel()
         for p in self.fleet.pipelines.values():
+            await p.settled()  # the frame in hand reaches the incident manager before it closes
             await p.close()
+
+    async def reconfigure(self, camera: CameraConfig, rules: Sequence[RuleBase]) -> None:
+        """Apply a camera's new config and rules (the zone editor's save): only this camera's pipeline restarts, with
+        its new zones and rules and fresh rule state; incidents its old rules held open end at its last frame. The
+        other cameras, and this camera's health monitor and events subscription, run on untouched."""
+        cid, fleet = camera.id, self.fleet
+        if cid not in self.cameras:
+            raise ConfigError(f"cameras: no camera {cid!r} is running here (a new camera needs a restart)")
+        task, old = fleet.tasks.get(cid), fleet.pipelines.get(cid)
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        if old is not None:
+            await old.settled()
+            await old.finish()
+            await old.close()
+        self.cameras[cid] = camera
+        self.parts.rules = [*(r for r in self.parts.rules if r.camera != cid), *(r for r in rules if r.camera == cid)]
+        if not camera.enabled:
+            fleet.pipelines.pop(cid, None)
+            fleet.tasks.pop(cid, None)
+            log.info("%s: disabled: its pipeline stopped", cid)
+            return
+        fleet.pipelines[cid] = self.new_pipeline(cid)
+        fleet.tasks[cid] = asyncio.create_task(self.supervise(cid), name=f"camera-{cid}")
+        log.info("%s: pipeline restarted with %d zone(s) and %d rule(s)", cid, len(camera.zones),
+                 sum(1 for r in self.parts.rules if r.camera == cid))  # fmt: skip
+
+    async def grab_frame(self, camera_id: str, timeout_s: float) -> Frame | None:
+        """One frame read from the camera's source now, on its own connection (the zone editor's picture when the
+        pipeline has none yet); None when none came within `timeout_s`."""
+        source = self.parts.make_source(self.cameras[camera_id])
+        try:
+            async with asyncio.timeout(timeout_s):
+                async for frame in source.frames():
+                    return frame
+        except TimeoutError:
+            return None
+        finally:
+            await source.close()
+        return None
 
     def new_pipeline(self, camera_id: str) -> CameraPipeline:
         """A fresh pipeline for one camera: its source, rules (with fresh state), tamper and motion gate."""

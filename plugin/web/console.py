@@ -13,7 +13,7 @@ from plugin.types import FEEDBACK_REASONS, FEEDBACK_VERDICTS
 from plugin.web.api import public
 from plugin.web.auth.handlers import page_context
 from plugin.web.auth.middleware import principal_of
-from plugin.web.auth.roles import FEEDBACK_WRITE
+from plugin.web.auth.roles import CONFIG_WRITE, FEEDBACK_WRITE
 from plugin.web.keys import CAMERAS, CONFIG, DATABASE
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -64,6 +64,7 @@ async def page(request: web.Request) -> web.Response:
         reasons=FEEDBACK_REASONS,
         verdicts=FEEDBACK_VERDICTS,
         can_judge=who is not None and who.can(FEEDBACK_WRITE),
+        can_edit_zones=who is not None and who.can(CONFIG_WRITE),
         **page_context(request),
     )
     return web.Response(text=html, content_type="text/html")

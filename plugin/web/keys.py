@@ -4,6 +4,8 @@ not use is stored as None, so a reader never guesses whether it was set."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from aiohttp import web
 
 from plugin.config.root import Config
@@ -24,12 +26,14 @@ from plugin.insights.rollups import InsightsRecorder
 from plugin.insights.system_health import SystemHealthMonitor
 from plugin.metrics import Metrics
 from plugin.pipeline.presence import PresenceLog
-from plugin.pipeline.supervisor import CameraFleet
+from plugin.pipeline.supervisor import CameraFleet, Supervisor
 from plugin.protocols import BusinessEventSource, IncidentSink
 from plugin.web.auth.service import AUTH as AUTH  # auth_ctx: sign-in, tokens, audit (the auth package owns its key)
 
 # eager: set when the application is made
 CONFIG = web.AppKey("config", Config)
+# the file CONFIG was read from (None: made in code); the zone editor rewrites it
+CONFIG_FILE: web.AppKey[Path | None] = web.AppKey("config_file")
 ONCE = web.AppKey("once", bool)  # a one-shot run over files (`run --once`): no listeners, bounded waits
 METRICS = web.AppKey("metrics", Metrics)
 PRESENCE = web.AppKey("presence", PresenceLog)  # who was where, for fusion
@@ -59,3 +63,5 @@ POS_INPUTS: web.AppKey[list[BusinessEventSource]] = web.AppKey("pos_inputs")  # 
 ACCESS: web.AppKey[AccessService | None] = web.AppKey("access")
 OCCUPANCY: web.AppKey[StoreOccupancyService | None] = web.AppKey("store_occupancy")
 HOURLY: web.AppKey[HourlyRecords | None] = web.AppKey("hourly_records")  # only with a record sink, not --once
+# cameras_ctx: restarts one camera with new zones (the zone editor)
+SUPERVISOR = web.AppKey("supervisor", Supervisor)

@@ -17,6 +17,7 @@ OUTBOX_WRITE = "outbox:write"  # requeue dead letters
 STATUS_READ = "status:read"  # the detailed /readyz, /metrics
 AUDIT_READ = "audit:read"  # the audit log (page and API)
 INGEST = "ingest"  # POST business events in: /api/pos/*, /api/access/*
+CONFIG_WRITE = "config:write"  # the zone editor: a camera's picture, its zones and lines, saved into the config
 
 ALL_STORES = "*"
 
@@ -41,8 +42,10 @@ def roles(*items: Role) -> dict[str, Role]:
 BRIDGE_ROLES: Mapping[str, Role] = roles(
     Role(
         "admin",
-        frozenset({INCIDENTS_READ, FEEDBACK_WRITE, OUTBOX_READ, OUTBOX_WRITE, STATUS_READ, AUDIT_READ, INGEST}),
-        "everything: the console, requeueing dead letters, the audit log, and the intake routes",
+        frozenset(
+            {INCIDENTS_READ, FEEDBACK_WRITE, OUTBOX_READ, OUTBOX_WRITE, STATUS_READ, AUDIT_READ, INGEST, CONFIG_WRITE}
+        ),
+        "everything: the console, requeueing dead letters, the audit log, the zone editor, and the intake routes",
     ),
     Role(
         "viewer",

@@ -124,7 +124,7 @@ def assert_security_headers(resp: aiohttp.ClientResponse, what: str) -> None:
 # ------------------------------------------------------------------------------------------------ who may do what
 
 OK, LOGIN = "ok", "login"  # passed the guard (any status but 401/403 and a redirect to sign in); sent to sign in
-# method, path (with {incident}), and the expected outcome for: anonymous, ingest, viewer, admin
+# method, path (with {incident}, {camera}), and the expected outcome for: anonymous, ingest, viewer, admin
 ROUTE_TABLE: list[tuple[str, str, str | int, str | int, str | int, str | int]] = [
     ("GET", "/", LOGIN, 403, OK, OK),
     ("GET", "/snapshots/{incident}.jpg", 401, 403, OK, OK),
@@ -138,6 +138,11 @@ ROUTE_TABLE: list[tuple[str, str, str | int, str | int, str | int, str | int]] =
     ("GET", "/api/outbox", 401, 403, OK, OK),
     ("POST", "/api/outbox/retry", 401, 403, 403, OK),
     ("GET", "/audit", LOGIN, 403, 403, OK),
+    ("GET", "/cameras/{camera}/zones", LOGIN, 403, 403, OK),  # the zone editor: admins only
+    ("GET", "/cameras/{camera}/picture.jpg", 401, 403, 403, OK),
+    ("GET", "/static/zone-editor.js", 401, 403, 403, OK),
+    ("GET", "/api/cameras/{camera}/zones", 401, 403, 403, OK),
+    ("POST", "/api/cameras/{camera}/zones", 401, 403, 403, OK),
     ("GET", "/api/audit", 401, 403, 403, OK),
     ("POST", "/api/pos/poslog", 401, OK, 403, OK),
     ("POST", "/api/pos/events", 401, OK, 403, OK),
@@ -180,7 +185,7 @@ async def test_each_role_on_each_route(triton: EmbeddedTriton, tmp_path: Path) -
                     csrf = await sign_in(http, served.base, user, PASSWORDS[user])
                     headers = {"X-CSRF-Token": csrf}
                 for method, path, *expected in ROUTE_TABLE:
-                    url = served.base + path.format(incident=incident.id)
+                    url = served.base + path.format(incident=incident.id, camera="cam1")
                     async with http.request(method, url, headers=headers, allow_redirects=False, json={}) as resp:
                         body = await resp.read()
                         assert_security_headers(resp, f"{who} {method} {path}")
