@@ -10,6 +10,7 @@ import logging
 import os
 import secrets
 import stat
+import tempfile
 from pathlib import Path
 
 from plugin.errors import StorageError
@@ -63,14 +64,17 @@ def create_private(path: Path) -> None:
 
 
 def write_private(path: Path, data: bytes) -> None:
-    """Write `data` to `path` atomically (a reader never sees half a file) as a 0600 file."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+    """Write `data` to `path` atomically and durably (a reader never sees half a file, a power cut leaves the old
+    one or the new one) as a 0600 file."""
+    # a unique temporary name: two writers of one file never share (and truncate) one temporary file
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = Path(name)
     try:
-        os.fchmod(fd, FILE_MODE)  # a leftover .tmp of an older release may have been wider
+        os.fchmod(fd, FILE_MODE)
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]
+        os.fsync(fd)
     except BaseException:
         os.close(fd)
         tmp.unlink(missing_ok=True)  # a full disk must not keep half a file

@@ -146,6 +146,8 @@ def safe_parse(data: bytes, max_bytes: int, max_depth: int) -> ET.Element:
         raise DocumentRejected("document refers to an external entity: refused (no network, no local files)") from None
     except ET.ParseError as exc:
         raise DocumentRejected(f"not well-formed XML: {exc}") from None
+    except LookupError as exc:  # the XML declaration names an encoding Python does not know
+        raise DocumentRejected(f"the XML declaration's encoding is unknown: {exc}") from None
     if root is None:
         raise DocumentRejected("empty document")
     return root

@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from adapters.business.access.webhook import events_handler as access_events_handler
@@ -142,6 +142,7 @@ def _poslog_property(data: bytes) -> None:
 
 @FAST
 @given(poslog_documents)
+@example(b'<?xml version="" encoding="U"?>')  # found by the slow tier: an unknown encoding raised LookupError
 def test_poslog_gives_transactions_or_reasons(data: bytes) -> None:
     _poslog_property(data)
 
