@@ -16,8 +16,8 @@ import pytest
 from plugin.inference.server import DEFAULT_MODEL_REPOSITORY, REPO_ROOT, EmbeddedTriton
 
 # Session fixtures that several test modules share and that must exist once (a fixture imported into two modules
-# is two fixtures): the wheel and its staging installation.
-pytest_plugins = ["components.installed"]
+# is two fixtures): the wheel and its staging installation, and the PostgreSQL server head office tests use.
+pytest_plugins = ["components.installed", "components.postgres"]
 
 IN_CI = os.environ.get("CI") == "true"
 log = logging.getLogger(__name__)

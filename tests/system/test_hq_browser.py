@@ -13,7 +13,6 @@ import cv2
 import pytest
 from components.browser import browser_page, chromium_missing, screenshot
 from components.hq_server import PASSWORD, RunningHq, hq_server, seed
-from components.postgres import fresh_database, postgres  # noqa: F401
 from conftest import media_dir, require
 
 from plugin.cli.hq_synth import SynthStore

@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from components.hq_server import hq_server
-from components.postgres import fresh_database, postgres  # noqa: F401
 
 from adapters.sinks.hq import HqSink, HqSinkConfig
 from plugin.app import auth_ctx, database_ctx, new_app, sinks_ctx

@@ -12,7 +12,6 @@ from typing import Any
 import aiohttp
 import pytest
 from components.hq_server import RunningHq, hq_server
-from components.postgres import fresh_database, postgres  # noqa: F401
 
 JPEG = b"\xff\xd8\xff\xe0" + b"\x00" * 200 + b"\xff\xd9"
 TABLES = ("ingest_keys", "incidents", "store_hours", "store_days", "day_types", "rule_versions", "feedback")

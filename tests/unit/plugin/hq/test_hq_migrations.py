@@ -7,7 +7,6 @@ import asyncio
 
 import asyncpg
 import pytest
-from components.postgres import fresh_database, postgres  # noqa: F401
 
 from plugin.hq.migrations import SchemaError, current_version, migrate, migrations
 

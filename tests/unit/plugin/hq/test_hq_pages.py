@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 import pytest_asyncio
 from components.hq_server import RunningHq, hq_server, seed
-from components.postgres import PostgresServer, postgres  # noqa: F401
+from components.postgres import PostgresServer
 from conftest import require
 
 from plugin.cli.hq_synth import SynthStore, hour_records
