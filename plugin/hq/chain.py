@@ -10,8 +10,8 @@ from typing import Any
 from plugin.hq.db import HqDatabase
 from plugin.hq.tables import Period, Table
 
-# types that are StoreSight's own health, not a risk in the store
-NOT_RISK_SQL = "(type LIKE 'system%' OR type = 'camera_offline')"
+# The chain pages read store_days' totals, kept by triggers from the day tables (schema/003_store_day_totals.sql:
+# system and camera-offline incidents are StoreSight's own health, not a risk in the store)
 ALARM_TYPES = ("alarm_verified", "alarm_unverified")
 
 
@@ -53,20 +53,15 @@ class StoreRisk:
 async def store_risks(db: HqDatabase, stores: list[str], period: Period) -> list[StoreRisk]:
     """Each store's figures over the period, riskiest first (see `risk_score`)."""
     rows = await db.fetch(
-        f"""WITH v AS (SELECT store_id, sum(visitors) AS visitors, sum(transactions) AS transactions FROM store_days
-                       WHERE day >= $1 AND day < $2 AND store_id = ANY($3) GROUP BY store_id),
-                 i AS (SELECT store_id, sum(incidents) FILTER (WHERE NOT {NOT_RISK_SQL}) AS incidents,
-                              sum(incidents) FILTER (WHERE type LIKE 'pos\\_%') AS exceptions,
-                              sum(incidents) FILTER (WHERE type LIKE 'alarm\\_%') AS alarms
-                       FROM day_types WHERE day >= $1 AND day < $2 AND store_id = ANY($3) GROUP BY store_id),
-                 f AS (SELECT store_id, sum(confirmed) AS confirmed, sum(confirmed + false_alarm) AS judged
-                       FROM verdict_days WHERE day >= $1 AND day < $2 AND store_id = ANY($3) GROUP BY store_id)
-            SELECT s.id, s.name, s.last_seen, coalesce(v.visitors, 0) AS visitors,
-                   coalesce(v.transactions, 0) AS transactions, coalesce(i.incidents, 0) AS incidents,
-                   coalesce(i.exceptions, 0) AS exceptions, coalesce(i.alarms, 0) AS alarms,
-                   coalesce(f.confirmed, 0) AS confirmed, coalesce(f.judged, 0) AS judged
-            FROM stores s LEFT JOIN v ON v.store_id = s.id LEFT JOIN i ON i.store_id = s.id
-                 LEFT JOIN f ON f.store_id = s.id
+        """WITH d AS (SELECT store_id, sum(visitors) AS visitors, sum(transactions) AS transactions,
+                              sum(incidents) AS incidents, sum(exceptions) AS exceptions, sum(alarms) AS alarms,
+                              sum(confirmed) AS confirmed, sum(judged) AS judged
+                       FROM store_days WHERE day >= $1 AND day < $2 AND store_id = ANY($3) GROUP BY store_id)
+            SELECT s.id, s.name, s.last_seen, coalesce(d.visitors, 0) AS visitors,
+                   coalesce(d.transactions, 0) AS transactions, coalesce(d.incidents, 0) AS incidents,
+                   coalesce(d.exceptions, 0) AS exceptions, coalesce(d.alarms, 0) AS alarms,
+                   coalesce(d.confirmed, 0) AS confirmed, coalesce(d.judged, 0) AS judged
+            FROM stores s LEFT JOIN d ON d.store_id = s.id
             WHERE s.id = ANY($3)""",
         period.start,
         period.end,
@@ -147,22 +142,10 @@ def ranking_table(risks: list[StoreRisk], chain_rate: float) -> Table:
 async def weekly_trends(db: HqDatabase, stores: list[str], period: Period) -> Table:
     """Per week (Monday first) over the visible stores: visitors, incidents, per 1,000, exceptions, conversion."""
     rows = await db.fetch(
-        f"""WITH d AS (SELECT date_trunc('week', day)::date AS week, sum(visitors) AS visitors,
-                              sum(transactions) AS transactions FROM store_days
-                       WHERE day >= $1 AND day < $2 AND store_id = ANY($3) GROUP BY 1),
-                 i AS (SELECT date_trunc('week', day)::date AS week,
-                              sum(incidents) FILTER (WHERE NOT {NOT_RISK_SQL}) AS incidents,
-                              sum(incidents) FILTER (WHERE type LIKE 'pos\\_%') AS exceptions
-                       FROM day_types WHERE day >= $1 AND day < $2 AND store_id = ANY($3) GROUP BY 1),
-                 f AS (SELECT date_trunc('week', day)::date AS week, sum(confirmed) AS confirmed,
-                              sum(confirmed + false_alarm) AS judged
-                       FROM verdict_days WHERE day >= $1 AND day < $2 AND store_id = ANY($3) GROUP BY 1)
-            SELECT coalesce(d.week, i.week) AS week, coalesce(visitors, 0) AS visitors,
-                   coalesce(transactions, 0) AS transactions, coalesce(incidents, 0) AS incidents,
-                   coalesce(exceptions, 0) AS exceptions, coalesce(confirmed, 0) AS confirmed,
-                   coalesce(judged, 0) AS judged
-            FROM d FULL JOIN i ON i.week = d.week LEFT JOIN f ON f.week = coalesce(d.week, i.week)
-            ORDER BY 1""",
+        """SELECT date_trunc('week', day)::date AS week, sum(visitors) AS visitors,
+                  sum(transactions) AS transactions, sum(incidents) AS incidents, sum(exceptions) AS exceptions,
+                  sum(confirmed) AS confirmed, sum(judged) AS judged
+           FROM store_days WHERE day >= $1 AND day < $2 AND store_id = ANY($3) GROUP BY 1 ORDER BY 1""",
         period.start,
         period.end,
         stores,

@@ -247,3 +247,47 @@ async def test_roi_report_for_a_store_manager_is_their_store_and_pdf_says_the_sa
     proc = await asyncio.create_subprocess_exec(pdftotext, "-", "-", stdin=PIPE, stdout=PIPE)
     text = (await proc.communicate(pdf))[0].decode()
     assert "Estimated loss\nprevented" in text and "Paris 001 (store-001)" in text, text
+
+
+TOTALS_FROM_DAY_TABLES = """
+    WITH t AS (SELECT store_id, day,
+                      sum(incidents) FILTER (WHERE NOT (type LIKE 'system%' OR type = 'camera_offline')) AS incidents,
+                      sum(incidents) FILTER (WHERE type LIKE 'pos\\_%') AS exceptions,
+                      sum(incidents) FILTER (WHERE type LIKE 'alarm\\_%') AS alarms
+               FROM day_types GROUP BY 1, 2),
+         v AS (SELECT store_id, day, sum(confirmed) AS confirmed, sum(confirmed + false_alarm) AS judged
+               FROM verdict_days GROUP BY 1, 2)
+    SELECT d.store_id, d.day, d.incidents, d.exceptions, d.alarms, d.confirmed, d.judged,
+           coalesce(t.incidents, 0) AS t_incidents, coalesce(t.exceptions, 0) AS t_exceptions,
+           coalesce(t.alarms, 0) AS t_alarms, coalesce(v.confirmed, 0) AS v_confirmed, coalesce(v.judged, 0) AS v_judged
+    FROM store_days d LEFT JOIN t USING (store_id, day) LEFT JOIN v USING (store_id, day)"""
+
+
+async def _totals_match(hq: RunningHq) -> int:
+    rows = await hq.db.fetch(TOTALS_FROM_DAY_TABLES)
+    for r in rows:
+        kept = (r["incidents"], r["exceptions"], r["alarms"], r["confirmed"], r["judged"])
+        summed = (r["t_incidents"], r["t_exceptions"], r["t_alarms"], r["v_confirmed"], r["v_judged"])
+        assert kept == summed, (r["store_id"], r["day"])
+    return sum(r["incidents"] for r in rows)
+
+
+async def test_store_day_totals_follow_the_day_tables_through_ingest_and_changed_verdicts(hq: RunningHq) -> None:
+    """The chain pages read store_days' totals, which triggers keep from the day tables: they must agree after
+    the chain's history arrived through ingest, and after a verdict is given and then changed."""
+    assert await _totals_match(hq) > 0
+    inc = await hq.db.pool.fetchval(
+        """SELECT i.id FROM incidents i LEFT JOIN verdicts v ON v.store_id = i.store_id AND v.incident_id = i.id
+           WHERE i.store_id = 'store-002' AND v.incident_id IS NULL AND i.type = 'sweep' LIMIT 1"""
+    )
+    _, csrf = await hq.session("ada")
+    path = f"/stores/store-002/incidents/{inc}/feedback"
+    confirmed_before = await hq.db.pool.fetchval("SELECT sum(confirmed) FROM store_days WHERE store_id = 'store-002'")
+    for verdict in ("confirmed", "false_alarm"):  # given, then changed: the confirmed count goes up, then back
+        status, _, _ = await post_form(
+            hq, path, {"verdict": verdict, "reason": "other", "comment": "", "csrf_token": csrf}
+        )
+        assert status == 303
+        await _totals_match(hq)
+        confirmed = await hq.db.pool.fetchval("SELECT sum(confirmed) FROM store_days WHERE store_id = 'store-002'")
+        assert confirmed == confirmed_before + (1 if verdict == "confirmed" else 0)
