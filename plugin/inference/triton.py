@@ -352,6 +352,13 @@ class TritonInferenceClient:
             raise InferenceUnavailable(f"Triton at {self.url}: {exc.message()}") from None
         except OSError as exc:
             raise InferenceUnavailable(f"Triton at {self.url}: {exc}") from None
+        except asyncio.CancelledError:
+            # grpc.aio cancels the calls of a channel being closed: this request's caller did not cancel it, so it
+            # gets the clear error rather than a cancellation it never asked for (which would end its task)
+            task = asyncio.current_task()
+            if self._client is not client and task is not None and task.cancelling() == 0:
+                raise InferenceUnavailable(f"Triton at {self.url}: the client closed during the request") from None
+            raise
         except Exception:
             if self._client is not client:  # grpc's "Channel is closed" or aiohttp's "Session is closed"
                 raise InferenceUnavailable(f"Triton at {self.url}: the client closed during the request") from None
@@ -368,8 +375,9 @@ class TritonInferenceClient:
             finally:
                 self._shm = None
         if self._client is not None:
-            await self._client.close()
-            self._client = None
+            # dropped before closing: a request the close cuts off sees at once that the client is gone
+            client, self._client = self._client, None
+            await client.close()
 
 
 class _SharedMemoryLost(Exception):

@@ -310,6 +310,35 @@ async def _settled_executions(url: str, settle_s: float = 0.3, within_s: float =
 
 
 @pytest.mark.triton
+@pytest.mark.parametrize("shm", ["on", "off"])
+async def test_a_request_the_close_cuts_off_gets_a_clear_error_not_a_cancellation(
+    triton: EmbeddedTriton, frames: list[ImageArray], monkeypatch: pytest.MonkeyPatch, shm: str
+) -> None:
+    """Closing the client cancels the gRPC calls still on their way; the request's caller did not cancel anything,
+    so it must get its answer or InferenceUnavailable, never a CancelledError (which would end a camera's task as if
+    it had been stopped). Seen once in a fresh-clone run as the race below happened by chance."""
+    client = TritonInferenceClient(triton.grpc_url, "yolox_nano", shared_memory=shm)
+    await client.wait_ready(60)
+    await client.detect(frames[:1])
+    raw = await client._ensure()
+    real_infer, sent = raw.infer, asyncio.Event()
+
+    async def infer(*args: object, **kwargs: object) -> object:
+        call = asyncio.ensure_future(real_infer(*args, **kwargs))
+        await asyncio.sleep(0)  # the call is on the channel
+        sent.set()
+        return await call
+
+    monkeypatch.setattr(raw, "infer", infer)
+    pending = asyncio.create_task(client.detect(frames[:8]))
+    await sent.wait()
+    await client.close()  # with the call in flight
+    [result] = await asyncio.gather(pending, return_exceptions=True)
+    assert isinstance(result, list | InferenceUnavailable), repr(result)
+    assert not pending.cancelled()
+
+
+@pytest.mark.triton
 async def test_a_cancelled_request_never_unmaps_a_region_under_its_letterbox(
     triton: EmbeddedTriton, frames: list[ImageArray], monkeypatch: pytest.MonkeyPatch
 ) -> None:
