@@ -13,6 +13,7 @@ import logging
 import os
 import random
 import threading
+import time
 from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
@@ -96,6 +97,31 @@ class Handoff:
             self._cond.notify_all()
 
 
+class SamplingGrid:
+    """Which frames of a file are analysed: one per 1/fps of media time on a fixed grid, so a 10 fps file analysed
+    at 5 fps keeps exactly every second frame; after a gap in the file the grid restarts at the frame after it."""
+
+    def __init__(self, fps: float, native_fps: float) -> None:
+        self.interval = 1.0 / fps
+        # Timestamps jitter by a few ms in some containers: a quarter of a source frame is slack enough to keep
+        # the grid.
+        self.slack = 0.25 / native_fps if native_fps > 0 else 0.005
+        self.next_due = 0.0
+
+    def due(self, pts: float) -> bool:
+        """Whether the frame at media time `pts` (seconds) would be kept; the grid does not move."""
+        return pts + self.slack >= self.next_due
+
+    def take(self, pts: float) -> bool:
+        """Whether to keep the frame at `pts`; keeping it moves the grid on."""
+        if not self.due(pts):
+            return False
+        self.next_due += self.interval
+        if self.next_due <= pts:  # a gap in the file
+            self.next_due = pts + self.interval
+        return True
+
+
 class DecodingSource(Generic[Handle]):
     """A CameraSource whose frames are decoded in a worker thread: a subclass opens the stream or file and reads it.
 
@@ -177,6 +203,23 @@ class DecodingSource(Generic[Handle]):
     def _put(self, item: Frame | End | BaseException) -> bool:
         assert self._handoff is not None
         return self._handoff.put(item)
+
+    def _pace(self, pts: float, wall0: float) -> bool:
+        """A realtime file: wait until media time `pts` is due (counted from `wall0`, monotonic); False when stopped
+        meanwhile. Not realtime: at once."""
+        if self.realtime:
+            delay = pts - (time.monotonic() - wall0)
+            if delay > 0 and self._stop.wait(delay):
+                return False
+        return True
+
+    def _file_ended(self, decoded_any: bool) -> None:
+        """The file was read to its end (or `_stop`): its End, or an error when no frame could be decoded."""
+        if not decoded_any and not self._stop.is_set():
+            self._put(SourceError(f"{self.camera_id}: no frame could be decoded from {self.path}"))
+            return
+        self.status.finished = True
+        self._put(End())
 
     def _run_file(self) -> None:
         try:

@@ -15,7 +15,7 @@ from typing import cast
 
 import cv2
 
-from adapters.cameras.base import OPEN_TIMEOUT_S, DecodingSource, End
+from adapters.cameras.base import OPEN_TIMEOUT_S, DecodingSource, SamplingGrid
 from plugin.errors import SourceError
 from plugin.redact import redact_url
 from plugin.types import Frame, ImageArray
@@ -54,11 +54,7 @@ class OpenCVSource(DecodingSource[cv2.VideoCapture]):
             self.status.duration_s = count / native_fps
         start = self.start_time or datetime.fromtimestamp(self.path.stat().st_mtime, UTC)
         self.status.connected = True
-        interval = 1.0 / self.fps
-        # Timestamps jitter by a few ms in some containers: a quarter of a source frame is slack enough to keep
-        # the sampling grid (a 10 fps file analysed at 5 fps keeps exactly every second frame).
-        slack = 0.25 / native_fps if native_fps > 0 else 0.005
-        next_due = 0.0
+        grid = SamplingGrid(self.fps, native_fps)
         index = -1
         wall0 = time.monotonic()
         decoded_any = False
@@ -71,19 +67,14 @@ class OpenCVSource(DecodingSource[cv2.VideoCapture]):
             # Some containers report no timestamps; fall back to the nominal rate.
             pts = pts_ms / 1000.0 if pts_ms > 0 or index == 0 else index / (native_fps or self.fps)
             self.status.position_s = pts
-            if pts + slack < next_due:
+            if not grid.take(pts):
                 continue
-            next_due += interval
-            if next_due <= pts:  # a gap in the file: restart the sampling grid at this frame
-                next_due = pts + interval
             ok, image = cap.retrieve()
             if not ok or image is None:
                 continue
             decoded_any = True
-            if self.realtime:
-                delay = pts - (time.monotonic() - wall0)
-                if delay > 0 and self._stop.wait(delay):
-                    break
+            if not self._pace(pts, wall0):
+                break
             frame = Frame(
                 camera_id=self.camera_id,
                 seq=index,
@@ -94,11 +85,7 @@ class OpenCVSource(DecodingSource[cv2.VideoCapture]):
             )
             if not self._put(frame):
                 return
-        if not decoded_any and not self._stop.is_set():
-            self._put(SourceError(f"{self.camera_id}: no frame could be decoded from {self.path}"))
-            return
-        self.status.finished = True
-        self._put(End())
+        self._file_ended(decoded_any)
 
     def _read_live(self, handle: cv2.VideoCapture, seq: int) -> int:
         cap = handle

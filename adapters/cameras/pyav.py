@@ -29,7 +29,7 @@ from typing import Any, cast
 import av
 import av.container
 
-from adapters.cameras.base import OPEN_TIMEOUT_S, DecodingSource, End
+from adapters.cameras.base import OPEN_TIMEOUT_S, DecodingSource, SamplingGrid
 from plugin.errors import SourceError
 from plugin.redact import redact_url
 from plugin.types import Frame, ImageArray
@@ -131,21 +131,17 @@ class PyAVSource(DecodingSource[av.container.InputContainer]):
         start = self.start_time or datetime.fromtimestamp(self.path.stat().st_mtime, UTC)
         origin = float(stream.start_time * stream.time_base) if stream.start_time and stream.time_base else 0.0
         self.status.connected = True
-        interval = 1.0 / self.fps
-        # Timestamps jitter by a few ms in some containers: a quarter of a source frame is slack enough to keep
-        # the sampling grid (a 10 fps file analysed at 5 fps keeps exactly every second frame).
-        slack = 0.25 / native_fps if native_fps > 0 else 0.005
-        next_due = 0.0
+        grid = SamplingGrid(self.fps, native_fps)
         index = -1
         wall0 = time.monotonic()
         decoded_any = False
         for packet in handle.demux(stream):
             if self._stop.is_set():
                 return
-            # a frame that will not be sampled need not be decoded when nothing refers to it; next_due only grows,
-            # so a frame skipped here would have been dropped below as well (no timestamp: decode it)
+            # a frame that will not be sampled need not be decoded when nothing refers to it; the grid only moves
+            # on, so a frame skipped here would have been dropped below as well (no timestamp: decode it)
             at, base = packet.pts, packet.time_base
-            due = at is None or base is None or float(at * base) - origin + slack >= next_due
+            due = at is None or base is None or grid.due(float(at * base) - origin)
             cc.skip_frame = "DEFAULT" if due else "NONREF"
             if packet.size:
                 self.status.frames_read += 1  # the file's frames, decoded or not: one packet each for video
@@ -154,26 +150,17 @@ class PyAVSource(DecodingSource[av.container.InputContainer]):
                 self.frames_decoded += 1
                 pts = frame.time - origin if frame.time is not None else index / (native_fps or self.fps)
                 self.status.position_s = pts
-                if pts + slack < next_due:
+                if not grid.take(pts):
                     continue
-                next_due += interval
-                if next_due <= pts:  # a gap in the file: restart the sampling grid at this frame
-                    next_due = pts + interval
                 image = _bgr(frame)
                 decoded_any = True
-                if self.realtime:
-                    delay = pts - (time.monotonic() - wall0)
-                    if delay > 0 and self._stop.wait(delay):
-                        return
+                if not self._pace(pts, wall0):
+                    return
                 seq = round(pts * native_fps) if native_fps > 0 else index
                 item = Frame(self.camera_id, seq, start + timedelta(seconds=pts), time.monotonic(), image, pts)
                 if not self._put(item):
                     return
-        if not decoded_any and not self._stop.is_set():
-            self._put(SourceError(f"{self.camera_id}: no frame could be decoded from {self.path}"))
-            return
-        self.status.finished = True
-        self._put(End())
+        self._file_ended(decoded_any)
 
     def _read_live(self, handle: av.container.InputContainer, seq: int) -> int:
         stream = handle.streams.video[0]
