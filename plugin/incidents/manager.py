@@ -18,7 +18,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from plugin.incidents.database import AsyncDatabase, incident_from_json
+from plugin.incidents.database import AsyncDatabase
+from plugin.incidents.documents import incident_from_json
 from plugin.incidents.evidence import (
     NormBox,
     blur_people,

@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from plugin.config.service import StorageConfig, SystemHealthConfig
-from plugin.incidents.database import AsyncDatabase, incident_from_json
+from plugin.incidents.database import AsyncDatabase
+from plugin.incidents.documents import incident_from_json
 from plugin.incidents.manager import IncidentManager
 from plugin.inference.triton import TritonInferenceClient
 from plugin.metrics import Metrics

@@ -26,7 +26,8 @@ from plugin.app import build_sink
 from plugin.config.loader import parse_config
 from plugin.config.service import OutboxConfig
 from plugin.errors import ConfigError, SinkAuthError, SinkNotReady, SinkRejected
-from plugin.incidents.database import AsyncDatabase, incident_to_json
+from plugin.incidents.database import AsyncDatabase
+from plugin.incidents.documents import incident_to_json
 from plugin.incidents.outbox import OutboxWorker
 from plugin.metrics import Metrics
 from plugin.types import Incident

@@ -21,7 +21,8 @@ from plugin.app import auth_ctx, database_ctx, new_app, sinks_ctx
 from plugin.cli.hq_bench import sign_in
 from plugin.config.loader import parse_config
 from plugin.config.service import OutboxConfig
-from plugin.incidents.database import AsyncDatabase, incident_to_json
+from plugin.incidents.database import AsyncDatabase
+from plugin.incidents.documents import incident_to_json
 from plugin.incidents.outbox import OutboxWorker
 from plugin.inference.server import free_port
 from plugin.insights.hq_feed import HourlyRecords

@@ -22,7 +22,7 @@ from test_mqtt_sink import HOST, broker, incident, sink_config, subscriber  # no
 from adapters.sinks.mqtt import MqttSink
 from plugin.app import database_ctx, live_state_ctx, new_app, sinks_ctx, store_occupancy_ctx
 from plugin.config.loader import parse_config
-from plugin.incidents.database import incident_to_json
+from plugin.incidents.documents import incident_to_json
 from plugin.protocols import CameraLive, LiveState
 from plugin.types import SYSTEM_CAMERA, Incident
 

@@ -23,7 +23,8 @@ from adapters.sinks.mqtt import SPEC, MqttSink, MqttSinkConfig
 from plugin.app import build_sink
 from plugin.config.loader import parse_config
 from plugin.errors import ConfigError, SinkAuthError, SinkNotReady, SinkRejected
-from plugin.incidents.database import AsyncDatabase, incident_to_json
+from plugin.incidents.database import AsyncDatabase
+from plugin.incidents.documents import incident_to_json
 from plugin.incidents.outbox import OutboxWorker
 from plugin.metrics import Metrics
 from plugin.types import Incident

@@ -19,7 +19,7 @@ from adapters.sinks.nx.analytics import REGISTRATION_KEY, nx_box, track_uuid
 from adapters.sinks.nx.sink import TEST_TAG
 from plugin.config.loader import parse_config
 from plugin.errors import ConfigError, SinkAuthError, SinkNotReady
-from plugin.incidents.database import incident_to_json
+from plugin.incidents.documents import incident_to_json
 from plugin.types import Incident
 
 pytestmark = pytest.mark.nx

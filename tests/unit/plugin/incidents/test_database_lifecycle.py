@@ -29,9 +29,10 @@ from plugin.config.loader import parse_config
 from plugin.config.service import RetentionConfig
 from plugin.errors import ConfigError, StorageError
 from plugin.fusion.access.model import badge_digest, badge_ref
-from plugin.incidents import database as database_module
-from plugin.incidents.database import MIGRATIONS, SCHEMA_VERSION, AsyncDatabase, Database, Migration, MigrationContext
+from plugin.incidents import migrations as migrations_module
+from plugin.incidents.database import AsyncDatabase, Database
 from plugin.incidents.evidence import write_jpeg
+from plugin.incidents.migrations import MIGRATIONS, SCHEMA_VERSION, Migration, MigrationContext
 from plugin.incidents.retention import Retention
 from plugin.private import install_key, write_private
 from plugin.types import BusinessEvent, Incident
@@ -164,8 +165,8 @@ def test_a_migration_that_fails_leaves_the_database_at_its_version(
         raise RuntimeError("disk trouble half-way")
 
     broken = Migration(SCHEMA_VERSION + 1, "a table, then a failure", ("CREATE TABLE later (x TEXT);", fails))
-    monkeypatch.setattr(database_module, "MIGRATIONS", (*MIGRATIONS, broken))
-    monkeypatch.setattr(database_module, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
+    monkeypatch.setattr(migrations_module, "MIGRATIONS", (*MIGRATIONS, broken))
+    monkeypatch.setattr(migrations_module, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
     with pytest.raises(RuntimeError, match="half-way"):
         Database(path)
     with sqlite3.connect(path) as conn:

@@ -31,7 +31,8 @@ from plugin.app import build_app
 from plugin.config.loader import parse_config
 from plugin.config.service import StorageConfig, SystemHealthConfig
 from plugin.errors import ConfigError
-from plugin.incidents.database import AsyncDatabase, incident_to_json
+from plugin.incidents.database import AsyncDatabase
+from plugin.incidents.documents import incident_to_json
 from plugin.incidents.explain import Explainer
 from plugin.incidents.manager import IncidentManager
 from plugin.inference.server import EmbeddedTriton, free_port
