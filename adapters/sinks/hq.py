@@ -12,10 +12,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-import aiohttp
 from pydantic import Field
 
-from adapters.sinks.common import HTTP_EXCEPTIONS, SinkSpec, tls_context
+from adapters.sinks.common import SinkSpec
+from adapters.sinks.http import HttpClient
 from plugin.config.base import ID_PATTERN, literal_key
 from plugin.config.sinks import SinkConfigBase
 from plugin.errors import SinkAuthError, SinkNotReady, SinkRejected
@@ -60,16 +60,11 @@ class HqSink:
         self.config = config
         self.id = config.id
         self.health = SinkHealth()
-        self._session: aiohttp.ClientSession | None = None
         self._endpoint = config.url.rstrip("/") + "/api/ingest"
-
-    async def _session_(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            tls = await tls_context(self.config.verify_tls, self.config.ca_bundle, redact_url(self.config.url))
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self.config.timeout_s), connector=aiohttp.TCPConnector(ssl=tls)
-            )
-        return self._session
+        self._http = HttpClient(
+            self._endpoint, redact_url(self._endpoint), timeout_s=config.timeout_s, verify_tls=config.verify_tls,
+            ca_bundle=config.ca_bundle, unreachable=SinkNotReady, follow_redirects=True,
+        )  # fmt: skip
 
     async def publish(self, delivery_key: str, incident: Mapping[str, Any]) -> Receipt:
         """One incident state change, with the evidence JPEG when the file is still there."""
@@ -89,24 +84,17 @@ class HqSink:
     async def _post(self, key: str, kind: str, data: dict[str, Any]) -> Receipt:
         body = json.dumps({"store": self.config.store, "key": key, "kind": kind, "data": data}, default=str).encode()
         headers = {"Content-Type": "application/json", "Authorization": f"Bearer {self.config.token}"}
-        where = redact_url(self._endpoint)
-        try:
-            session = await self._session_()
-            async with session.post(self._endpoint, data=body, headers=headers) as resp:
-                text = (await resp.text())[:300]
-                if 200 <= resp.status < 300:
-                    try:
-                        status = json.loads(text).get("status", "stored")
-                    except (ValueError, AttributeError):
-                        status = "stored"
-                    return Receipt(f"HTTP {resp.status} {status}")
-                if resp.status in (401, 403):
-                    raise SinkAuthError(f"{where}: HTTP {resp.status} {text}")
-                if resp.status in (408, 425, 429) or resp.status >= 500:
-                    raise SinkNotReady(f"{where}: HTTP {resp.status} {text}")
-                raise SinkRejected(f"{where}: HTTP {resp.status} {text}")
-        except HTTP_EXCEPTIONS as exc:
-            raise SinkNotReady(f"{where}: {type(exc).__name__}: {exc}") from None
+        where = self._http.where
+        reply = await self._http.request("POST", "", what="POST", body=body, headers=headers)
+        text = reply.text[:300]
+        if 200 <= reply.status < 300:
+            status = reply.data.get("status", "stored") if isinstance(reply.data, dict) else "stored"
+            return Receipt(f"HTTP {reply.status} {status}")
+        if reply.status in (401, 403):
+            raise SinkAuthError(f"{where}: HTTP {reply.status} {text}")
+        if reply.status in (408, 425, 429) or reply.status >= 500:
+            raise SinkNotReady(f"{where}: HTTP {reply.status} {text}")
+        raise SinkRejected(f"{where}: HTTP {reply.status} {text}")
 
     async def self_test(self) -> str:
         """Prove head office knows this store's token without storing anything: an empty incident is refused as
@@ -121,9 +109,7 @@ class HqSink:
 
     async def close(self) -> None:
         """Close the HTTP session."""
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._http.close()
 
 
 SPEC = SinkSpec(HqSinkConfig, lambda config, _refs: HqSink(config), "StoreSight head office")

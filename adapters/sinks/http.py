@@ -91,12 +91,14 @@ class HttpClient:
         *,
         what: str | None = None,
         json_body: Any = None,
+        body: bytes | None = None,
         form: Mapping[str, str] | None = None,
         params: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
         timeout_s: float | None = None,
     ) -> Reply:
-        """One request to `base + path` (a URL object is sent as it is); `what` names it in errors."""
+        """One request to `base + path` (a URL object is sent as it is); `what` names it in errors. `body`: bytes
+        sent exactly as given (a signed payload)."""
         url: str | URL = path if isinstance(path, URL) else self.base + path
         what = what or f"{method} {path}"
         session = await self.session()
@@ -104,7 +106,7 @@ class HttpClient:
         extra: dict[str, Any] = {} if timeout_s is None else {"timeout": aiohttp.ClientTimeout(total=timeout_s)}
         try:
             async with session.request(
-                method, url, json=json_body, data=form, params=params, headers=headers,
+                method, url, json=json_body, data=form if body is None else body, params=params, headers=headers,
                 allow_redirects=self.follow_redirects, **extra,
             ) as resp:  # fmt: skip
                 text = (await resp.read()).decode("utf-8", "replace")

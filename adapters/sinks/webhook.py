@@ -15,10 +15,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-import aiohttp
 from pydantic import Field
 
-from adapters.sinks.common import SinkSpec, tls_context
+from adapters.sinks.common import SinkSpec
+from adapters.sinks.http import HttpClient
 from plugin.config.base import literal_key
 from plugin.config.sinks import SinkConfigBase
 from plugin.errors import SinkAuthError, SinkNotReady, SinkRejected
@@ -72,15 +72,10 @@ class WebhookSink:
         self.config = config
         self.id = config.id
         self.health = SinkHealth()
-        self._session: aiohttp.ClientSession | None = None
-
-    async def _session_(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            tls = await tls_context(self.config.verify_tls, self.config.ca_bundle, redact_url(self.config.url))
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self.config.timeout_s), connector=aiohttp.TCPConnector(ssl=tls)
-            )
-        return self._session
+        self._http = HttpClient(
+            config.url, redact_url(config.url), timeout_s=config.timeout_s, verify_tls=config.verify_tls,
+            ca_bundle=config.ca_bundle, unreachable=SinkNotReady, follow_redirects=True,
+        )  # fmt: skip
 
     async def publish(self, delivery_key: str, incident: Mapping[str, Any]) -> Receipt:
         """One POST; status codes map to delivered / auth / retry / rejected."""
@@ -88,20 +83,16 @@ class WebhookSink:
         headers = {"Content-Type": "application/json", "Idempotency-Key": delivery_key, **self.config.headers}
         if self.config.secret:
             headers[SIGNATURE_HEADER] = sign(self.config.secret, body, int(time.time()))
-        where = redact_url(self.config.url)
-        try:
-            session = await self._session_()
-            async with session.post(self.config.url, data=body, headers=headers) as resp:
-                text = (await resp.text())[:200]
-                if 200 <= resp.status < 300:
-                    return Receipt(f"HTTP {resp.status}")
-                if resp.status in (401, 403):
-                    raise SinkAuthError(f"{where}: HTTP {resp.status} {text}")
-                if resp.status in (408, 425, 429) or resp.status >= 500:
-                    raise SinkNotReady(f"{where}: HTTP {resp.status} {text}")
-                raise SinkRejected(f"{where}: HTTP {resp.status} {text}")
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise SinkNotReady(f"{where}: {type(exc).__name__}: {exc}") from None
+        where = self._http.where
+        reply = await self._http.request("POST", "", what="POST", body=body, headers=headers)
+        text = reply.text[:200]
+        if 200 <= reply.status < 300:
+            return Receipt(f"HTTP {reply.status}")
+        if reply.status in (401, 403):
+            raise SinkAuthError(f"{where}: HTTP {reply.status} {text}")
+        if reply.status in (408, 425, 429) or reply.status >= 500:
+            raise SinkNotReady(f"{where}: HTTP {reply.status} {text}")
+        raise SinkRejected(f"{where}: HTTP {reply.status} {text}")
 
     async def self_test(self) -> str:
         """POST a clearly labelled test message (`"test": true`, its own delivery key) and expect 2xx."""
@@ -111,9 +102,7 @@ class WebhookSink:
 
     async def close(self) -> None:
         """Close the HTTP session."""
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._http.close()
 
 
 SPEC = SinkSpec(WebhookSinkConfig, lambda config, _refs: WebhookSink(config), "webhook")  # keeps no references
