@@ -27,7 +27,7 @@ async def measure(cameras: int, decoder: str, clip: Path, timeout_s: float) -> d
     with tempfile.TemporaryDirectory(prefix="storesight-startup-") as tmp:
         info = await asyncio.to_thread(probe_clip, clip)
         served = await asyncio.to_thread(loop_clip, info, timeout_s + 30, Path(tmp))
-        rtsp = RtspCameras(served.path, cameras, Path(tmp), children)
+        rtsp = RtspCameras([served.path] * cameras, Path(tmp), children)
         try:
             await asyncio.to_thread(rtsp.start)
             kind = DECODERS[decoder]  # type: ignore[index]

@@ -195,6 +195,18 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--max-time", type=float, default=900.0, help="--find-max: seconds for the whole search")
     bn.add_argument("--max-cameras", type=int, default=64, help="--find-max: upper bound of the search")
     bn.add_argument("--no-baseline", action="store_true", help="skip the naive in-process baseline")
+    bn.add_argument(
+        "--baseline-model",
+        choices=["published", "served"],
+        default="published",
+        help="the naive baseline's detector: the export as published, at its own 416 px (default), or the file and "
+        "size Triton serves",
+    )
+    bn.add_argument(
+        "--no-stagger",
+        action="store_true",
+        help="every camera plays the clip from its start at the same moment (default: each from its own point)",
+    )
     bn.add_argument("--no-rules", action="store_true", help="detection and tracking only (no incident latency)")
     bn.add_argument(
         "--repeats", type=int, default=3, help="--find-max: trials that decide each count at the boundary (majority)"

@@ -9,7 +9,7 @@ the baseline is "one loop per camera, no batching", on purpose.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -100,19 +100,26 @@ def nms(boxes: F32, scores: F32, iou_threshold: float, limit: int) -> npt.NDArra
 class OnnxYolox:
     """YOLOX on an onnxruntime session; `detect` is blocking and thread-safe (onnxruntime's `run` is)."""
 
-    def __init__(self, onnx_file: Path, settings: YoloxSettings, intra_op_threads: int = 0) -> None:
+    def __init__(
+        self, onnx_file: Path, settings: YoloxSettings, intra_op_threads: int = 0, own_size: bool = False
+    ) -> None:
+        """`own_size`: a file that declares a fixed image size runs at that size whatever `settings` say (the
+        export as published takes 416 px only)."""
         if not onnx_file.is_file():
             raise ModelError(f"model file missing: {onnx_file}; run `storesight models fetch` to put it in place")
         try:
             import onnxruntime as ort  # type: ignore[import-untyped,import-not-found,unused-ignore]
         except ImportError:
             raise ModelError("the naive baseline needs onnxruntime (pip install 'storesight[embedded]')") from None
-        self.settings = settings
         options = ort.SessionOptions()
         if intra_op_threads > 0:
             options.intra_op_num_threads = intra_op_threads
         self.session: Any = ort.InferenceSession(str(onnx_file), options, providers=["CPUExecutionProvider"])
         self.input_name: str = self.session.get_inputs()[0].name
+        declared = self.session.get_inputs()[0].shape[2:]
+        if own_size and declared and all(isinstance(d, int) for d in declared):
+            settings = replace(settings, input_size=int(declared[0]))
+        self.settings = settings
         self.cells, self.row_strides = _grid(settings.input_size, settings.strides)
 
     def _decode(self, raw: F32) -> tuple[F32, F32, npt.NDArray[np.int32]]:

@@ -73,6 +73,9 @@ def test_short_run_reports_every_key(clip: Path) -> None:
     assert base["cpu_percent"]["triton"] is None  # no Triton in the naive mode
     assert set(report["ratio"]) >= {"cameras_at_target", "latency_p95"}
     assert report["clip"]["native_fps"] == 10.0 and report["source"] == "file"
+    models = report["models"]  # the baseline runs the export as published; StoreSight what Triton serves
+    assert models["naive"]["which"] == "published" and models["naive"]["input_size"] == 416
+    assert models["naive"]["file"] == "yolox_nano.onnx" and models["triton"]["input_size"] == 352
 
 
 def test_missing_clip_is_a_clear_error(tmp_path: Path) -> None:

@@ -133,6 +133,38 @@ def first_frame(path: Path) -> npt.NDArray[np.uint8]:
     return np.asarray(image, np.uint8)
 
 
+# Where camera i starts the clip, as a share of one play: the golden ratio's multiples modulo 1 spread any number of
+# cameras evenly without depending on how many there are, so one trial's files serve the next.
+_GOLDEN = (5**0.5 - 1) / 2
+
+
+def stagger_offset(index: int, period_s: float) -> float:
+    """Seconds into the clip where camera `index` starts (camera 0 at the start)."""
+    return (index * _GOLDEN) % 1.0 * period_s
+
+
+def staggered_clips(clip: ClipInfo, period_s: float, cameras: int, cache: Path) -> list[Path]:
+    """One file per camera, camera i's starting `stagger_offset(i)` into `clip` (cut at the keyframe before it, no
+    re-encoding; kept in `cache` for later trials), so the cameras do not all see the same people at the same moment
+    as real cameras would not (blocking). `clip` must last a period longer than a trial needs."""
+    ffmpeg = shutil.which("ffmpeg")
+    if ffmpeg is None:
+        raise SourceError("staggering the cameras needs ffmpeg on PATH (apt-get install ffmpeg); or pass --no-stagger")
+    cache.mkdir(parents=True, exist_ok=True)
+    paths = [clip.path]
+    for i in range(1, cameras):
+        dst = cache / f"cam{i:02d}-{clip.path.stem}.mp4"
+        if not dst.is_file():
+            offset = stagger_offset(i, period_s)
+            cmd = [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-ss", f"{offset:.3f}"]
+            cmd += ["-i", str(clip.path), "-map", "0:v:0", "-c", "copy", "-f", "mp4", str(dst)]
+            result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            if result.returncode != 0:
+                raise SourceError(f"ffmpeg could not cut {clip.path} at {offset:.1f} s: {result.stderr.strip()}")
+        paths.append(dst)
+    return paths
+
+
 def loop_clip(clip: ClipInfo, needed_s: float, workdir: Path) -> ClipInfo:
     """A copy of the clip joined end to end (no re-encoding) when one play is shorter than a trial (blocking)."""
     loops = math.ceil(needed_s / clip.duration_s) - 1

@@ -104,13 +104,16 @@ async def _setup_and_run(opts: BenchOptions, children: Children, workdir: Path) 
         raise StoreSightError(f"--analysis-fps {opts.analysis_fps:g} is above the clip's native {clip.fps:g} fps")
     most = max(opts.cameras, opts.max_cameras) if opts.find_max else opts.cameras
     needed = first_frame_timeout(most) + WARMUP_S + opts.duration_s + DRAIN_TIMEOUT_S
+    if opts.stagger:  # a camera may start up to a play into the clip
+        needed += clip.duration_s
     served = await asyncio.to_thread(loop_clip, clip, needed, workdir)
     model_dir = default_model_repository() / opts.model
     settings: YoloxSettings | None = None
     if opts.baseline:  # fail before anything starts when the baseline's model is missing
         settings = YoloxSettings.from_parameters(read_model_parameters(model_dir / "config.pbtxt"))
-        if not naive_model_file(opts.model).is_file():
-            raise ModelError(f"{naive_model_file(opts.model)} missing: run `storesight models fetch`")
+        if not naive_model_file(opts.model, opts.baseline_model).is_file():
+            missing = naive_model_file(opts.model, opts.baseline_model)
+            raise ModelError(f"{missing} missing: run `storesight models fetch`")
     triton: EmbeddedTriton | None = None
     url = opts.triton_url
     if url is None:
@@ -132,6 +135,7 @@ async def _setup_and_run(opts: BenchOptions, children: Children, workdir: Path) 
         env = BenchEnv(
             opts, served, workdir, children, client, info.class_names,
             triton.process.pid if triton is not None and triton.process is not None else None, settings,
+            period_s=clip.duration_s,
         )  # fmt: skip
         image = await asyncio.to_thread(first_frame, clip.path)
         calibration: dict[str, Any] = {"cpu": cpu_facts()}
@@ -151,6 +155,8 @@ async def _setup_and_run(opts: BenchOptions, children: Children, workdir: Path) 
         if triton is not None:
             await asyncio.to_thread(triton.stop)
     model_file = naive_model_file(opts.model)
+    naive_file = naive_model_file(opts.model, opts.baseline_model)
+    naive_size = env.naive.settings.input_size if env.naive is not None else settings.input_size if settings else 0
     report.update(
         clip={
             "path": str(given),
@@ -161,11 +167,14 @@ async def _setup_and_run(opts: BenchOptions, children: Children, workdir: Path) 
             "converted": original is not None,
         },
         source=opts.source,
+        staggered=opts.stagger,
         decoder=opts.decoder,
         calibration=calibration,
         models={
             "triton": {"name": opts.model, **model_identity(model_file, info.input_size)},
-            "naive": {"name": opts.model, **model_identity(model_file, settings.input_size)} if settings else None,
+            "naive": {"name": opts.model, "which": opts.baseline_model, **model_identity(naive_file, naive_size)}
+            if settings
+            else None,
         },
         triton=url if opts.triton_url else "embedded",
         machine=machine(),
@@ -287,7 +296,8 @@ def format_table(report: dict[str, Any]) -> str:
     head = (
         f"StoreSight sizing benchmark, {report['date']}, {m['cpus']} CPU(s) {m['cpu_model']}\n"
         f"clip {Path(clip['path']).name} ({clip['width']}x{clip['height']}, {clip['native_fps']:g} fps"
-        f"{', converted to H.264 MP4' if clip.get('converted') else ''}) over {report['source']} "
+        f"{', converted to H.264 MP4' if clip.get('converted') else ''}"
+        f"{', each camera from its own point' if report.get('staggered') else ''}) over {report['source']} "
         f"(decoder {report.get('decoder', '-')}), analysed at {report['target_fps']:g} fps, "
         f"{report['duration_s']:g} s per trial, Triton {report['triton']}"
     )
@@ -295,7 +305,8 @@ def format_table(report: dict[str, Any]) -> str:
     for side, label in (("triton", "StoreSight"), ("naive", "naive baseline")):
         if models.get(side):
             mm = models[side]
-            head += f"\nmodel {label}: {mm['name']} ({mm['file']}, {mm['input_size']} px, sha256 {mm['sha256']})"
+            which = f", {mm['which']}" if mm.get("which") else ""
+            head += f"\nmodel {label}: {mm['name']} ({mm['file']}{which}, {mm['input_size']} px, sha256 {mm['sha256']})"
     head += _calibration_line(report.get("calibration") or {})
 
     def row(label: str, get: Any) -> str:
@@ -404,6 +415,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         max_time_s=args.max_time,
         max_cameras=args.max_cameras,
         baseline=not args.no_baseline,
+        baseline_model=args.baseline_model,
+        stagger=not args.no_stagger,
         rules=not args.no_rules,
         repeats=args.repeats,
         decoder=args.decoder,

@@ -8,6 +8,7 @@ import os
 import subprocess
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -60,11 +61,11 @@ def _child_env() -> dict[str, str]:
 
 
 class RtspCameras:
-    """packaging/dev/rtsp_server.py serving the clip once per camera (one mount each, so no frame is shared)."""
+    """packaging/dev/rtsp_server.py serving one file per camera (one mount each, so no frame is shared)."""
 
-    def __init__(self, clip: Path, cameras: int, workdir: Path, children: Children) -> None:
-        self.clip = clip
-        self.cameras = cameras
+    def __init__(self, clips: Sequence[Path], workdir: Path, children: Children) -> None:
+        self.clips = list(clips)
+        self.cameras = len(self.clips)
         self.workdir = workdir
         self.children = children
         self.process: subprocess.Popen[str] | None = None
@@ -83,8 +84,8 @@ class RtspCameras:
                 f"gir1.2-gst-rtsp-server-1.0) and {RTSP_SCRIPT}; use --source file otherwise"
             )
         cmd = [str(SYSTEM_PYTHON), str(RTSP_SCRIPT), "--address", "127.0.0.1", "--port", "0"]
-        for i in range(self.cameras):
-            cmd += ["--mount", f"/cam{i:02d}={self.clip}"]
+        for i, clip in enumerate(self.clips):
+            cmd += ["--mount", f"/cam{i:02d}={clip}"]
         # stderr to a file: nothing reads it while the trial runs, and a full pipe would stall the server.
         self._stderr = (self.workdir / "rtsp_server.log").open("w+", encoding="utf-8", errors="replace")
         self.process = subprocess.Popen(

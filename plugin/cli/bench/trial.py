@@ -3,8 +3,9 @@
 One trial runs N cameras for T seconds through the product's own pieces: camera sources (PyAV, or --decoder opencv;
 each camera served by the real GStreamer RTSP server at the clip's native rate, or realtime-paced files), one
 TritonInferenceClient shared by all cameras, the tracker, a loitering rule and the incident store. The naive
-baseline runs the same sources, clip, model and rules with one worker thread per camera calling onnxruntime
-in-process, one image at a time.
+baseline runs the same sources, clip, pipeline and rules with one worker thread per camera calling onnxruntime
+in-process, one image at a time, on every frame (no motion gating), with the detector as published: the export
+`models fetch` downloads, at its own 416 px (`--baseline-model served`: the file and size Triton serves, 352 px).
 
 Capture-to-result latency runs from `Frame.monotonic` (the frame decoded and handed over) to the end of
 `CameraPipeline.process` for that frame (detections, tracking, rules). It includes the time a frame waits for its
@@ -33,7 +34,7 @@ from typing import Any, Literal
 import numpy as np
 
 from adapters.cameras.registry import DECODERS
-from plugin.cli.bench.clip import ClipInfo
+from plugin.cli.bench.clip import ClipInfo, staggered_clips
 from plugin.cli.bench.monitor import ResourceMonitor
 from plugin.cli.bench.rtsp import Children, RtspCameras
 from plugin.config.cameras import CameraConfig, Decoder, MotionGatingConfig, ZoneConfig
@@ -55,6 +56,9 @@ from plugin.types import Detections, Frame, ImageArray, Incident
 log = logging.getLogger(__name__)
 
 Mode = Literal["triton", "naive"]
+# what the naive baseline runs: the detector as published (the export `models fetch` downloads, at its own input
+# size: what an integrator who takes the model as it comes runs), or the file and size the embedded Triton serves
+BaselineModel = Literal["published", "served"]
 SourceKind = Literal["rtsp", "file"]
 
 
@@ -101,6 +105,10 @@ class BenchOptions:
     max_time_s: float = 900.0
     max_cameras: int = 64
     baseline: bool = True
+    baseline_model: BaselineModel = "published"
+    # each camera starts the clip at its own point (real cameras do not all see people at the same moment); off,
+    # every camera shows the same second at once and motion gating's savings come in bursts all cameras share
+    stagger: bool = True
     rules: bool = True
     repeats: int = 3  # --find-max: trials that decide each count next to the boundary (majority)
     decoder: Decoder = "pyav"
@@ -318,20 +326,26 @@ class BenchEnv:
     triton_pid: int | None
     naive_settings: YoloxSettings | None
     naive: OnnxYolox | None = None
+    period_s: float = 0.0  # one play of the clip (the served clip may be several joined)
     trials_run: int = 0
     progress: list[str] = field(default_factory=list)
 
 
-def naive_model_file(model: str) -> Path:
-    """The ONNX file the baseline runs: the one the embedded Triton's model.py runs."""
+def naive_model_file(model: str, which: BaselineModel = "served") -> Path:
+    """The ONNX file the baseline runs: `served`, the one the embedded Triton's model.py runs (the derived copy when
+    it is there); `published`, the file as fetched (the config's onnx_file)."""
     model_dir = default_model_repository() / model
-    return model_file(model_dir / "1", read_model_parameters(model_dir / "config.pbtxt"))
+    params = read_model_parameters(model_dir / "config.pbtxt")
+    if which == "served":
+        return model_file(model_dir / "1", params)
+    return model_dir / "1" / params.get("onnx_file", "yolox_nano.onnx")
 
 
 def _load_naive(env: BenchEnv) -> OnnxYolox:
     """The baseline's session, loaded only when its first trial starts so Triton trials' memory excludes it."""
     assert env.naive_settings is not None
-    detector = OnnxYolox(naive_model_file(env.opts.model), env.naive_settings)
+    which = env.opts.baseline_model
+    detector = OnnxYolox(naive_model_file(env.opts.model, which), env.naive_settings, own_size=which == "published")
     detector.detect(np.zeros((env.clip.height, env.clip.width, 3), np.uint8))  # first-run allocations
     return detector
 
@@ -413,12 +427,16 @@ async def run_trial(env: BenchEnv, mode: Mode, cameras: int) -> dict[str, Any]:
     monitor: ResourceMonitor | None = None
     trial: _Trial | None = None
     try:
+        clips = [env.clip.path] * cameras
+        if opts.stagger:
+            cache = env.workdir / "staggered"
+            clips = await asyncio.to_thread(staggered_clips, env.clip, env.period_s, cameras, cache)
         if opts.source == "rtsp":
-            rtsp = RtspCameras(env.clip.path, cameras, workdir, env.children)
+            rtsp = RtspCameras(clips, workdir, env.children)
             await asyncio.to_thread(rtsp.start)
             sources = [rtsp.url(i) for i in range(cameras)]
         else:
-            sources = [str(env.clip.path)] * cameras
+            sources = [str(c) for c in clips]
         if mode == "naive" and env.naive is None:
             env.naive = await asyncio.to_thread(_load_naive, env)
         db = await asyncio.to_thread(AsyncDatabase, workdir / "bench.db")
