@@ -26,6 +26,8 @@ HOST = "127.0.0.1"
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
 _PR_SET_PDEATHSIG = 1
+PREFIX = "storesight-pg-"
+OWNER_FILE = "owner.pid"  # the process that made the folder: when it is gone, so is the server (PDEATHSIG)
 
 
 def postgres_missing() -> str | None:
@@ -49,11 +51,47 @@ def die_with_parent() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGQUIT, 0, 0, 0)
 
 
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` runs (a zombie waiting to be reaped does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+def _server_alive(folder: Path) -> bool:
+    """Whether the cluster's postmaster still runs (it may still be shutting down after its starter died)."""
+    try:
+        pid = int((folder / "data" / "postmaster.pid").read_text().split("\n", 1)[0])
+    except (OSError, ValueError):
+        return False
+    return process_alive(pid)
+
+
+def sweep_stale(tmp: Path | None = None) -> list[Path]:
+    """Remove the folders of clusters whose starter died without `stop()` (a killed test run: its server died with
+    it, the folder stayed); a folder whose starter still runs is left alone. Returns what was removed."""
+    removed = []
+    for folder in Path(tmp or tempfile.gettempdir()).glob(PREFIX + "*"):
+        try:
+            owner = int((folder / OWNER_FILE).read_text().strip())
+        except (OSError, ValueError):  # not ours to judge (being made right now, or by an older release)
+            continue
+        if process_alive(owner) or _server_alive(folder):
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+    return removed
+
+
 class LocalPostgres:
     """One running cluster; `dsn(db)` for a database in it; `stop()` ends it and removes its folder."""
 
     def __init__(self, durable: bool = False) -> None:
-        self.root = Path(tempfile.mkdtemp(prefix="storesight-pg-"))
+        sweep_stale()
+        self.root = Path(tempfile.mkdtemp(prefix=PREFIX))
+        (self.root / OWNER_FILE).write_text(f"{os.getpid()}\n")
         self.port = _free_port()
         self.password = secrets.token_urlsafe(16)
         self.durable = durable  # fsync on: for measuring; off: for tests
