@@ -132,7 +132,7 @@ class _Hub:
 
 
 def _frame(body: str) -> bytes:
-    from adapters.business.alarm.sia_dc09 import crc16_arc
+    from adapters.business.alarm.dc09_framing import crc16_arc
 
     data = body.encode()
     return b"\n" + f"{crc16_arc(data):04X}{len(data):04X}".encode() + data + b"\r"

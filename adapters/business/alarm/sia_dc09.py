@@ -55,6 +55,7 @@ from pysiaalarm.errors import EventFormatError, NoAccountError
 from pysiaalarm.event import SIAEvent
 from pysiaalarm.utils.enums import MessageTypes
 
+from adapters.business.alarm.dc09_framing import HEADER, MAX_FRAME_BYTES, FrameSplitter, crc16_arc, frame, sia_time
 from adapters.business.listeners import ConnectionSlots
 from plugin.config.alarms import AlarmAccountConfig, AlarmPanelConfig, normalise_panel_zone
 from plugin.config.base import peer_allowed
@@ -67,7 +68,6 @@ PROTOCOL_KEY = "sia_dc09"
 log = logging.getLogger(__name__)
 
 TOKENS = ("SIA-DCS", "ADM-CID", "NULL")  # the message types pysiaalarm parses; any other gets DUH
-MAX_FRAME_BYTES = 2048  # a DC-09 frame is 60-300 bytes with x-data: a longer one is dropped unanswered
 READ_SIZE = 4096
 CLOSE_WAIT_S = 5.0  # closing: connections still storing a frame get this long before they are cancelled
 UDP_QUEUE = 256  # datagrams waiting for storage; more are dropped, and the panel's retry brings them back
@@ -78,11 +78,6 @@ DEDUPE_WINDOW_S = 600.0
 # ValueError for ciphertext that is not hex or not whole AES blocks, IndexError for an empty x-data block ("[]").
 PARSE_ERRORS = (EventFormatError, NoAccountError, ValueError, IndexError)
 
-_HEADER = re.compile(
-    r'(?P<crc>[0-9A-Fa-f]{4})(?P<length>[0-9A-Fa-f]{4})"(?P<star>\*?)(?P<token>[A-Z0-9-]{1,16})"'
-    r"(?P<seq>[0-9]{4})(?:R(?P<rcv>[0-9A-Fa-f]{1,6}))?L(?P<line>[0-9A-Fa-f]{1,6})"
-    r"(?:#(?P<account>[0-9A-Fa-f]{3,16}))?\["
-)
 _NUMBER = re.compile(r"\s*([0-9A-Za-z]{1,8})")
 
 # SIA codes (pysiaalarm maps Contact ID to these too) to alarm kinds; any other known code is "other".
@@ -114,38 +109,6 @@ CID_GROUPS: dict[str, str] = {
 }
 
 
-def _crc_table() -> tuple[int, ...]:
-    table = []
-    for byte in range(256):
-        crc = byte
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
-        table.append(crc)
-    return tuple(table)
-
-
-_CRC_TABLE = _crc_table()
-
-
-def crc16_arc(data: bytes) -> int:
-    """CRC-16/ARC (reflected polynomial 0xA001, initial value 0): the DC-09 frame check (a byte per step)."""
-    crc = 0
-    for byte in data:
-        crc = (crc >> 8) ^ _CRC_TABLE[(crc ^ byte) & 0xFF]
-    return crc
-
-
-def frame(body: str) -> bytes:
-    """A DC-09 frame around `body` (from its first quote): LF, CRC, length, body, CR."""
-    data = body.encode("ascii")
-    return b"\n" + f"{crc16_arc(data):04X}{len(data):04X}".encode("ascii") + data + b"\r"
-
-
-def sia_time(t: datetime) -> str:
-    """The DC-09 timestamp, in UTC: _HH:MM:SS,MM-DD-YYYY."""
-    return t.astimezone(UTC).strftime("_%H:%M:%S,%m-%d-%Y")
-
-
 def classify(event: SIAEvent) -> str | None:
     """The alarm kind of a parsed event; None when this receiver does not handle its code (DUH)."""
     if event.message_type == MessageTypes.ADMCID:
@@ -171,45 +134,6 @@ def _digest(event: SIAEvent) -> str:
     fields = (event.message_type, event.code, event.ri, event.message, event.event_qualifier, event.event_type,
               event.partition, event.id, event.ti, event.x_data)  # fmt: skip
     return hashlib.sha256(repr(fields).encode()).hexdigest()[:16]
-
-
-class FrameSplitter:
-    """Cuts a TCP byte stream into frames at CR: several frames in one read, or one frame over several reads. A
-    frame starts after its LF, so a run of noise over `max_bytes` is dropped (counted in `dropped`) while a frame
-    that follows it after an LF is kept; the buffer never holds more than `max_bytes` plus one read."""
-
-    def __init__(self, max_bytes: int = MAX_FRAME_BYTES) -> None:
-        self.max_bytes = max_bytes
-        self._buffer = bytearray()
-        self._skipping = False  # the buffer's start is inside a run already counted as dropped
-        self.dropped = 0
-
-    def feed(self, data: bytes) -> list[bytes]:
-        """The complete frames (without their CR) that `data` finished."""
-        self._buffer += data
-        frames: list[bytes] = []
-        while (end := self._buffer.find(b"\r")) >= 0:
-            chunk = bytes(self._buffer[:end])
-            del self._buffer[: end + 1]
-            skipping, self._skipping = self._skipping, False
-            if skipping or len(chunk) > self.max_bytes:
-                lf = chunk.rfind(b"\n")
-                if not skipping:
-                    self.dropped += 1
-                if lf < 0 or len(chunk) - lf > self.max_bytes:
-                    continue  # all noise
-                chunk = chunk[lf:]  # a frame after the noise
-            frames.append(chunk)
-        if len(self._buffer) > self.max_bytes:
-            if not self._skipping:
-                self.dropped += 1
-            self._skipping = True
-            lf = self._buffer.rfind(b"\n")
-            if lf >= 0 and len(self._buffer) - lf <= self.max_bytes:
-                del self._buffer[:lf]  # keep what may be the start of a frame
-            else:
-                self._buffer.clear()
-        return frames
 
 
 @dataclass(frozen=True)
@@ -277,7 +201,7 @@ class SiaDc09Receiver:
             line = text.decode("ascii")
         except UnicodeDecodeError:
             return self._nak(None, "format", "a frame that is not ASCII", quiet=transport == "udp")
-        head = _HEADER.match(line)
+        head = HEADER.match(line)
         if head is None:
             return self._nak(None, "format", "a frame without a DC-09 header", quiet=transport == "udp")
         account_id = (head["account"] or "").upper()

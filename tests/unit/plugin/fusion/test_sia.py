@@ -29,7 +29,8 @@ from hypothesis import strategies as st
 from pysiaalarm.account import SIAAccount
 from pysiaalarm.event import SIAEvent
 
-from adapters.business.alarm.sia_dc09 import MAX_FRAME_BYTES, FrameSplitter, SiaDc09Receiver, classify
+from adapters.business.alarm.dc09_framing import MAX_FRAME_BYTES, FrameSplitter
+from adapters.business.alarm.sia_dc09 import SiaDc09Receiver, classify
 from plugin.app import build_app
 from plugin.config.loader import parse_config
 from plugin.errors import ConfigError
