@@ -15,10 +15,10 @@ from typing import Any, Literal
 from pydantic import Field
 
 from adapters.sinks.common import SinkSpec
-from adapters.sinks.http import HttpClient
+from adapters.sinks.http import HttpClient, raise_for_status
 from plugin.config.base import ID_PATTERN, literal_key
 from plugin.config.sinks import SinkConfigBase
-from plugin.errors import SinkAuthError, SinkNotReady, SinkRejected
+from plugin.errors import SinkNotReady, SinkRejected
 from plugin.protocols import Receipt, SinkHealth
 from plugin.redact import redact_url
 
@@ -84,17 +84,10 @@ class HqSink:
     async def _post(self, key: str, kind: str, data: dict[str, Any]) -> Receipt:
         body = json.dumps({"store": self.config.store, "key": key, "kind": kind, "data": data}, default=str).encode()
         headers = {"Content-Type": "application/json", "Authorization": f"Bearer {self.config.token}"}
-        where = self._http.where
         reply = await self._http.request("POST", "", what="POST", body=body, headers=headers)
-        text = reply.text[:300]
-        if 200 <= reply.status < 300:
-            status = reply.data.get("status", "stored") if isinstance(reply.data, dict) else "stored"
-            return Receipt(f"HTTP {reply.status} {status}")
-        if reply.status in (401, 403):
-            raise SinkAuthError(f"{where}: HTTP {reply.status} {text}")
-        if reply.status in (408, 425, 429) or reply.status >= 500:
-            raise SinkNotReady(f"{where}: HTTP {reply.status} {text}")
-        raise SinkRejected(f"{where}: HTTP {reply.status} {text}")
+        raise_for_status(reply, self._http.where, 300)
+        status = reply.data.get("status", "stored") if isinstance(reply.data, dict) else "stored"
+        return Receipt(f"HTTP {reply.status} {status}")
 
     async def self_test(self) -> str:
         """Prove head office knows this store's token without storing anything: an empty incident is refused as

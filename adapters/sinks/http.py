@@ -16,7 +16,7 @@ from multidict import CIMultiDictProxy
 from yarl import URL
 
 from adapters.sinks.common import HTTP_EXCEPTIONS, NoAnswer, tls_context
-from plugin.errors import SinkAuthError, SinkNotReady
+from plugin.errors import SinkAuthError, SinkNotReady, SinkRejected
 from plugin.redact import redact_url
 
 
@@ -33,6 +33,20 @@ class Reply:
     def location(self) -> str | None:
         """Where a redirect points."""
         return self.headers.get("Location")
+
+
+def raise_for_status(reply: Reply, where: str, limit: int) -> None:
+    """What a non-2xx answer means to a receiver that is no VMS (a webhook, head office): 401/403 auth (it will not
+    fix itself), 408/425/429 and 5xx try again later, any other refused; the body (its first `limit` characters)
+    in the message."""
+    if 200 <= reply.status < 300:
+        return
+    text = reply.text[:limit]
+    if reply.status in (401, 403):
+        raise SinkAuthError(f"{where}: HTTP {reply.status} {text}")
+    if reply.status in (408, 425, 429) or reply.status >= 500:
+        raise SinkNotReady(f"{where}: HTTP {reply.status} {text}")
+    raise SinkRejected(f"{where}: HTTP {reply.status} {text}")
 
 
 class HttpClient:

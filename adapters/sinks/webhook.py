@@ -18,10 +18,10 @@ from typing import Any, Literal
 from pydantic import Field
 
 from adapters.sinks.common import SinkSpec
-from adapters.sinks.http import HttpClient
+from adapters.sinks.http import HttpClient, raise_for_status
 from plugin.config.base import literal_key
 from plugin.config.sinks import SinkConfigBase
-from plugin.errors import SinkAuthError, SinkNotReady, SinkRejected
+from plugin.errors import SinkNotReady
 from plugin.protocols import Receipt, SinkHealth
 from plugin.redact import redact_url
 
@@ -83,16 +83,9 @@ class WebhookSink:
         headers = {"Content-Type": "application/json", "Idempotency-Key": delivery_key, **self.config.headers}
         if self.config.secret:
             headers[SIGNATURE_HEADER] = sign(self.config.secret, body, int(time.time()))
-        where = self._http.where
         reply = await self._http.request("POST", "", what="POST", body=body, headers=headers)
-        text = reply.text[:200]
-        if 200 <= reply.status < 300:
-            return Receipt(f"HTTP {reply.status}")
-        if reply.status in (401, 403):
-            raise SinkAuthError(f"{where}: HTTP {reply.status} {text}")
-        if reply.status in (408, 425, 429) or reply.status >= 500:
-            raise SinkNotReady(f"{where}: HTTP {reply.status} {text}")
-        raise SinkRejected(f"{where}: HTTP {reply.status} {text}")
+        raise_for_status(reply, self._http.where, 200)
+        return Receipt(f"HTTP {reply.status}")
 
     async def self_test(self) -> str:
         """POST a clearly labelled test message (`"test": true`, its own delivery key) and expect 2xx."""

@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 from pysiaalarm.account import SIAAccount
 from pysiaalarm.event import SIAEvent
 
-from adapters.business.alarm.dc09_framing import MAX_FRAME_BYTES, FrameSplitter
+from adapters.business.alarm.dc09_framing import MAX_FRAME_BYTES, FrameSplitter, crc16_arc
 from adapters.business.alarm.sia_dc09 import SiaDc09Receiver, classify
 from plugin.app import build_app
 from plugin.config.loader import parse_config
@@ -57,25 +57,18 @@ ZONE = [[0.0, 0.5], [0.5, 0.5], [0.5, 1.0], [0.0, 1.0]]
 # -- the panel side: a DC-09 encoder written from the standard ------------------------------------------------------
 
 
-def _crc_table() -> list[int]:
-    table = []
-    for byte in range(256):
-        crc = byte
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
-        table.append(crc)
-    return table
-
-
-CRC_TABLE = _crc_table()
-
-
 def crc16(data: bytes) -> int:
-    """CRC-16/ARC, table-driven (the receiver computes it bit by bit)."""
+    """CRC-16/ARC bit by bit, independent of the receiver's table (adapters/business/alarm/dc09_framing.py)."""
     crc = 0
     for byte in data:
-        crc = (crc >> 8) ^ CRC_TABLE[(crc ^ byte) & 0xFF]
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
     return crc
+
+
+def test_the_frame_check_is_crc16_arc() -> None:
+    assert crc16(b"123456789") == crc16_arc(b"123456789") == 0xBB3D  # the catalogue's check value
 
 
 def stamp(t: datetime) -> str:
