@@ -10,7 +10,11 @@
 # Sections: machine, accuracy, profile, startup, bench16, findmax (demo clip), vtest (find-max on OpenCV's vtest.avi
 # converted to H.264 MP4 by the bench), base_findmax (the starting checkout's find-max on both clips, for the ratio
 # before). Knobs: BASE_REF (default: merge-base with main), OUT (default: a new folder under /tmp),
-# FINDMAX_TIME (seconds per --find-max, default 2400), DURATION (seconds per trial, default 20), REPEATS (3).
+# FINDMAX_TIME (seconds per --find-max, default 2400), DURATION (seconds per trial, default 20), REPEATS (3),
+# BENCH_ARGS (extra `storesight bench` arguments for this checkout's runs). This checkout's bench starts each camera
+# at its own point of the clip and gives the naive baseline the published 416 px model; the starting checkout's
+# bench played the clip in lock-step with Triton's model on both sides: BENCH_ARGS="--no-stagger --baseline-model
+# served" measures this checkout under those conditions.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
@@ -88,7 +92,9 @@ fi
 
 findmax() {  # name, extra args
   local name=$1; shift
-  bench --find-max --duration "$DURATION" --repeats "$REPEATS" --max-time "$FINDMAX_TIME" --json "$@" > "$OUT/$name.json"
+  # shellcheck disable=SC2086  # BENCH_ARGS is a list of words
+  bench --find-max --duration "$DURATION" --repeats "$REPEATS" --max-time "$FINDMAX_TIME" --json ${BENCH_ARGS:-} "$@" \
+    > "$OUT/$name.json"
   "$PY" -c "
 import json,sys; from plugin.cli.bench.report import format_table; print(format_table(json.load(open(sys.argv[1]))))" "$OUT/$name.json"
 }
