@@ -80,28 +80,36 @@ def _codec_and_container(path: Path) -> tuple[str, str]:
         return "", ""
 
 
+def _ffmpeg(args: list[str], missing: str, failed: str) -> None:
+    """ffmpeg, quiet and overwriting, with `args` (blocking); SourceError `missing` when it is not on PATH, `failed`
+    with its own message when it fails."""
+    ffmpeg = shutil.which("ffmpeg")
+    if ffmpeg is None:
+        raise SourceError(missing)
+    cmd = [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *args]
+    result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise SourceError(f"{failed}: {result.stderr.strip()}")
+
+
 def servable_clip(path: Path, workdir: Path) -> tuple[Path, Path | None]:
     """`path` when the RTSP stand-in can serve it as it is (H.264/H.265 in MP4), else an H.264 MP4 copy made with
     ffmpeg in `workdir` (OpenCV's vtest.avi is MPEG-4 part 2 in AVI), and the original (blocking)."""
     codec, container = _codec_and_container(path)
     if codec in SERVABLE_CODECS and container in SERVABLE_CONTAINERS:
         return path, None
-    ffmpeg = shutil.which("ffmpeg")
-    if ffmpeg is None:
-        raise SourceError(
-            f"--clip: {path.name} is {codec or 'not a readable video'} in {container or 'an unknown container'}; "
-            "converting it to H.264 MP4 needs ffmpeg on PATH (apt-get install ffmpeg)"
-        )
     dst = workdir / f"{path.stem}-h264.mp4"
     # camera-like H.264: no B-frames, a keyframe every 2 s, no audio; quality high enough that the detector sees
     # what it would in the original
-    cmd = [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-i", str(path), "-map", "0:v:0"]
-    cmd += ["-c:v", "libx264", "-preset", "veryfast", "-crf", "18", "-bf", "0", "-g", "20", "-pix_fmt", "yuv420p"]
-    cmd += ["-f", "mp4", str(dst)]
+    args = ["-i", str(path), "-map", "0:v:0", "-c:v", "libx264", "-preset", "veryfast", "-crf", "18", "-bf", "0"]
+    args += ["-g", "20", "-pix_fmt", "yuv420p", "-f", "mp4", str(dst)]
     log.info("bench: converting %s (%s in %s) to H.264 MP4", path, codec, container)
-    result = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        raise SourceError(f"--clip: ffmpeg could not convert {path} to H.264 MP4: {result.stderr.strip()}")
+    _ffmpeg(
+        args,
+        missing=f"--clip: {path.name} is {codec or 'not a readable video'} in {container or 'an unknown container'}; "
+        "converting it to H.264 MP4 needs ffmpeg on PATH (apt-get install ffmpeg)",
+        failed=f"--clip: ffmpeg could not convert {path} to H.264 MP4",
+    )
     return dst, path
 
 
@@ -147,20 +155,17 @@ def staggered_clips(clip: ClipInfo, period_s: float, cameras: int, cache: Path) 
     """One file per camera, camera i's starting `stagger_offset(i)` into `clip` (cut at the keyframe before it, no
     re-encoding; kept in `cache` for later trials), so the cameras do not all see the same people at the same moment
     as real cameras would not (blocking). `clip` must last a period longer than a trial needs."""
-    ffmpeg = shutil.which("ffmpeg")
-    if ffmpeg is None:
-        raise SourceError("staggering the cameras needs ffmpeg on PATH (apt-get install ffmpeg); or pass --no-stagger")
     cache.mkdir(parents=True, exist_ok=True)
     paths = [clip.path]
     for i in range(1, cameras):
         dst = cache / f"cam{i:02d}-{clip.path.stem}.mp4"
         if not dst.is_file():
             offset = stagger_offset(i, period_s)
-            cmd = [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-ss", f"{offset:.3f}"]
-            cmd += ["-i", str(clip.path), "-map", "0:v:0", "-c", "copy", "-f", "mp4", str(dst)]
-            result = subprocess.run(cmd, capture_output=True, text=True, check=False)
-            if result.returncode != 0:
-                raise SourceError(f"ffmpeg could not cut {clip.path} at {offset:.1f} s: {result.stderr.strip()}")
+            _ffmpeg(
+                ["-ss", f"{offset:.3f}", "-i", str(clip.path), "-map", "0:v:0", "-c", "copy", "-f", "mp4", str(dst)],
+                missing="staggering the cameras needs ffmpeg on PATH (apt-get install ffmpeg); or pass --no-stagger",
+                failed=f"ffmpeg could not cut {clip.path} at {offset:.1f} s",
+            )
         paths.append(dst)
     return paths
 
@@ -170,19 +175,14 @@ def loop_clip(clip: ClipInfo, needed_s: float, workdir: Path) -> ClipInfo:
     loops = math.ceil(needed_s / clip.duration_s) - 1
     if loops <= 0:
         return clip
-    ffmpeg = shutil.which("ffmpeg")
-    if ffmpeg is None:
-        raise SourceError(
-            f"a {needed_s:.0f} s trial is longer than the clip ({clip.duration_s:.0f} s) and looping it needs ffmpeg "
-            "on PATH (apt-get install ffmpeg); or pass a shorter --duration"
-        )
     dst = workdir / f"{clip.path.stem}-x{loops + 1}.mp4"
     # A long file rather than looping in the reader or in GStreamer: timestamps keep rising, nothing restarts.
-    cmd = [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-stream_loop", str(loops)]
-    cmd += ["-i", str(clip.path), "-map", "0:v:0", "-c", "copy", "-f", "mp4", str(dst)]
-    result = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        raise SourceError(f"ffmpeg could not loop {clip.path}: {result.stderr.strip()}")
+    _ffmpeg(
+        ["-stream_loop", str(loops), "-i", str(clip.path), "-map", "0:v:0", "-c", "copy", "-f", "mp4", str(dst)],
+        missing=f"a {needed_s:.0f} s trial is longer than the clip ({clip.duration_s:.0f} s) and looping it needs "
+        "ffmpeg on PATH (apt-get install ffmpeg); or pass a shorter --duration",
+        failed=f"ffmpeg could not loop {clip.path}",
+    )
     return ClipInfo(
         dst, clip.width, clip.height, clip.fps, clip.duration_s * (loops + 1), clip.codec, clip.converted_from
     )

@@ -109,11 +109,11 @@ async def _setup_and_run(opts: BenchOptions, children: Children, workdir: Path) 
     served = await asyncio.to_thread(loop_clip, clip, needed, workdir)
     model_dir = default_model_repository() / opts.model
     settings: YoloxSettings | None = None
+    naive_file = naive_model_file(opts.model, opts.baseline_model)
     if opts.baseline:  # fail before anything starts when the baseline's model is missing
         settings = YoloxSettings.from_parameters(read_model_parameters(model_dir / "config.pbtxt"))
-        if not naive_model_file(opts.model, opts.baseline_model).is_file():
-            missing = naive_model_file(opts.model, opts.baseline_model)
-            raise ModelError(f"{missing} missing: run `storesight models fetch`")
+        if not naive_file.is_file():
+            raise ModelError(f"{naive_file} missing: run `storesight models fetch`")
     triton: EmbeddedTriton | None = None
     url = opts.triton_url
     if url is None:
@@ -154,8 +154,7 @@ async def _setup_and_run(opts: BenchOptions, children: Children, workdir: Path) 
         await client.close()  # before the server: Triton's shutdown waits on open connections
         if triton is not None:
             await asyncio.to_thread(triton.stop)
-    model_file = naive_model_file(opts.model)
-    naive_file = naive_model_file(opts.model, opts.baseline_model)
+    model_file = naive_model_file(opts.model, "served")
     naive_size = env.naive.settings.input_size if env.naive is not None else settings.input_size if settings else 0
     report.update(
         clip={

@@ -331,7 +331,7 @@ class BenchEnv:
     progress: list[str] = field(default_factory=list)
 
 
-def naive_model_file(model: str, which: BaselineModel = "served") -> Path:
+def naive_model_file(model: str, which: BaselineModel) -> Path:
     """The ONNX file the baseline runs: `served`, the one the embedded Triton's model.py runs (the derived copy when
     it is there); `published`, the file as fetched (the config's onnx_file)."""
     model_dir = default_model_repository() / model
